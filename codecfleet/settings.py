@@ -1,0 +1,69 @@
+"""Settings from environment variables prefixed ``CODECFLEET_``.
+
+One typed, frozen object; read once per process with :func:`get_settings`.
+Domain packages (evaluation, sandbox, db) never read the environment
+themselves: the face passes them explicit arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PREFIX = "CODECFLEET_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(PREFIX + name)
+    return value if value not in (None, "") else default
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    base = os.environ.get(var)
+    return Path(base) if base else Path.home() / fallback
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    artifact_dir: Path
+    cache_dir: Path
+    database_url: str
+    broker_url: str | None
+    device: str
+    sandbox_mode: str
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        data_dir = Path(_env("DATA_DIR") or _xdg("XDG_DATA_HOME", ".local/share") / "codecfleet")
+        cache_dir = Path(_env("CACHE_DIR") or _xdg("XDG_CACHE_HOME", ".cache") / "codecfleet")
+        artifact_dir = Path(_env("ARTIFACT_DIR") or data_dir / "artifacts")
+        database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'codecfleet.db'}"
+        return cls(
+            data_dir=data_dir,
+            artifact_dir=artifact_dir,
+            cache_dir=cache_dir,
+            database_url=database_url,
+            broker_url=_env("BROKER_URL"),
+            device=_env("DEVICE", "auto") or "auto",
+            sandbox_mode=_env("SANDBOX", "strict") or "strict",
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` where torch sees a GPU, else ``cpu``."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return "cpu"
