@@ -1,0 +1,83 @@
+"""The public Python API: what researchers call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from codecfleet.settings import Settings, get_settings, resolve_device
+from evaluation.pipeline import DEFAULT_RATE_POINTS, clip_summary
+from evaluation.pipeline import evaluate_candidate as _evaluate
+from evaluation.runner import InProcessRunner
+from evaluation.video import Clip, load_clip
+
+RUNNERS = ("sandbox", "in-process")
+
+
+def _failed(stage: str, reason: str, clip: Clip, isolation: str, device: str, **extra) -> dict:
+    return {
+        "status": "failed",
+        "stage": stage,
+        "reason": reason,
+        "clip": clip_summary(clip),
+        "isolation": isolation,
+        "device": device,
+        "rate_points": [],
+        "anchors": {},
+        "bd_rate": {},
+        "bd": {},
+        **extra,
+    }
+
+
+def evaluate_candidate(
+    code: str,
+    clip: Clip | str,
+    rate_points: int | Sequence[float] = DEFAULT_RATE_POINTS,
+    limits=None,
+    *,
+    anchors: Sequence[str] = (),
+    runner: str = "sandbox",
+    device: str | None = None,
+    settings: Settings | None = None,
+    artifact_dir: Path | None = None,
+) -> dict:
+    """Measure candidate source ``code`` on ``clip`` (a :class:`Clip` or a spec such as
+    ``"synthetic:mix@176x144"``) at ``rate_points`` qualities.
+
+    ``runner="sandbox"`` (the default) sanitizes the code and runs encoder and
+    decoder in two fresh sandboxes with ``limits`` (a ``sandbox.runner.Limits``);
+    ``runner="in-process"`` runs it unisolated and is for trusted code only.
+    Returns the dict that ``codecfleet evaluate --json`` prints.
+    """
+    settings = settings or get_settings()
+    device = resolve_device(device or settings.device)
+    if isinstance(clip, str):
+        clip = load_clip(clip)
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; expected one of {RUNNERS}")
+    if runner == "in-process":
+        runner_obj = InProcessRunner()
+        sanitized = None
+    else:
+        from sandbox.runner import Limits, SandboxRunner
+        from sandbox.sanitize import sanitize
+
+        runner_obj = SandboxRunner(limits=limits or Limits(), device=device, mode=settings.sandbox_mode)
+        sanitized = sanitize(code)
+        if not sanitized.ok:
+            return _failed("sanitize", sanitized.reason, clip, runner_obj.isolation, device)
+        code = sanitized.code
+    result = _evaluate(
+        code,
+        clip,
+        rate_points,
+        runner=runner_obj,
+        artifact_dir=Path(artifact_dir or settings.artifact_dir),
+        anchors=anchors,
+        anchor_cache_dir=settings.cache_dir / "anchors",
+        device=device,
+    )
+    if sanitized is not None:
+        result["ast_hash"] = sanitized.ast_hash
+    return result

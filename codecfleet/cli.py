@@ -1,0 +1,238 @@
+"""The ``codecfleet`` command line.
+
+Errors a user can act on (a missing file, a corrupt video, an unknown anchor)
+are one clear line on stderr and exit status 2; a candidate that fails its
+evaluation prints its status, stage and reason and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from codecfleet.settings import get_settings, resolve_device
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+def _add_clip_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--clip",
+        default="synthetic:mix",
+        help="a video file PyAV can read, or synthetic:NAME[@WxH] (default: synthetic:mix, 352x288)",
+    )
+    p.add_argument("--frames", type=int, default=None, help="number of frames (synthetic default: 8; file: all)")
+    p.add_argument("--start-frame", type=int, default=0, help="first frame to use (files only)")
+
+
+def _load_clip(args: argparse.Namespace):
+    from evaluation.video import load_clip
+
+    frames = args.frames
+    if frames is None and args.clip.startswith("synthetic:"):
+        frames = 8
+    if frames is not None and frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {frames}")
+    return load_clip(args.clip, frames=frames, start_frame=args.start_frame)
+
+
+def _read_candidate(spec: str) -> tuple[str, str]:
+    """``reference:NAME`` or a path -> (display name, source text)."""
+    if spec.startswith("reference:"):
+        from evaluation.reference import reference_path
+
+        path = reference_path(spec.split(":", 1)[1])
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"candidate file not found: {path}")
+    try:
+        return str(path), path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"candidate file {path} is not UTF-8 text: {exc}") from exc
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_evaluation(result: dict, candidate: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    clip = result["clip"]
+    console.print(
+        f"[bold]{candidate}[/] on {clip['source']} "
+        f"({clip['width']}x{clip['height']}, {clip['frames']} frames @ {clip['fps']:g} fps, sha256 {clip['sha256'][:12]}), "
+        f"isolation: {result['isolation']}, device: {result['device']}"
+    )
+    table = Table(title="candidate rate points")
+    for col in ("quality", "bytes", "kbps", "bpp", "PSNR-RGB", "PSNR-Y", "SSIM-Y", "MS-SSIM", "enc fps", "dec fps"):
+        table.add_column(col, justify="right")
+    for rp in result["rate_points"]:
+        table.add_row(
+            f"{rp['quality']:.3f}",
+            str(rp["bytes"]),
+            f"{rp['kbps']:.1f}",
+            f"{rp['bpp']:.4f}",
+            f"{rp['psnr_rgb']:.3f}",
+            f"{rp['psnr_y']:.3f}",
+            f"{rp['ssim_y']:.4f}",
+            f"{rp['ms_ssim']:.4f}",
+            _fmt(rp["encode_fps"], ".1f"),
+            _fmt(rp["decode_fps"], ".1f"),
+        )
+    console.print(table)
+    if result["anchors"]:
+        anchors = Table(title=f"BD against classic anchors (curve: kbps vs {result['bd'][next(iter(result['bd']))]['metric']})")
+        for col in ("anchor", "points (kbps / PSNR-Y)", "BD-rate %", "BD-PSNR dB", "note"):
+            anchors.add_column(col)
+        for codec, points in result["anchors"].items():
+            bd = result["bd"][codec]
+            pts = ", ".join(f"{p['kbps']:.0f}/{p['psnr_y']:.2f}" for p in points)
+            note = bd.get("error") or "; ".join(bd["warnings"])
+            anchors.add_row(codec, pts, _fmt(bd["bd_rate_pct"], "+.2f"), _fmt(bd["bd_psnr_db"], "+.3f"), note)
+        console.print(anchors)
+    if result["status"] != "succeeded":
+        console.print(f"[bold red]status: {result['status']}  stage: {result['stage']}  reason: {result['reason']}[/]")
+    else:
+        console.print(f"status: succeeded in {result['seconds']:.1f} s; bitstreams in {result['run_dir']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from codecfleet.api import evaluate_candidate
+
+    settings = get_settings()
+    name, code = _read_candidate(args.candidate)
+    clip = _load_clip(args)
+    anchors = [a.strip() for a in args.anchors.split(",") if a.strip()] if args.anchors else []
+    result = evaluate_candidate(
+        code,
+        clip,
+        args.rate_points,
+        anchors=anchors,
+        runner=args.runner,
+        device=resolve_device(args.device or settings.device),
+        settings=settings,
+    )
+    if args.json:
+        from evaluation.pipeline import to_json
+
+        print(to_json(result))
+    else:
+        _print_evaluation(result, name)
+    return 0 if result["status"] == "succeeded" else 1
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from evaluation import metrics
+    from evaluation.video import read_video
+
+    ref = read_video(args.reference, max_frames=args.frames)
+    dist = read_video(args.distorted, max_frames=args.frames)
+    if ref.frames.shape[1:] != dist.frames.shape[1:]:
+        raise UsageError(
+            f"frame sizes differ: {args.reference} is {ref.width}x{ref.height}, "
+            f"{args.distorted} is {dist.width}x{dist.height}"
+        )
+    if ref.n_frames != dist.n_frames:
+        raise UsageError(
+            f"frame counts differ: {args.reference} has {ref.n_frames}, {args.distorted} has {dist.n_frames} "
+            "(use --frames N to compare the first N)"
+        )
+    device = resolve_device(args.device or get_settings().device)
+    scores = metrics.score_frames(ref.frames, dist.frames, device=device)
+    summary = metrics.summarize(scores)
+    per_frame = [
+        {
+            "index": i,
+            "psnr_rgb": float(scores.psnr_rgb[i]),
+            "psnr_y": float(scores.psnr_y[i]),
+            "ssim_y": float(scores.ssim_y[i]),
+            "ms_ssim": float(scores.ms_ssim[i]),
+        }
+        for i in range(ref.n_frames)
+    ]
+    out = {
+        "reference": {"path": args.reference, "sha256": ref.sha256},
+        "distorted": {"path": args.distorted, "sha256": dist.sha256},
+        "width": ref.width,
+        "height": ref.height,
+        "frames": ref.n_frames,
+        "metrics_version": metrics.METRICS_VERSION,
+        **summary,
+        "per_frame": per_frame,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.distorted} vs {args.reference} ({ref.width}x{ref.height}, {ref.n_frames} frames)")
+    for col in ("frame", "PSNR-RGB", "PSNR-Y", "SSIM-Y", "MS-SSIM"):
+        table.add_column(col, justify="right")
+    for row in per_frame:
+        table.add_row(str(row["index"]), f"{row['psnr_rgb']:.3f}", f"{row['psnr_y']:.3f}", f"{row['ssim_y']:.4f}", f"{row['ms_ssim']:.4f}")
+    table.add_row(
+        "mean",
+        f"{summary['psnr_rgb']:.3f}",
+        f"{summary['psnr_y']:.3f}",
+        f"{summary['ssim_y']:.4f}",
+        f"{summary['ms_ssim']:.4f}",
+        style="bold",
+    )
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codecfleet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("evaluate", help="measure one candidate codec on a clip")
+    ev.add_argument("candidate", help="candidate .py file, or reference:NAME (intra_dct, inter_mc, torch_dct)")
+    _add_clip_args(ev)
+    ev.add_argument("--rate-points", type=int, default=4, help="number of quality settings (default 4)")
+    ev.add_argument("--anchors", default="x264", help="comma-separated classic anchors: x264,x265,svtav1 ('' for none)")
+    ev.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE or auto)")
+    ev.add_argument(
+        "--runner",
+        default="sandbox",
+        choices=("sandbox", "in-process"),
+        help="sandbox (default) or in-process: no isolation, for trusted code only",
+    )
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=cmd_evaluate)
+
+    me = sub.add_parser("metrics", help="PSNR, SSIM and MS-SSIM of a distorted video against a reference")
+    me.add_argument("reference")
+    me.add_argument("distorted")
+    me.add_argument("--frames", type=int, default=None, help="compare the first N frames")
+    me.add_argument("--device", default=None)
+    me.add_argument("--json", action="store_true")
+    me.set_defaults(func=cmd_metrics)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from evaluation.container import ContainerError
+    from evaluation.video import VideoError
+
+    try:
+        return args.func(args)
+    except (UsageError, VideoError, ContainerError, ValueError, KeyError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"codecfleet {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
