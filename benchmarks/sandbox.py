@@ -1,0 +1,177 @@
+"""What the sandbox costs: start-up to ready, and per-call overhead on a 720p frame.
+
+Run: ``.venv/bin/python benchmarks/sandbox.py [--repeats 7] [--calls 60]``
+
+Start-up (median wall time, process start to "candidate imported, ready"):
+
+* ``plain python``: ``python -I -S -c "import numpy"`` (or torch), no harness;
+* ``harness, unsandboxed``: our harness in a plain child process (rlimits only);
+* ``harness, strict``: the same inside bubblewrap with the seccomp filter.
+
+The sandbox's own start-up cost is *strict - unsandboxed* (same harness, same
+imports); *strict - plain* also counts the harness and its pipes.
+
+Per call (median over ``--calls`` calls of a candidate that does no work: the
+encoder returns one byte, the decoder returns a ready-made 1280x720 frame):
+in-process calls vs calls through the sandbox's pipes, timed as the runner
+times them. The difference is what the sandbox adds per frame beyond the
+candidate's own work. Target: at most 30 ms at start-up, 1 ms per 720p call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox.runner import Limits, _Session, _site_dirs, probe_isolation  # noqa: E402
+
+WIDTH, HEIGHT = 1280, 720
+
+NOOP = '''
+import numpy as np
+{extra}
+_FRAME = np.zeros(({h}, {w}, 3), dtype=np.uint8)
+
+def compress_video_frame(frame, frame_index, config):
+    return b"\\0"
+
+def decompress_video_frame(compressed_data, frame_index, config):
+    return _FRAME
+'''
+
+
+def _code(with_torch: bool) -> str:
+    return NOOP.format(extra="import torch" if with_torch else "", h=HEIGHT, w=WIDTH)
+
+
+def _plain_start(with_torch: bool) -> float:
+    site = ";".join(f"sys.path.append({d!r})" for d in _site_dirs())
+    mod = "torch" if with_torch else "numpy"
+    t0 = time.perf_counter()
+    subprocess.run([os.path.realpath(sys.executable), "-I", "-S", "-c", f"import sys;{site};import {mod}"],
+                   check=True, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    return time.perf_counter() - t0
+
+
+def _harness_start(mode: str, with_torch: bool) -> float:
+    limits = Limits(import_seconds=120, threads=1)
+    session = _Session("encoder", mode, "cpu", limits, _bwrap())
+    t0 = time.perf_counter()
+    try:
+        session.start(_code(with_torch), {"width": WIDTH, "height": HEIGHT})
+        return time.perf_counter() - t0
+    finally:
+        session.close()
+
+
+def _bwrap() -> str | None:
+    import shutil
+
+    return shutil.which("bwrap")
+
+
+def _interleaved_medians_ms(fns: list, repeats: int) -> list[float]:
+    """Round-robin over ``fns`` so that load from other processes hits all of them alike."""
+    for fn in fns:
+        fn()  # warm the page cache
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            samples[i].append(fn())
+    return [1000 * statistics.median(s) for s in samples]
+
+
+def _per_call(calls: int) -> dict[str, float]:
+    namespace: dict = {}
+    exec(compile(_code(False), "<noop>", "exec"), namespace)  # noqa: S102 - our own benchmark code
+    frame = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    out: dict[str, float] = {}
+
+    def timed(fn) -> float:
+        samples = []
+        for i in range(calls):
+            t0 = time.perf_counter()
+            fn(i)
+            samples.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(samples)
+
+    out["encode in-process"] = timed(lambda i: namespace["compress_video_frame"](frame, i, {}))
+    out["decode in-process"] = timed(lambda i: namespace["decompress_video_frame"](b"\0", i, {}))
+    limits = Limits(threads=1)
+    for mode in ("unsandboxed", "strict"):
+        session = _Session("encoder", mode, "cpu", limits, _bwrap())
+        try:
+            session.start(_code(False), {"width": WIDTH, "height": HEIGHT})
+            out[f"encode {mode}"] = 1000 * statistics.median(session.encode_frame(frame, i)[1] for i in range(calls))
+        finally:
+            session.close()
+        session = _Session("decoder", mode, "cpu", limits, _bwrap())
+        try:
+            session.start(_code(False), {"width": WIDTH, "height": HEIGHT})
+            out[f"decode {mode}"] = 1000 * statistics.median(
+                session.decode_frame(b"\0", i, HEIGHT, WIDTH)[1] for i in range(calls)
+            )
+        finally:
+            session.close()
+    return out
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()} | {platform.platform()} | {cpu} | {os.cpu_count()} CPUs | Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=60)
+    args = parser.parse_args(argv)
+
+    report = probe_isolation()
+    print(f"machine: {_machine()}")
+    print(f"isolation: bwrap {report.bwrap_version}, strict_ok={report.strict_ok} {report.problems or ''}")
+    print()
+    print("start to ready (median ms)")
+    print("| imports | plain python | harness, unsandboxed | harness, strict | sandbox adds (strict - unsandboxed) | strict - plain |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for with_torch in (False, True):
+        label = "numpy + torch" if with_torch else "numpy"
+        plain, loose, strict = _interleaved_medians_ms(
+            [
+                lambda: _plain_start(with_torch),
+                lambda: _harness_start("unsandboxed", with_torch),
+                lambda: _harness_start("strict", with_torch),
+            ],
+            args.repeats,
+        )
+        print(f"| {label} | {plain:.1f} | {loose:.1f} | {strict:.1f} | {strict - loose:+.1f} | {strict - plain:+.1f} |")
+    print()
+    calls = _per_call(args.calls)
+    print(f"per call, {WIDTH}x{HEIGHT} RGB frame ({WIDTH * HEIGHT * 3 / 1e6:.2f} MB), median of {args.calls} calls (ms)")
+    print("| call | in-process | harness, unsandboxed | harness, strict | sandbox adds (strict - in-process) |")
+    print("|---|---:|---:|---:|---:|")
+    for kind, what in (("encode", "encode (frame in, 1 byte out)"), ("decode", "decode (1 byte in, frame out)")):
+        inproc, loose, strict = calls[f"{kind} in-process"], calls[f"{kind} unsandboxed"], calls[f"{kind} strict"]
+        print(f"| {what} | {inproc:.3f} | {loose:.3f} | {strict:.3f} | {strict - inproc:+.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""The code that runs inside the sandbox, next to the candidate.
+
+Started by :mod:`sandbox.runner` as ``python -I -S -B harness.py REQ_FD RESP_FD`` inside
+bubblewrap. It is trusted only until the candidate is imported: after that the
+candidate shares this interpreter and may rewrite anything here, so the trusted
+side believes nothing from this process except bytes it then checks itself
+(lengths, shapes, dtypes); it times every call with its own clock.
+
+Order of work, and why:
+
+1. read the init message (role, code, limits, seccomp policy) over the request pipe;
+2. move the protocol pipes to high fd numbers and leave fd 1/2 as the capped
+   capture pipes the trusted side drains, so a candidate's ``print`` cannot
+   corrupt the protocol;
+3. set rlimits (the candidate cannot raise hard limits: no CAP_SYS_RESOURCE);
+4. load the seccomp denylist (no fork/exec/sockets/ptrace...), threads allowed;
+5. import the candidate as a real module named ``candidate`` from a file;
+6. serve encode/decode requests until told to stop.
+
+Stdlib only (plus numpy and pyseccomp from the bound site-packages): this file
+must not import anything from the project, which is not mounted here.
+
+Wire format, both directions: 1 byte kind, 8 bytes little-endian length, body.
+"""
+
+import json
+import os
+import struct
+import sys
+import traceback
+
+HEADER = struct.Struct("<cQ")
+SECCOMP_MODES = ("on", "off")
+
+
+def _read_exact(fd, n):
+    # One buffer filled in place: a 720p frame is 2.7 MB, and every extra copy shows per call.
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if not k:
+            raise EOFError("request pipe closed")
+        got += k
+    return buf
+
+
+def _recv(fd):
+    kind, length = HEADER.unpack(_read_exact(fd, HEADER.size))
+    return kind, _read_exact(fd, length)
+
+
+def _send(fd, kind, *parts):
+    length = sum(memoryview(p).nbytes for p in parts)
+    data = [HEADER.pack(kind, length), *parts]
+    for part in data:
+        view = memoryview(part).cast("B")
+        while len(view):
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _error(fd, message):
+    _send(fd, b"X", message[:2000].encode("utf-8", "replace"))
+
+
+def _short_exception(exc):
+    """The last frame in candidate code plus the exception, fit to show an LLM."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    for frame in reversed(frames):
+        if frame.filename.endswith("candidate.py"):
+            where = " (line %d in %s)" % (frame.lineno, frame.name)
+            break
+    text = str(exc)
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return "%s: %s%s" % (type(exc).__name__, text, where)
+
+
+def _set_rlimits(limits):
+    import resource
+
+    def cap(name, value):
+        if value is None:
+            return
+        which = getattr(resource, name)
+        soft, hard = resource.getrlimit(which)
+        value = int(value)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+
+    cap("RLIMIT_CPU", limits.get("cpu_seconds"))
+    cap("RLIMIT_FSIZE", limits.get("max_file_bytes"))
+    cap("RLIMIT_NOFILE", limits.get("max_open_files"))
+    cap("RLIMIT_CORE", 0)
+    cap("RLIMIT_AS", limits.get("address_space_bytes"))
+    cap("RLIMIT_NPROC", limits.get("max_processes"))
+
+
+def _load_seccomp(policy):
+    import ctypes
+
+    import pyseccomp as seccomp
+
+    # PR_SET_NO_NEW_PRIVS (bwrap sets it too; this covers the weaker modes).
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    required = set(policy["required"])
+    for name, errno_value in policy["deny"]:
+        try:
+            flt.add_rule(seccomp.ERRNO(errno_value), name)
+        except (RuntimeError, ValueError, OSError) as exc:
+            if name in required:
+                raise RuntimeError("seccomp: cannot deny required syscall %s: %s" % (name, exc))
+            # otherwise a syscall this kernel or libseccomp does not know
+    clone_thread = policy["clone_thread_flag"]
+    # clone() without CLONE_THREAD makes a process (fork); with it, a thread.
+    flt.add_rule(
+        seccomp.ERRNO(policy["clone_errno"]),
+        "clone",
+        seccomp.Arg(0, seccomp.MASKED_EQ, clone_thread, 0),
+    )
+    flt.load()
+
+
+def _import_candidate(code):
+    import importlib.util
+
+    path = os.path.join(os.getcwd(), "candidate.py")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(code)
+    spec = importlib.util.spec_from_file_location("candidate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["candidate"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _merged_config(module, system_config):
+    defaults = getattr(module, "DEFAULT_CONFIG", None)
+    merged = dict(defaults) if isinstance(defaults, dict) else {}
+    merged.update(system_config)
+    return merged
+
+
+def main(argv):
+    req_fd, resp_fd = int(argv[1]), int(argv[2])
+    # Private numbers, far from 0/1/2, so that the candidate's stdout is not the protocol.
+    req = os.dup2(req_fd, 1000, inheritable=False)
+    resp = os.dup2(resp_fd, 1001, inheritable=False)
+    os.close(req_fd)
+    os.close(resp_fd)
+
+    kind, body = _recv(req)
+    if kind != b"I":
+        _error(resp, "harness: expected init message")
+        return 2
+    header_len = struct.unpack("<Q", body[:8])[0]
+    init = json.loads(body[8 : 8 + header_len].decode("utf-8"))
+    code = body[8 + header_len :].decode("utf-8")
+    for path in init.get("sys_path", ()):
+        sys.path.append(path)
+
+    import numpy as np
+
+    try:
+        _set_rlimits(init["limits"])
+        if init["seccomp"] == "on":
+            _load_seccomp(init["seccomp_policy"])
+    except Exception as exc:  # the sandbox is not what was asked for: never run the candidate
+        _send(resp, b"S", ("%s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
+        return 4
+
+    try:
+        module = _import_candidate(code)
+        compress = getattr(module, "compress_video_frame", None)
+        decompress = getattr(module, "decompress_video_frame", None)
+        if not callable(compress) or not callable(decompress):
+            raise AttributeError("module must define compress_video_frame and decompress_video_frame")
+        config = _merged_config(module, init["config"])
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt included: report, do not die
+        _error(resp, _short_exception(exc))
+        return 0
+    _send(resp, b"R", b"")
+
+    max_payload = int(init["limits"]["max_payload_bytes"])
+    while True:
+        kind, body = _recv(req)
+        if kind == b"Q":
+            _send(resp, b"q", b"")
+            return 0
+        if kind == b"E":
+            index, height, width = struct.unpack("<qqq", body[:24])
+            frame = np.frombuffer(body, dtype=np.uint8, offset=24).reshape(height, width, 3)
+            frame.flags.writeable = False
+            try:
+                out = compress(frame, index, config)
+            except BaseException as exc:
+                _error(resp, "compress_video_frame(frame %d): %s" % (index, _short_exception(exc)))
+                continue
+            if not isinstance(out, (bytes, bytearray)):
+                _error(
+                    resp,
+                    "compress_video_frame(frame %d) returned %s, expected bytes"
+                    % (index, type(out).__name__),
+                )
+                continue
+            if len(out) > max_payload:
+                _error(
+                    resp,
+                    "compress_video_frame(frame %d) returned %d bytes; the cap is %d"
+                    % (index, len(out), max_payload),
+                )
+                continue
+            _send(resp, b"B", bytes(out))
+        elif kind == b"D":
+            index = struct.unpack("<q", body[:8])[0]
+            data = bytes(memoryview(body)[8:])
+            try:
+                out = decompress(data, index, config)
+            except BaseException as exc:
+                _error(resp, "decompress_video_frame(frame %d): %s" % (index, _short_exception(exc)))
+                continue
+            if not isinstance(out, np.ndarray):
+                _error(
+                    resp,
+                    "decompress_video_frame(frame %d) returned %s, expected numpy.ndarray"
+                    % (index, type(out).__name__),
+                )
+                continue
+            if out.dtype.kind not in "biuf" or out.ndim > 8:
+                _error(
+                    resp,
+                    "decompress_video_frame(frame %d) returned dtype %s with %d dims, expected uint8 (H, W, 3)"
+                    % (index, out.dtype, out.ndim),
+                )
+                continue
+            out = np.ascontiguousarray(out)
+            meta = json.dumps({"shape": list(out.shape), "dtype": out.dtype.str}).encode()
+            _send(resp, b"F", struct.pack("<Q", len(meta)), meta, out.data)
+        else:
+            _error(resp, "harness: unknown request")
+            return 2
+
+
+if __name__ == "__main__":
+    try:
+        status = main(sys.argv)
+    except EOFError:  # the trusted side went away: nothing left to do
+        status = 3
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # os._exit: do not wait for threads a candidate left running.
+    os._exit(status)

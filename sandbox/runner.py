@@ -1,0 +1,693 @@
+"""Sandboxed execution of untrusted candidate codecs.
+
+Each :meth:`SandboxRunner.encode` and :meth:`SandboxRunner.decode` starts one
+fresh sandboxed Python process, imports the candidate there as a real module,
+streams frames (or payloads) through a pipe and reads bytes (or frames) back.
+The decoder's sandbox is a different process that never saw the frames.
+
+Layers, outermost first (``strict`` mode):
+
+* **bubblewrap**: new user, pid, net, ipc, uts and cgroup namespaces
+  (``--unshare-all``, so no network at all), ``--cap-drop ALL``,
+  ``--new-session``, ``--die-with-parent``; a read-only root holding only
+  ``/usr``, the interpreter prefix, the Python packages and ``/etc/ld.so.cache``
+  (no ``/home``, ``/root``, project, data or artifact dirs); size-capped tmpfs
+  at ``/tmp`` (the work dir) and ``/dev/shm`` as the only writable places; a
+  cleared environment, started from an empty one, because bwrap's own
+  environment is readable in ``/proc/1/environ`` inside.
+* **seccomp** denylist (:mod:`sandbox.seccomp_policy`): no fork, exec,
+  sockets, ptrace, namespaces, io_uring...; threads allowed.
+* **rlimits**: CPU seconds, file size, open files, no core dumps, address
+  space (CPU workers only: CUDA maps huge virtual ranges), process count.
+* **trusted-side watchdog**: a wall-clock limit per call and per session, after
+  which the whole process tree is killed; caps on stdout, stderr and on every
+  message's size, checked before anything is read into memory.
+
+The trusted side times every call itself (request sent to response read) and
+takes the peak resident memory from the kernel (``wait4`` rusage of the
+sandbox's process tree); nothing the candidate reports about itself is used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import select
+import signal
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.runner import CandidateError, DecodeOutput, EncodeOutput, check_frame, check_payload
+from sandbox import seccomp_policy
+
+HARNESS_PATH = Path(__file__).with_name("_harness.py")
+HEADER = struct.Struct("<cQ")
+
+#: ``strict`` needs bubblewrap and seccomp; the others are weaker on purpose and
+#: only ever used when named explicitly. Every result then says so.
+MODES = ("strict", "no-seccomp", "unsandboxed")
+
+_F_SETPIPE_SZ = 1031
+_SANDBOX_ROOT = "/sandbox"
+_SANDBOX_SITE = "/sandbox/site"
+
+
+class IsolationError(RuntimeError):
+    """The requested isolation is not available on this machine."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one sandboxed process (one encode or one decode).
+
+    Times are seconds of wall clock, measured on the trusted side; sizes are bytes.
+    """
+
+    call_seconds: float = 60.0  # one compress/decompress call
+    import_seconds: float = 60.0  # interpreter start plus importing the candidate (torch takes ~1-2 s)
+    total_seconds: float = 1800.0  # the whole encode or decode session
+    cpu_seconds: int = 3600  # RLIMIT_CPU; threads add up, so this is above total_seconds
+    address_space_bytes: int = 16 << 30  # RLIMIT_AS, CPU only (CUDA reserves huge virtual ranges)
+    tmpfs_bytes: int = 256 << 20  # /tmp, the only writable directory
+    shm_bytes: int = 64 << 20  # /dev/shm
+    max_file_bytes: int = 256 << 20  # RLIMIT_FSIZE
+    max_open_files: int = 256  # RLIMIT_NOFILE
+    max_processes: int = 4096  # RLIMIT_NPROC (threads count; ineffective for host root, see README)
+    max_output_bytes: int = 1 << 20  # stdout and stderr, each; more fails the candidate
+    max_payload_bytes: int = 64 << 20  # one compressed frame
+    threads: int | None = None  # OMP/MKL/torch thread count inside; None leaves the libraries' default
+
+
+@dataclass
+class IsolationReport:
+    """What :func:`probe_isolation` found. ``strict_ok`` is what strict mode needs."""
+
+    bwrap_path: str | None
+    bwrap_version: str | None
+    bwrap_ok: bool
+    seccomp_ok: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def strict_ok(self) -> bool:
+        return self.bwrap_ok and self.seccomp_ok
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "strict_ok": self.strict_ok}
+
+
+@dataclass
+class CallLog:
+    """What one sandboxed process printed (capped) and how it ended."""
+
+    role: str
+    token: str = ""  # on the sandboxed process's command line, to find it in /proc
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_total: int = 0
+    stderr_total: int = 0
+    returncode: int | None = None
+    peak_rss_bytes: int | None = None
+    #: seconds from the start of the call that timed out to the kill (None: no timeout)
+    timed_out_after: float | None = None
+
+
+# --------------------------------------------------------------------------- probing
+
+_PROBE_CANDIDATE = """
+import os, socket
+def _denied(fn):
+    try:
+        fn()
+    except OSError:
+        return True
+    return False
+def _fork():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+FORK_DENIED = _denied(_fork)
+SOCKET_DENIED = _denied(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+HOST_VISIBLE = os.path.exists(%r)
+def compress_video_frame(frame, frame_index, config):
+    return bytes([FORK_DENIED, SOCKET_DENIED, HOST_VISIBLE])
+def decompress_video_frame(compressed_data, frame_index, config):
+    return None
+"""
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
+    bwrap = shutil.which(bwrap_name)
+    problems: list[str] = []
+    version = None
+    if bwrap is None:
+        return IsolationReport(None, None, False, False, ["bubblewrap (bwrap) is not installed"])
+    try:
+        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        problems.append(f"bwrap --version failed: {exc}")
+    limits = Limits(call_seconds=20, import_seconds=20, total_seconds=30)
+    code = _PROBE_CANDIDATE % str(HARNESS_PATH.resolve())
+    frame = np.zeros((2, 2, 3), np.uint8)
+    bwrap_ok = seccomp_ok = False
+    try:
+        session = _Session("probe", "strict", device, limits, bwrap)
+        try:
+            session.start(code, {"width": 2, "height": 2})
+            flags, _ = session.encode_frame(frame, 0)
+        finally:
+            session.close()
+        fork_denied, socket_denied, host_visible = flags[0], flags[1], flags[2]
+        bwrap_ok = not host_visible
+        seccomp_ok = bool(fork_denied and socket_denied)
+        if host_visible:
+            problems.append("the host file system is visible inside the sandbox")
+        if not fork_denied:
+            problems.append("fork() is not denied inside the sandbox (seccomp not active)")
+        if not socket_denied:
+            problems.append("socket() is not denied inside the sandbox (seccomp not active)")
+    except (CandidateError, OSError, IsolationError) as exc:
+        reason = exc.reason if isinstance(exc, CandidateError) else str(exc)
+        problems.append(f"a sandboxed probe process failed: {reason}")
+        if "pyseccomp" in reason or "seccomp" in reason.lower():
+            bwrap_ok = True
+    return IsolationReport(bwrap, version, bwrap_ok, seccomp_ok, problems)
+
+
+def probe_isolation(device: str = "cpu", *, bwrap: str = "bwrap", refresh: bool = False) -> IsolationReport:
+    """Start one real sandboxed process and check from inside that the layers hold.
+
+    The probe candidate tries ``fork()``, ``socket()`` and looks for a host
+    file; strict mode needs all three to fail. Cached per process (``refresh``
+    re-probes).
+    """
+    if refresh:
+        _probe_cached.cache_clear()
+    return _probe_cached(device, bwrap)
+
+
+def describe_mode(mode: str) -> str:
+    if mode == "strict":
+        return "bubblewrap+seccomp+rlimits"
+    if mode == "no-seccomp":
+        return "WEAKER MODE 'no-seccomp': bubblewrap+rlimits, NO seccomp filter (fork/exec/sockets possible inside the namespaces)"
+    if mode == "unsandboxed":
+        return "WEAKER MODE 'unsandboxed': separate process with rlimits only, NO bubblewrap, NO seccomp (host files readable)"
+    raise ValueError(f"unknown sandbox mode {mode!r}; expected one of {MODES}")
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class SandboxRunner:
+    """The :class:`evaluation.runner.CandidateRunner` for untrusted code.
+
+    ``mode`` is ``"strict"`` (default: refuses to exist unless the probe finds
+    bubblewrap and seccomp working), or one of the named weaker modes
+    ``"no-seccomp"`` and ``"unsandboxed"``, which work without the probe and
+    say so in :attr:`isolation` (and so in every result).
+    """
+
+    def __init__(
+        self, limits: Limits = Limits(), device: str = "cpu", mode: str = "strict", *, bwrap: str = "bwrap"
+    ):
+        self.isolation = describe_mode(mode)
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.limits = limits
+        self.device = device
+        self.mode = mode
+        self.logs: list[CallLog] = []
+        self._bwrap = shutil.which(bwrap)
+        if mode == "strict":
+            report = probe_isolation(device, bwrap=bwrap)
+            if not report.strict_ok:
+                raise IsolationError(
+                    "refusing to run candidates: strict isolation is unavailable ("
+                    + "; ".join(report.problems)
+                    + "). Install bubblewrap and libseccomp, or choose a weaker mode by name."
+                )
+        elif mode == "no-seccomp" and self._bwrap is None:
+            raise IsolationError("mode 'no-seccomp' still needs bubblewrap, which is not installed")
+
+    def _session(self, role: str) -> "_Session":
+        return _Session(role, self.mode, self.device, self.limits, self._bwrap)
+
+    def encode(self, code: str, frames: np.ndarray, config: dict) -> EncodeOutput:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+        session = self._session("encoder")
+        payloads: list[bytes] = []
+        frame_seconds: list[float] = []
+        try:
+            session.start(code, config)
+            for i in range(frames.shape[0]):
+                payload, seconds = session.encode_frame(frames[i], i)
+                payloads.append(check_payload(payload, i, self.limits.max_payload_bytes))
+                frame_seconds.append(seconds)
+            session.finish()
+        finally:
+            session.close()
+            self.logs.append(session.log)
+        return EncodeOutput(payloads, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
+
+    def decode(self, code: str, payloads: list[bytes], config: dict, n_frames: int) -> DecodeOutput:
+        if len(payloads) != n_frames:
+            raise CandidateError("verify", f"bitstream holds {len(payloads)} frames, expected {n_frames}")
+        height, width = int(config["height"]), int(config["width"])
+        out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+        frame_seconds: list[float] = []
+        session = self._session("decoder")
+        try:
+            session.start(code, config)
+            for i, payload in enumerate(payloads):
+                frame, seconds = session.decode_frame(bytes(payload), i, height, width)
+                out[i] = check_frame(frame, i, height, width)
+                frame_seconds.append(seconds)
+            session.finish()
+        finally:
+            session.close()
+            self.logs.append(session.log)
+        return DecodeOutput(out, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
+
+
+# --------------------------------------------------------------------------- one sandboxed process
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _site_dirs() -> list[str]:
+    """The directories holding numpy, torch and pyseccomp (usually one site-packages)."""
+    dirs: list[str] = []
+    for name in ("numpy", "torch", "pyseccomp"):
+        try:
+            spec = __import__("importlib.util").util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        site = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        site = str(site.resolve())
+        if site not in dirs:
+            dirs.append(site)
+    return dirs
+
+
+def _nvidia_devices() -> list[str]:
+    return sorted(str(p) for p in Path("/dev").glob("nvidia*"))
+
+
+class _Session:
+    """One sandboxed Python process serving one role for one candidate."""
+
+    def __init__(self, role: str, mode: str, device: str, limits: Limits, bwrap: str | None):
+        self.role = role
+        self.mode = mode
+        self.device = device
+        self.limits = limits
+        self.bwrap = bwrap
+        self.token = f"cf-sandbox-{uuid.uuid4().hex}"
+        self.log = CallLog(role, self.token)
+        self._finished = False
+        self.stage = "import"
+        self.proc: subprocess.Popen | None = None
+        self._req_w = self._resp_r = -1
+        self._deadline_total = 0.0
+        self._killed_for: str | None = None
+        self._lock = threading.Lock()
+        self._drains: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ process start
+
+    def _argv(self, site_dirs: list[str]) -> tuple[list[str], list[str]]:
+        python = os.path.realpath(sys.executable)
+        prefix = os.path.realpath(sys.base_prefix)
+        harness = str(HARNESS_PATH.resolve())
+        if self.mode == "unsandboxed":
+            return [python, "-I", "-S", "-B", harness], site_dirs
+        lim = self.limits
+        argv = [
+            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--hostname", "sandbox", "--clearenv",
+            "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
+            "--ro-bind", "/usr", "/usr",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+        ]
+        if lim.threads is not None:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                argv += ["--setenv", var, str(lim.threads)]
+        if not prefix.startswith("/usr/"):
+            argv += ["--ro-bind", prefix, prefix]
+        if not python.startswith((prefix + "/", "/usr/")):
+            argv += ["--ro-bind", python, python]
+        if os.path.exists("/etc/ld.so.cache"):
+            argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+        inside_sites = []
+        for n, site in enumerate(site_dirs):
+            target = f"{_SANDBOX_SITE}{n}"
+            argv += ["--ro-bind", site, target]
+            inside_sites.append(target)
+        argv += ["--ro-bind", harness, f"{_SANDBOX_ROOT}/harness.py"]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        if self.device == "cuda":
+            for dev in _nvidia_devices():
+                argv += ["--dev-bind", dev, dev]
+            if os.path.isdir("/sys"):
+                argv += ["--ro-bind", "/sys", "/sys"]
+        argv += ["--size", str(lim.shm_bytes), "--tmpfs", "/dev/shm"]
+        argv += ["--size", str(lim.tmpfs_bytes), "--tmpfs", "/tmp"]
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+        argv += ["--", python, "-I", "-S", "-B", f"{_SANDBOX_ROOT}/harness.py"]
+        return argv, inside_sites
+
+    def start(self, code: str, config: dict) -> None:
+        if self.mode != "unsandboxed" and not self.bwrap:
+            raise IsolationError("bubblewrap is not installed")
+        site_dirs = _site_dirs()
+        argv, inside_sites = self._argv(site_dirs)
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        for fd in (req_r, req_w, resp_r, resp_w):
+            try:
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+            except OSError:
+                pass  # a smaller pipe is only slower
+        argv = argv + [str(req_r), str(resp_w), self.token]
+        env = {"PATH": "/usr/bin", "LANG": "C.UTF-8"} if self.mode == "unsandboxed" else {}
+        workdir = None
+        if self.mode == "unsandboxed":
+            import tempfile
+
+            workdir = tempfile.mkdtemp(prefix="cf-unsandboxed-")
+            env["HOME"] = workdir
+        self._workdir = workdir
+        self._deadline_total = time.monotonic() + self.limits.total_seconds
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(req_r, resp_w),
+                env=env,
+                cwd=workdir or "/",
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(req_r)
+            os.close(resp_w)
+        self._req_w, self._resp_r = req_w, resp_r
+        for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
+            t = threading.Thread(target=self._drain, args=(stream, name), daemon=True)
+            t.start()
+            self._drains.append(t)
+
+        lim = self.limits
+        init = {
+            "role": self.role,
+            "config": config,
+            "sys_path": inside_sites if self.mode != "unsandboxed" else site_dirs,
+            "seccomp": "off" if self.mode != "strict" else "on",
+            "seccomp_policy": seccomp_policy.policy(),
+            "limits": {
+                "cpu_seconds": lim.cpu_seconds,
+                "max_file_bytes": lim.max_file_bytes,
+                "max_open_files": lim.max_open_files,
+                "address_space_bytes": lim.address_space_bytes if self.device == "cpu" else None,
+                "max_processes": lim.max_processes,
+                "max_payload_bytes": lim.max_payload_bytes,
+            },
+        }
+        head = json.dumps(init).encode()
+        code_bytes = code.encode("utf-8")
+        deadline = time.monotonic() + lim.import_seconds
+        self._send(b"I", struct.pack("<Q", len(head)), head, code_bytes, deadline=deadline)
+        kind, body = self._recv(deadline, "importing the candidate", max_len=1 << 16)
+        if kind != b"R":
+            self._fail_from_message(kind, body)
+        self.stage = "encode" if self.role in ("encoder", "probe") else "decode"
+
+    # ------------------------------------------------------------ calls
+
+    def encode_frame(self, frame: np.ndarray, index: int) -> tuple[bytes, float]:
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        height, width = frame.shape[:2]
+        what = f"compress_video_frame(frame {index})"
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + self.limits.call_seconds
+        self._send(b"E", struct.pack("<qqq", index, height, width), frame.data, deadline=deadline)
+        kind, body = self._recv(deadline, what, max_len=self.limits.max_payload_bytes)
+        seconds = time.perf_counter() - t0
+        if kind != b"B":
+            self._fail_from_message(kind, body)
+        return bytes(body), seconds
+
+    def decode_frame(self, payload: bytes, index: int, height: int, width: int) -> tuple[np.ndarray, float]:
+        what = f"decompress_video_frame(frame {index})"
+        # float64 RGB is the biggest frame a decoder may plausibly return; anything
+        # larger is refused before it is read.
+        max_len = height * width * 3 * 8 + (1 << 12)
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + self.limits.call_seconds
+        self._send(b"D", struct.pack("<q", index), payload, deadline=deadline)
+        kind, body = self._recv(deadline, what, max_len=max_len)
+        seconds = time.perf_counter() - t0
+        if kind != b"F":
+            self._fail_from_message(kind, body)
+        try:
+            meta_len = struct.unpack_from("<Q", body, 0)[0]
+            meta = json.loads(bytes(body[8 : 8 + meta_len]))
+            dtype = np.dtype(meta["dtype"])
+            shape = tuple(int(s) for s in meta["shape"])
+            if dtype.kind not in "biuf" or dtype.hasobject:
+                raise ValueError(f"dtype {dtype}")
+            frame = np.frombuffer(body, dtype=dtype, offset=8 + meta_len)
+            frame = frame.reshape(shape)
+        except (ValueError, TypeError, KeyError, struct.error, json.JSONDecodeError) as exc:
+            raise CandidateError("verify", f"{what} returned a malformed frame ({exc})") from None
+        return frame, seconds
+
+    def finish(self) -> None:
+        self._send(b"Q", b"")
+        kind, body = self._recv(time.monotonic() + 5.0, "shutting down", max_len=16)
+        if kind != b"q":
+            self._fail_from_message(kind, body)
+        self._finished = True
+
+    # ------------------------------------------------------------ plumbing
+
+    def _drain(self, stream, name: str) -> None:
+        cap = self.limits.max_output_bytes
+        kept = bytearray()
+        total = 0
+        while True:
+            chunk = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.read(1 << 16)
+            if not chunk:
+                break
+            total += len(chunk)
+            if len(kept) < cap:
+                kept += chunk[: cap - len(kept)]
+            if total > cap and self._killed_for is None:
+                self._kill(f"wrote more than {cap} bytes to {name} (the cap)")
+        if name == "stdout":
+            self.log.stdout, self.log.stdout_total = bytes(kept), total
+        else:
+            self.log.stderr, self.log.stderr_total = bytes(kept), total
+
+    def _send(self, kind: bytes, *parts, deadline: float | None = None) -> None:
+        length = sum(memoryview(p).nbytes for p in parts)
+        try:
+            for part in (HEADER.pack(kind, length), *parts):
+                view = memoryview(part).cast("B")
+                while len(view):
+                    self._wait_fd(self._req_w, select.POLLOUT, "accepting input", deadline)
+                    n = os.write(self._req_w, view)
+                    view = view[n:]
+        except (BrokenPipeError, ConnectionResetError):
+            self._died("accepting input")
+
+    def _wait_fd(self, fd: int, event: int, what: str, deadline: float | None = None) -> None:
+        deadline = deadline if deadline is not None else self._deadline_total
+        poller = select.poll()
+        poller.register(fd, event)
+        while True:
+            now = time.monotonic()
+            limit = min(deadline, self._deadline_total)
+            if now >= limit:
+                self._timeout(what, deadline)
+            if poller.poll(max(1, int((limit - now) * 1000) + 1)):
+                return
+
+    def _timeout(self, what: str, call_deadline: float) -> None:
+        seconds = self.limits.import_seconds if self.stage == "import" else self.limits.call_seconds
+        self.log.timed_out_after = time.monotonic() - (call_deadline - seconds)
+        if call_deadline <= self._deadline_total:
+            reason = f"{what} did not finish within {seconds:g} s (wall-clock limit); the process was killed"
+        else:
+            reason = f"the {self.role} session ran past its total limit of {self.limits.total_seconds:g} s; the process was killed"
+        self._kill(reason)
+        raise CandidateError(self.stage, reason)
+
+    def _read_exact(self, n: int, what: str, deadline: float) -> memoryview:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            self._wait_fd(self._resp_r, select.POLLIN, what, deadline)
+            k = os.readv(self._resp_r, [view[got:]])
+            if k == 0:
+                self._died(what)
+            got += k
+        return view
+
+    def _recv(self, deadline: float, what: str, *, max_len: int) -> tuple[bytes, memoryview]:
+        kind, length = HEADER.unpack(self._read_exact(HEADER.size, what, deadline))
+        if length > max_len + (1 << 12):
+            reason = f"{what} produced a {length}-byte message; the cap is {max_len}"
+            self._kill(reason)
+            raise CandidateError(self.stage, reason)
+        return kind, self._read_exact(length, what, deadline)
+
+    def _fail_from_message(self, kind: bytes, body) -> None:
+        if kind == b"S" and self.stage == "import":
+            self._kill()
+            raise IsolationError("the sandbox could not be set up: " + bytes(body).decode("utf-8", "replace"))
+        if kind == b"X":
+            reason = bytes(body).decode("utf-8", "replace")
+            if self.stage == "import":
+                reason = f"importing the candidate failed: {reason}"
+            raise CandidateError(self.stage, reason)
+        reason = f"the sandboxed process sent an unexpected message ({kind!r}); the harness was tampered with"
+        self._kill(reason)
+        raise CandidateError(self.stage, reason)
+
+    def _died(self, what: str) -> None:
+        """The process closed its pipes: say why, from how it ended."""
+        assert self.proc is not None
+        code = self._wait(2.0)
+        if self._killed_for:
+            raise CandidateError(self.stage, self._killed_for)
+        if code is None:
+            reason = f"the sandboxed process closed its pipes while {what}"
+            self._kill(reason)
+        elif code < 0 or (code > 128 and self.mode != "unsandboxed"):
+            # bwrap's init exits with 128 + N when the sandboxed process died of signal N.
+            sig = -code if code < 0 else code - 128
+            extra = " (CPU time limit)" if sig == signal.SIGXCPU else ""
+            reason = f"the process was killed by {_signal_name(sig)}{extra} while {what}"
+        else:
+            reason = f"the process exited with status {code} while {what}"
+        tail = self._stderr_tail()
+        if tail and self.mode != "strict" or (tail and "bwrap:" in tail):
+            reason += f"; stderr: {tail}"
+        raise CandidateError(self.stage, reason)
+
+    def _stderr_tail(self) -> str:
+        for t in self._drains:
+            t.join(timeout=1.0)
+        text = self.log.stderr.decode("utf-8", "replace").strip().splitlines()
+        return text[-1][:300] if text else ""
+
+    def _descendants(self, pid: int) -> list[int]:
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                for task in os.listdir(f"/proc/{p}/task"):
+                    with open(f"/proc/{p}/task/{task}/children") as fh:
+                        kids = [int(k) for k in fh.read().split()]
+                    out.extend(kids)
+                    todo.extend(kids)
+            except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+                continue
+        return out
+
+    def _kill(self, reason: str | None = None) -> None:
+        with self._lock:
+            if reason and self._killed_for is None:
+                self._killed_for = reason
+            if self.proc is None or self.proc.returncode is not None:
+                return
+            # The sandboxed child is in its own session (bwrap --new-session), so
+            # the process group holds only bwrap: kill the whole tree by pid too.
+            # Killing the pid namespace's init ends every process inside it.
+            victims = self._descendants(self.proc.pid)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _wait(self, timeout: float) -> int | None:
+        """Reap the process with ``wait4`` (for its rusage); None if still running."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.returncode is not None:
+            return proc.returncode
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                return proc.returncode
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                # ru_maxrss (KiB) of bwrap and everything it reaped: the peak of the
+                # largest process in the tree, i.e. the sandboxed interpreter.
+                # Only after a clean exit: a killed tree is reaped by others and its
+                # usage never reaches us.
+                if self._finished:
+                    self.log.peak_rss_bytes = int(usage.ru_maxrss) * 1024
+                self.log.returncode = proc.returncode
+                return proc.returncode
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        for fd in (self._req_w, self._resp_r):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._req_w = self._resp_r = -1
+        if self.proc is not None:
+            # After a clean finish the harness exits by itself (and wait4 then gives
+            # its peak memory); after any failure nothing it does is waited for.
+            if not self._finished or self._wait(2.0) is None:
+                self._kill()
+                self._wait(5.0)
+            for t in self._drains:
+                t.join(timeout=2.0)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        if getattr(self, "_workdir", None):
+            shutil.rmtree(self._workdir, ignore_errors=True)
