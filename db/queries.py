@@ -1,0 +1,1204 @@
+"""Every query codecfleet runs against the results database, in one place.
+
+Tasks call these with a session they own (``db.session.session_scope``); no
+function here commits. Writes that race between workers (state transitions,
+recording results, re-queueing) are single conditional statements or rely on a
+unique constraint, never on a read followed by a write, so two workers cannot
+both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
+
+from db.models import (
+    FAILURES,
+    RUNNING,
+    STAGE_TIMESTAMPS,
+    TERMINAL,
+    TRANSITIONS,
+    AnchorResult,
+    Artifact,
+    Campaign,
+    Candidate,
+    Clip,
+    Experiment,
+    ExperimentStatus,
+    Measurement,
+    Score,
+    candidate_parents,
+    utcnow,
+)
+
+S = ExperimentStatus
+
+#: The pipeline stage named in ``failure_stage`` when a running status ends badly.
+STAGE_OF_STATUS: dict[ExperimentStatus, str] = {
+    S.QUEUED: "queue",
+    S.GENERATING: "generate",
+    S.SANITIZING: "sanitize",
+    S.ENCODING: "encode",
+    S.SCORING: "score",
+}
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class ExperimentNotFound(LookupError):
+    def __init__(self, experiment_id: int) -> None:
+        super().__init__(f"experiment {experiment_id} does not exist")
+        self.experiment_id = experiment_id
+
+
+class IllegalTransition(ValueError):
+    """A status change the state machine forbids (e.g. succeeded -> encoding)."""
+
+    def __init__(self, experiment_id: int, from_status: ExperimentStatus, to_status: ExperimentStatus) -> None:
+        allowed = sorted(TRANSITIONS.get(to_status, ()))
+        if to_status is ExperimentStatus.QUEUED:
+            hint = " (only requeue() moves a running experiment back to queued)"
+        else:
+            hint = f" (only from {', '.join(s.value for s in allowed)})"
+        super().__init__(
+            f"experiment {experiment_id}: illegal transition {from_status.value} -> {to_status.value}{hint}"
+        )
+        self.experiment_id = experiment_id
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class ResultMismatch(ValueError):
+    """Results handed to ``record_result`` do not belong to the experiment."""
+
+
+# --- hashing ----------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, no NaN/inf: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def config_hash(config: Mapping[str, Any], rate_points: Sequence[float]) -> str:
+    """sha256 of what determines an experiment's output bytes besides the code and clip.
+
+    Computed over the canonical JSON of ``{"config": config, "rate_points": [...]}``,
+    so a lookup by (code, clip, config_hash) only reuses results of the same encodes.
+    """
+    payload = {"config": dict(config), "rate_points": [float(q) for q in rate_points]}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def settings_hash(settings: Mapping[str, Any], *, anchor_version: str, metrics_version: str) -> str:
+    """sha256 identifying a classic-anchor configuration, versions included.
+
+    A new anchor or metrics version yields a new hash, so new numbers are stored
+    beside the old ones instead of silently mixing with them.
+    """
+    payload = {"settings": dict(settings), "anchor_version": anchor_version, "metrics_version": metrics_version}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def _now(now: datetime | None) -> datetime:
+    return utcnow() if now is None else now
+
+
+# --- campaigns, clips, candidates -------------------------------------------
+
+
+def create_campaign(session: Session, name: str, description: str | None = None) -> Campaign:
+    campaign = Campaign(name=name, description=description)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def get_or_create_clip(
+    session: Session, *, sha256: str, source: str, width: int, height: int, n_frames: int, fps: float
+) -> Clip:
+    """The clip row for ``sha256``, inserted if new (safe when two workers race)."""
+    existing = session.scalar(sa.select(Clip).where(Clip.sha256 == sha256))
+    if existing is None:
+        try:
+            with session.begin_nested():
+                existing = Clip(
+                    sha256=sha256, source=source, width=width, height=height, n_frames=n_frames, fps=fps
+                )
+                session.add(existing)
+        except IntegrityError:
+            existing = session.scalar(sa.select(Clip).where(Clip.sha256 == sha256))
+            if existing is None:
+                raise
+    if (existing.width, existing.height, existing.n_frames) != (width, height, n_frames):
+        raise ValueError(
+            f"clip {sha256[:12]}… is stored as {existing.width}x{existing.height}x{existing.n_frames}, "
+            f"not {width}x{height}x{n_frames}"
+        )
+    return existing
+
+
+def create_candidate(
+    session: Session,
+    *,
+    generator: str,
+    code: str | None = None,
+    ast_hash: str | None = None,
+    model: str | None = None,
+    prompt: str | None = None,
+    raw_reply: str | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    parent_ids: Iterable[int] = (),
+    campaign_id: int | None = None,
+) -> Candidate:
+    """Store a candidate as generated (or supplied); the sanitizer verdict comes later."""
+    candidate = Candidate(
+        generator=generator,
+        code=code,
+        ast_hash=ast_hash,
+        model=model,
+        prompt=prompt,
+        raw_reply=raw_reply,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        campaign_id=campaign_id,
+    )
+    session.add(candidate)
+    session.flush()
+    parents = sorted(set(parent_ids))
+    if parents:
+        session.execute(
+            sa.insert(candidate_parents), [{"candidate_id": candidate.id, "parent_id": p} for p in parents]
+        )
+        session.expire(candidate, ["parents"])
+    return candidate
+
+
+def record_sanitizer_verdict(
+    session: Session,
+    candidate_id: int,
+    *,
+    accepted: bool,
+    reason: str | None = None,
+    code: str | None = None,
+    ast_hash: str | None = None,
+) -> None:
+    """Store the sanitizer's verdict; accepted code comes with its normalised-AST hash."""
+    if not accepted and not reason:
+        raise ValueError("a rejection needs a reason (the next prompt shows it)")
+    values: dict[str, Any] = {"sanitizer_verdict": "accepted" if accepted else "rejected", "sanitizer_reason": reason}
+    if code is not None:
+        values["code"] = code
+    if ast_hash is not None:
+        values["ast_hash"] = ast_hash
+    result = session.execute(
+        sa.update(Candidate).where(Candidate.id == candidate_id).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount != 1:
+        raise LookupError(f"candidate {candidate_id} does not exist")
+    _expire(session, Candidate, candidate_id)
+
+
+# --- experiments and their state machine ------------------------------------
+
+
+def create_experiment(
+    session: Session,
+    *,
+    clip_id: int,
+    config: Mapping[str, Any],
+    rate_points: Sequence[float],
+    anchors: Sequence[str] = (),
+    candidate_id: int | None = None,
+    campaign_id: int | None = None,
+    now: datetime | None = None,
+) -> Experiment:
+    """A new experiment in status ``queued`` (send its task after the commit)."""
+    if not rate_points:
+        raise ValueError("an experiment needs at least one rate point")
+    bad = [q for q in rate_points if not (isinstance(q, int | float) and 0.0 <= q <= 1.0)]
+    if bad:
+        raise ValueError(f"rate points must be qualities in [0, 1], got {bad}")
+    experiment = Experiment(
+        clip_id=clip_id,
+        config=dict(config),
+        config_hash=config_hash(config, rate_points),
+        rate_points=[float(q) for q in rate_points],
+        anchors=list(anchors),
+        candidate_id=candidate_id,
+        campaign_id=campaign_id,
+        status=S.QUEUED,
+        queued_at=_now(now),
+    )
+    session.add(experiment)
+    session.flush()
+    return experiment
+
+
+def get_experiment(session: Session, experiment_id: int) -> Experiment:
+    experiment = session.get(Experiment, experiment_id)
+    if experiment is None:
+        raise ExperimentNotFound(experiment_id)
+    return experiment
+
+
+def attach_candidate(session: Session, experiment_id: int, candidate_id: int) -> None:
+    """Point a generated experiment at its candidate; an experiment's candidate never changes."""
+    result = session.execute(
+        sa.update(Experiment)
+        .where(
+            Experiment.id == experiment_id,
+            sa.or_(Experiment.candidate_id.is_(None), Experiment.candidate_id == candidate_id),
+        )
+        .values(candidate_id=candidate_id),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount != 1:
+        current = session.scalar(sa.select(Experiment.candidate_id).where(Experiment.id == experiment_id))
+        if current is None:
+            raise ExperimentNotFound(experiment_id)
+        raise ValueError(f"experiment {experiment_id} already has candidate {current}, not {candidate_id}")
+    _expire(session, Experiment, experiment_id)
+
+
+def transition(
+    session: Session,
+    experiment_id: int,
+    to: ExperimentStatus | str,
+    *,
+    failure_stage: str | None = None,
+    error: str | None = None,
+    duplicate_of_id: int | None = None,
+    worker_host: str | None = None,
+    device: str | None = None,
+    isolation: str | None = None,
+    lease_seconds: float | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Move an experiment to ``to`` if the state machine allows it.
+
+    One conditional ``UPDATE ... WHERE status IN (legal sources)``: of two workers
+    racing, exactly one changes the row. Returns True when this call made the
+    move, False when the experiment already is in ``to`` (a redelivered task, or
+    the other worker won). Raises :class:`IllegalTransition` for any other
+    current status, so a finished experiment is never set running again.
+
+    Entering a status stamps its timestamp (``STAGE_TIMESTAMPS``); entering a
+    running status with ``lease_seconds`` sets the lease deadline; entering a
+    terminal status clears the lease. ``failed`` needs ``failure_stage`` and
+    ``error``; ``rejected`` and ``timed_out`` need ``error``; ``duplicate_output``
+    needs ``duplicate_of_id`` and ``error``.
+
+    ``succeeded`` is not reachable here: only :func:`record_result` (with the
+    measurements) and :func:`reuse_result` (with the original) finish an
+    experiment successfully, so no experiment succeeds without numbers.
+    """
+    to = ExperimentStatus(to)
+    if to is S.SUCCEEDED:
+        raise ValueError("an experiment succeeds only through record_result() or reuse_result()")
+    return _transition(
+        session,
+        experiment_id,
+        to,
+        failure_stage=failure_stage,
+        error=error,
+        duplicate_of_id=duplicate_of_id,
+        worker_host=worker_host,
+        device=device,
+        isolation=isolation,
+        lease_seconds=lease_seconds,
+        now=now,
+    )
+
+
+def _transition(
+    session: Session,
+    experiment_id: int,
+    to: ExperimentStatus,
+    *,
+    failure_stage: str | None = None,
+    error: str | None = None,
+    duplicate_of_id: int | None = None,
+    worker_host: str | None = None,
+    device: str | None = None,
+    isolation: str | None = None,
+    lease_seconds: float | None = None,
+    now: datetime | None = None,
+) -> bool:
+    if to is S.QUEUED:
+        raise IllegalTransition(experiment_id, _current_status(session, experiment_id), S.QUEUED)
+    if to is S.FAILED and not (failure_stage and error):
+        raise ValueError("a failed experiment needs failure_stage and error")
+    if to in (S.REJECTED, S.TIMED_OUT, S.DUPLICATE_OUTPUT) and not error:
+        raise ValueError(f"status {to.value} needs an error saying why")
+    if (to is S.DUPLICATE_OUTPUT) != (duplicate_of_id is not None):
+        raise ValueError("duplicate_of_id goes with status duplicate_output, and only with it")
+    now = _now(now)
+    values: dict[str, Any] = {"status": to, STAGE_TIMESTAMPS[to]: now}
+    if to in TERMINAL:
+        values["lease_expires_at"] = None
+    elif lease_seconds is not None:
+        values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
+    optional = {
+        "failure_stage": failure_stage,
+        "error": error,
+        "duplicate_of_id": duplicate_of_id,
+        "worker_host": worker_host,
+        "device": device,
+        "isolation": isolation,
+    }
+    values.update({k: v for k, v in optional.items() if v is not None})
+    result = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.in_(TRANSITIONS[to]))
+        .values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount == 1:
+        _expire(session, Experiment, experiment_id)
+        return True
+    current = _current_status(session, experiment_id)
+    if current is to:
+        return False
+    raise IllegalTransition(experiment_id, current, to)
+
+
+def renew_lease(session: Session, experiment_id: int, *, lease_seconds: float, now: datetime | None = None) -> bool:
+    """Extend a running experiment's lease (a heartbeat).
+
+    False when the experiment is no longer running (cancelled, reaped, finished):
+    the worker should stop working on it.
+    """
+    result = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.in_(RUNNING))
+        .values(lease_expires_at=_now(now) + timedelta(seconds=lease_seconds)),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return result.rowcount == 1
+
+
+def requeue(
+    session: Session,
+    experiment_id: int,
+    *,
+    max_attempts: int,
+    now: datetime | None = None,
+    only_if_lease_expired: bool = True,
+) -> bool:
+    """Put a running experiment whose worker was lost back to ``queued``.
+
+    The one move back to ``queued``: it adds one to ``attempts`` and is allowed
+    while the experiment is on an attempt below ``max_attempts`` (the first run
+    is attempt 1) and, unless ``only_if_lease_expired=False``, only while its
+    lease has expired at ``now``, so a worker that just renewed its lease keeps
+    the experiment. Returns False when the budget is spent or the lease is live;
+    raises :class:`IllegalTransition` when the experiment is not running.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts counts the first run, so it is at least 1")
+    now = _now(now)
+    conditions = [
+        Experiment.id == experiment_id,
+        Experiment.status.in_(RUNNING),
+        Experiment.attempts + 1 < max_attempts,
+    ]
+    if only_if_lease_expired:
+        conditions.append(Experiment.lease_expires_at < now)
+    result = session.execute(
+        sa.update(Experiment)
+        .where(*conditions)
+        .values(
+            status=S.QUEUED,
+            attempts=Experiment.attempts + 1,
+            lease_expires_at=None,
+            worker_host=None,
+            device=None,
+            queued_at=now,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount == 1:
+        _expire(session, Experiment, experiment_id)
+        return True
+    current = _current_status(session, experiment_id)
+    if current not in RUNNING:
+        raise IllegalTransition(experiment_id, current, S.QUEUED)
+    return False
+
+
+def reap(
+    session: Session, experiment_id: int, *, max_attempts: int, now: datetime | None = None
+) -> ExperimentStatus | None:
+    """The reaper's decision for one experiment from :func:`expired_leases`.
+
+    Re-queues it while attempts remain, else times it out with the stage and the
+    host that lost it. Returns the new status, or None when nothing was due (the
+    experiment finished or its lease was renewed since it was listed).
+    """
+    now = _now(now)
+    row = session.execute(
+        sa.select(Experiment.status, Experiment.lease_expires_at, Experiment.attempts, Experiment.worker_host).where(
+            Experiment.id == experiment_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise ExperimentNotFound(experiment_id)
+    status, lease, attempts, host = row
+    if status not in RUNNING or lease is None or lease >= now:
+        return None
+    if attempts + 1 < max_attempts:
+        return S.QUEUED if requeue(session, experiment_id, max_attempts=max_attempts, now=now) else None
+    error = (
+        f"lease expired at {lease.isoformat(timespec='seconds')} while {status.value} on "
+        f"{host or 'an unknown worker'}; attempt {attempts + 1} of {max_attempts}, none left"
+    )
+    result = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.lease_expires_at < now)
+        .values(
+            status=S.TIMED_OUT,
+            finished_at=now,
+            lease_expires_at=None,
+            failure_stage=STAGE_OF_STATUS[status],
+            error=error,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return S.TIMED_OUT if result.rowcount == 1 else None
+
+
+def _current_status(session: Session, experiment_id: int) -> ExperimentStatus:
+    status = session.scalar(sa.select(Experiment.status).where(Experiment.id == experiment_id))
+    if status is None:
+        raise ExperimentNotFound(experiment_id)
+    return ExperimentStatus(status)
+
+
+def _expire(session: Session, model: type[Any], primary_key: int) -> None:
+    # The UPDATEs above bypass the ORM; drop any stale copy so the next access re-reads.
+    obj = session.identity_map.get(identity_key(model, primary_key))
+    if obj is not None:
+        session.expire(obj)
+
+
+# --- dedup before running ----------------------------------------------------
+
+
+def find_reusable_experiment(
+    session: Session,
+    *,
+    ast_hash: str,
+    clip_sha256: str,
+    config_hash: str,
+    metrics_version: str | None = None,
+) -> Experiment | None:
+    """The finished experiment that measured the same normalised code on the same
+    clip and config, if any: its result is reused instead of running anything.
+
+    Only ``succeeded`` originals count (never a reuse of a reuse), oldest first.
+    With ``metrics_version``, only one whose numbers all come from that version.
+    """
+    query = (
+        sa.select(Experiment)
+        .join(Candidate, Candidate.id == Experiment.candidate_id)
+        .join(Clip, Clip.id == Experiment.clip_id)
+        .where(
+            Candidate.ast_hash == ast_hash,
+            Clip.sha256 == clip_sha256,
+            Experiment.config_hash == config_hash,
+            Experiment.status == S.SUCCEEDED,
+            Experiment.reused_from_id.is_(None),
+        )
+        .order_by(Experiment.finished_at, Experiment.id)
+        .limit(1)
+    )
+    if metrics_version is not None:
+        other_version = (
+            sa.select(Measurement.id)
+            .join(Artifact, Artifact.id == Measurement.artifact_id)
+            .where(Artifact.experiment_id == Experiment.id, Measurement.metrics_version != metrics_version)
+        )
+        query = query.where(~other_version.exists())
+    return session.scalar(query)
+
+
+def reuse_result(session: Session, experiment_id: int, original_id: int, *, now: datetime | None = None) -> bool:
+    """Finish a ``sanitizing`` experiment with the result of ``original_id``.
+
+    The experiment becomes ``succeeded`` with ``reused_from_id`` set; no numbers are
+    copied (they stay attached to the original's artifacts). True when this call
+    made the move, False when it was already done.
+    """
+    original = session.execute(
+        sa.select(Experiment.status, Experiment.reused_from_id).where(Experiment.id == original_id)
+    ).one_or_none()
+    if original is None:
+        raise ExperimentNotFound(original_id)
+    if original.status is not S.SUCCEEDED or original.reused_from_id is not None:
+        raise ValueError(f"experiment {original_id} is not an original succeeded result; nothing to reuse")
+    now = _now(now)
+    result = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == S.SANITIZING)
+        .values(status=S.SUCCEEDED, reused_from_id=original_id, finished_at=now, lease_expires_at=None),
+        execution_options={"synchronize_session": False},
+    )
+    if result.rowcount == 1:
+        _expire(session, Experiment, experiment_id)
+        return True
+    current = session.execute(
+        sa.select(Experiment.status, Experiment.reused_from_id).where(Experiment.id == experiment_id)
+    ).one_or_none()
+    if current is None:
+        raise ExperimentNotFound(experiment_id)
+    if current.status is S.SUCCEEDED and current.reused_from_id == original_id:
+        return False
+    raise IllegalTransition(experiment_id, current.status, S.SUCCEEDED)
+
+
+# --- recording results ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RatePointResult:
+    """One encoded, decoded and scored rate point, ready to store.
+
+    ``path``, ``n_bytes`` and ``sha256`` describe the bitstream file as re-read
+    from disk; every number was computed from that file's decoded frames.
+    ``peak_rss_bytes``, ``encode_fps``, ``decode_fps``, ``ms_ssim`` are None when
+    not measured.
+    """
+
+    rate_index: int
+    quality: float
+    path: str
+    n_bytes: int
+    sha256: str
+    n_frames: int
+    bits: int
+    kbps: float
+    bpp: float
+    psnr_rgb: float
+    psnr_y: float
+    psnr_rgb_pooled: float
+    psnr_y_pooled: float
+    ssim_y: float
+    encode_seconds: float
+    decode_seconds: float
+    evaluator_version: str
+    metrics_version: str
+    clip_sha256: str
+    ms_ssim: float | None = None
+    ms_ssim_scales: int | None = None
+    psnr_capped_frames: int = 0
+    encode_fps: float | None = None
+    decode_fps: float | None = None
+    peak_rss_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """BD numbers against one anchor; None plus ``reason`` when not computable."""
+
+    anchor_codec: str
+    metric: str
+    bd_rate: float | None
+    bd_psnr: float | None
+    anchor_version: str
+    metrics_version: str
+    overlap: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    experiment_id: int
+    status: ExperimentStatus
+    measurement_ids: tuple[int, ...] = ()
+    duplicate_of_id: int | None = None
+    reason: str | None = None
+
+
+_MEASUREMENT_FIELDS = tuple(f.name for f in fields(RatePointResult) if f.name not in ("path", "sha256"))
+
+
+def record_result(
+    session: Session,
+    experiment_id: int,
+    points: Sequence[RatePointResult],
+    scores: Sequence[ScoreResult] = (),
+    *,
+    now: datetime | None = None,
+) -> RecordOutcome:
+    """Store an experiment's artifacts, measurements and scores, all or nothing.
+
+    The experiment must be ``scoring`` and ``points`` must cover each of its rate
+    points once. Outcomes:
+
+    - ``succeeded``: one artifact and one measurement per rate point, the scores.
+    - ``duplicate_output``: some bitstream's sha256 already belongs to another
+      experiment's artifact. Nothing of this result is stored; the experiment
+      points at the one that produced the original, and ``error`` says which file.
+    - ``failed`` (stage ``verify``): two rate points of this experiment produced
+      byte-identical bitstreams, i.e. the encoder ignored the quality setting; one
+      file cannot be measured twice, so the curve cannot be stored.
+
+    Calling it again for an experiment already recorded returns the stored outcome.
+    The caller commits.
+    """
+    now = _now(now)
+    # FOR UPDATE (Postgres) serialises a redelivered task with the first delivery
+    # of the same experiment; SQLite already holds its write lock (BEGIN IMMEDIATE).
+    experiment = session.scalar(
+        sa.select(Experiment)
+        .where(Experiment.id == experiment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if experiment is None:
+        raise ExperimentNotFound(experiment_id)
+    if experiment.status in (S.SUCCEEDED, S.DUPLICATE_OUTPUT, S.FAILED) and _same_outputs(experiment, points):
+        return _stored_outcome(session, experiment)
+    if experiment.status is not S.SCORING:
+        raise IllegalTransition(experiment_id, experiment.status, S.SUCCEEDED)
+    _check_points(experiment, points)
+
+    by_hash: dict[str, list[RatePointResult]] = {}
+    for point in points:
+        by_hash.setdefault(point.sha256, []).append(point)
+    repeated = [group for group in by_hash.values() if len(group) > 1]
+    if repeated:
+        group = repeated[0]
+        reason = (
+            f"rate points {', '.join(str(p.rate_index) for p in group)} (qualities "
+            f"{', '.join(f'{p.quality:g}' for p in group)}) produced byte-identical bitstreams "
+            f"(sha256 {group[0].sha256[:12]}…): the encoder ignores the quality setting"
+        )
+        transition(session, experiment_id, S.FAILED, failure_stage="verify", error=reason, now=now)
+        return RecordOutcome(experiment_id, S.FAILED, reason=reason)
+
+    # Why insert-and-catch instead of looking the hash up first: two workers can
+    # finish experiments with the same output at the same moment (the seeds'
+    # bug: every experiment measuring one cached file). A SELECT before the
+    # INSERT would see nothing in both transactions and both would store their
+    # numbers. The unique constraint on artifacts.sha256 is the only arbiter that
+    # sees uncommitted work: on Postgres the second INSERT waits on the first
+    # transaction's index entry, then fails with a unique violation once it
+    # commits (or succeeds if it rolled back); on SQLite writers are serialised
+    # by BEGIN IMMEDIATE and the second simply finds the row. So we insert inside
+    # a SAVEPOINT, and on a violation roll back only that unit, which holds every
+    # artifact, measurement and score of this result, then read the committed
+    # original (READ COMMITTED sees it in the new statement) and record the
+    # duplicate in the outer transaction. Artifacts are inserted in sha256 order
+    # so two results sharing several hashes wait on each other in one order and
+    # cannot deadlock.
+    ordered = sorted(points, key=lambda p: p.sha256)
+    savepoint = session.begin_nested()
+    artifacts = [
+        Artifact(
+            experiment_id=experiment_id,
+            kind="bitstream",
+            rate_index=p.rate_index,
+            path=p.path,
+            n_bytes=p.n_bytes,
+            sha256=p.sha256,
+            created_at=now,
+        )
+        for p in ordered
+    ]
+    try:
+        session.add_all(artifacts)
+        session.flush()
+    except IntegrityError:
+        savepoint.rollback()
+        original = session.execute(
+            sa.select(Artifact.experiment_id, Artifact.rate_index, Artifact.sha256)
+            .where(Artifact.sha256.in_(list(by_hash)), Artifact.experiment_id != experiment_id)
+            .order_by(Artifact.id)
+            .limit(1)
+        ).one_or_none()
+        if original is None:
+            raise  # not a repeated output (e.g. a reused path): a bug to surface
+        mine = by_hash[original.sha256][0]
+        reason = (
+            f"bitstream sha256 {original.sha256[:12]}… of rate point {mine.rate_index} was already "
+            f"produced by experiment {original.experiment_id} (rate point {original.rate_index}); "
+            "an identical output is not measured twice"
+        )
+        transition(
+            session,
+            experiment_id,
+            S.DUPLICATE_OUTPUT,
+            failure_stage="score",
+            error=reason,
+            duplicate_of_id=original.experiment_id,
+            now=now,
+        )
+        return RecordOutcome(experiment_id, S.DUPLICATE_OUTPUT, duplicate_of_id=original.experiment_id, reason=reason)
+    try:
+        measurements = [
+            Measurement(artifact_id=artifact.id, created_at=now, **{f: getattr(p, f) for f in _MEASUREMENT_FIELDS})
+            for artifact, p in zip(artifacts, ordered, strict=True)
+        ]
+        session.add_all(measurements)
+        session.add_all(
+            Score(
+                experiment_id=experiment_id,
+                anchor_codec=s.anchor_codec,
+                metric=s.metric,
+                bd_rate=s.bd_rate,
+                bd_psnr=s.bd_psnr,
+                overlap=s.overlap,
+                reason=s.reason,
+                anchor_version=s.anchor_version,
+                metrics_version=s.metrics_version,
+                created_at=now,
+            )
+            for s in scores
+        )
+        session.flush()
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    _transition(session, experiment_id, S.SUCCEEDED, now=now)
+    ids = tuple(m.id for m in sorted(measurements, key=lambda m: m.rate_index))
+    return RecordOutcome(experiment_id, S.SUCCEEDED, measurement_ids=ids)
+
+
+def _check_points(experiment: Experiment, points: Sequence[RatePointResult]) -> None:
+    expected = list(range(len(experiment.rate_points)))
+    got = sorted(p.rate_index for p in points)
+    if got != expected:
+        raise ResultMismatch(
+            f"experiment {experiment.id} has rate points {expected}, results cover {got}: "
+            "every rate point is measured once or the experiment fails"
+        )
+    for p in points:
+        want = experiment.rate_points[p.rate_index]
+        if not math.isclose(p.quality, want, rel_tol=0, abs_tol=1e-9):
+            raise ResultMismatch(f"rate point {p.rate_index} has quality {want}, result says {p.quality}")
+        if p.clip_sha256 != experiment.clip.sha256:
+            raise ResultMismatch(
+                f"rate point {p.rate_index} was measured on clip {p.clip_sha256[:12]}…, "
+                f"experiment {experiment.id} is on clip {experiment.clip.sha256[:12]}…"
+            )
+
+
+def _same_outputs(experiment: Experiment, points: Sequence[RatePointResult]) -> bool:
+    if experiment.status is S.SUCCEEDED:
+        return {a.sha256 for a in experiment.artifacts} == {p.sha256 for p in points}
+    # A duplicate or verify failure stored no artifacts: a redelivery finds it done.
+    return experiment.status is S.DUPLICATE_OUTPUT or experiment.failure_stage == "verify"
+
+
+def _stored_outcome(session: Session, experiment: Experiment) -> RecordOutcome:
+    ids = session.scalars(
+        sa.select(Measurement.id)
+        .join(Artifact, Artifact.id == Measurement.artifact_id)
+        .where(Artifact.experiment_id == experiment.id)
+        .order_by(Measurement.rate_index)
+    ).all()
+    return RecordOutcome(
+        experiment.id,
+        experiment.status,
+        measurement_ids=tuple(ids),
+        duplicate_of_id=experiment.duplicate_of_id,
+        reason=experiment.error,
+    )
+
+
+def experiment_measurements(session: Session, experiment_id: int) -> list[Measurement]:
+    """The measurements behind an experiment's result, following a reuse to its original."""
+    experiment = get_experiment(session, experiment_id)
+    source_id = experiment.reused_from_id or experiment_id
+    return list(
+        session.scalars(
+            sa.select(Measurement)
+            .join(Artifact, Artifact.id == Measurement.artifact_id)
+            .where(Artifact.experiment_id == source_id)
+            .order_by(Measurement.rate_index)
+        )
+    )
+
+
+# --- classic anchors --------------------------------------------------------
+
+
+def record_anchor_result(
+    session: Session,
+    *,
+    clip_sha256: str,
+    codec: str,
+    crf: int,
+    settings: Mapping[str, Any],
+    n_bytes: int,
+    kbps: float,
+    bpp: float,
+    psnr_rgb: float,
+    psnr_y: float,
+    ssim_y: float,
+    anchor_version: str,
+    metrics_version: str,
+    ms_ssim: float | None = None,
+    encode_seconds: float | None = None,
+    decode_seconds: float | None = None,
+) -> AnchorResult:
+    """Store one anchor point; if that (clip, codec, crf, settings) exists, return the stored row."""
+    key_hash = settings_hash(settings, anchor_version=anchor_version, metrics_version=metrics_version)
+    key = (
+        AnchorResult.clip_sha256 == clip_sha256,
+        AnchorResult.codec == codec,
+        AnchorResult.crf == crf,
+        AnchorResult.settings_hash == key_hash,
+    )
+    existing = session.scalar(sa.select(AnchorResult).where(*key))
+    if existing is not None:
+        return existing
+    row = AnchorResult(
+        clip_sha256=clip_sha256,
+        codec=codec,
+        crf=crf,
+        settings=dict(settings),
+        settings_hash=key_hash,
+        n_bytes=n_bytes,
+        kbps=kbps,
+        bpp=bpp,
+        psnr_rgb=psnr_rgb,
+        psnr_y=psnr_y,
+        ssim_y=ssim_y,
+        ms_ssim=ms_ssim,
+        encode_seconds=encode_seconds,
+        decode_seconds=decode_seconds,
+        anchor_version=anchor_version,
+        metrics_version=metrics_version,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        existing = session.scalar(sa.select(AnchorResult).where(*key))
+        if existing is None:
+            raise
+        return existing
+    return row
+
+
+def anchor_results(
+    session: Session,
+    clip_sha256: str,
+    codec: str,
+    *,
+    settings: Mapping[str, Any],
+    anchor_version: str,
+    metrics_version: str,
+) -> list[AnchorResult]:
+    """The stored curve of one anchor configuration on one clip, by CRF."""
+    key_hash = settings_hash(settings, anchor_version=anchor_version, metrics_version=metrics_version)
+    return list(
+        session.scalars(
+            sa.select(AnchorResult)
+            .where(
+                AnchorResult.clip_sha256 == clip_sha256,
+                AnchorResult.codec == codec,
+                AnchorResult.settings_hash == key_hash,
+            )
+            .order_by(AnchorResult.crf)
+        )
+    )
+
+
+# --- reading results: leaderboard, prompts, reaper ----------------------------
+
+
+@dataclass(frozen=True)
+class RatePointSummary:
+    rate_index: int
+    quality: float
+    kbps: float
+    bpp: float
+    psnr_y: float
+    psnr_rgb: float
+    ssim_y: float
+    ms_ssim: float | None
+    encode_fps: float | None
+    decode_fps: float | None
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    """A candidate's best result against one anchor, with the numbers behind it."""
+
+    rank: int
+    candidate_id: int
+    experiment_id: int
+    clip_sha256: str
+    anchor_codec: str
+    metric: str
+    bd_rate: float
+    bd_psnr: float | None
+    ast_hash: str | None
+    generator: str
+    model: str | None
+    points: tuple[RatePointSummary, ...]
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    experiment_id: int
+    candidate_id: int | None
+    clip_sha256: str
+    status: ExperimentStatus
+    failure_stage: str | None
+    error: str
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    experiment_id: int
+    status: ExperimentStatus
+    worker_host: str | None
+    lease_expires_at: datetime
+    attempts: int
+
+
+def leaderboard(
+    session: Session,
+    *,
+    clip_sha256: str | None = None,
+    campaign_id: int | None = None,
+    anchor: str = "x264",
+    metric: str = "psnr_y",
+    limit: int = 20,
+    include_code: bool = False,
+    page_size: int = 50,
+) -> list[RankedCandidate]:
+    """Candidates ranked by their best (lowest) BD-rate against ``anchor`` on ``metric``.
+
+    One row per candidate (its best experiment), restricted to a clip and/or a
+    campaign, with the rate points that BD-rate was computed from.
+
+    Scores are walked in BD-rate order through ``ix_scores_anchor_codec_metric_bd_rate``
+    in pages (keyset on bd_rate, experiment_id); the first score seen for a
+    candidate is its best, and the walk stops once ``limit`` candidates are found,
+    so the cost follows ``limit``, not the table size. ``page_size`` is the number
+    of score rows read per step.
+    """
+    if limit < 1:
+        return []
+    base = (
+        sa.select(Score.bd_rate, Score.experiment_id, Score.bd_psnr, Experiment.candidate_id, Clip.sha256)
+        .join(Experiment, Experiment.id == Score.experiment_id)
+        .join(Clip, Clip.id == Experiment.clip_id)
+        .where(
+            Score.anchor_codec == anchor,
+            Score.metric == metric,
+            Score.bd_rate.is_not(None),
+            Experiment.status == S.SUCCEEDED,
+            Experiment.candidate_id.is_not(None),
+        )
+        .order_by(Score.bd_rate, Score.experiment_id)
+    )
+    if clip_sha256 is not None:
+        clip_id = session.scalar(sa.select(Clip.id).where(Clip.sha256 == clip_sha256))
+        if clip_id is None:
+            return []
+        base = base.where(Experiment.clip_id == clip_id)
+    if campaign_id is not None:
+        base = base.where(Experiment.campaign_id == campaign_id)
+
+    best: dict[int, tuple[float, int, float | None, str]] = {}
+    page_size = max(page_size, limit)
+    after: tuple[float, int] | None = None
+    while len(best) < limit:
+        page = base
+        if after is not None:
+            page = page.where(sa.tuple_(Score.bd_rate, Score.experiment_id) > sa.tuple_(*after))
+        rows = session.execute(page.limit(page_size)).all()
+        for bd_rate, experiment_id, bd_psnr, candidate_id, sha in rows:
+            if candidate_id not in best:
+                best[candidate_id] = (bd_rate, experiment_id, bd_psnr, sha)
+                if len(best) == limit:
+                    break
+        if len(rows) < page_size:
+            break
+        after = (rows[-1][0], rows[-1][1])
+
+    if not best:
+        return []
+    points = _rate_point_summaries(session, [v[1] for v in best.values()])
+    columns = [Candidate.id, Candidate.ast_hash, Candidate.generator, Candidate.model]
+    if include_code:
+        columns.append(Candidate.code)
+    info = {row[0]: row for row in session.execute(sa.select(*columns).where(Candidate.id.in_(list(best))))}
+    ranked = []
+    for rank, (candidate_id, (bd_rate, experiment_id, bd_psnr, sha)) in enumerate(best.items(), start=1):
+        row = info[candidate_id]
+        ranked.append(
+            RankedCandidate(
+                rank=rank,
+                candidate_id=candidate_id,
+                experiment_id=experiment_id,
+                clip_sha256=sha,
+                anchor_codec=anchor,
+                metric=metric,
+                bd_rate=bd_rate,
+                bd_psnr=bd_psnr,
+                ast_hash=row[1],
+                generator=row[2],
+                model=row[3],
+                points=points.get(experiment_id, ()),
+                code=row[4] if include_code else None,
+            )
+        )
+    return ranked
+
+
+def top_k_candidates(
+    session: Session,
+    k: int,
+    *,
+    clip_sha256: str | None = None,
+    campaign_id: int | None = None,
+    anchor: str = "x264",
+    metric: str = "psnr_y",
+) -> list[RankedCandidate]:
+    """The ``k`` best candidates with their code and measured numbers, for a prompt."""
+    return leaderboard(
+        session,
+        clip_sha256=clip_sha256,
+        campaign_id=campaign_id,
+        anchor=anchor,
+        metric=metric,
+        limit=k,
+        include_code=True,
+    )
+
+
+def _rate_point_summaries(session: Session, experiment_ids: Sequence[int]) -> dict[int, tuple[RatePointSummary, ...]]:
+    rows = session.execute(
+        sa.select(
+            Artifact.experiment_id,
+            Measurement.rate_index,
+            Measurement.quality,
+            Measurement.kbps,
+            Measurement.bpp,
+            Measurement.psnr_y,
+            Measurement.psnr_rgb,
+            Measurement.ssim_y,
+            Measurement.ms_ssim,
+            Measurement.encode_fps,
+            Measurement.decode_fps,
+        )
+        .join(Measurement, Measurement.artifact_id == Artifact.id)
+        .where(Artifact.experiment_id.in_(list(experiment_ids)))
+        .order_by(Artifact.experiment_id, Measurement.rate_index)
+    ).all()
+    out: dict[int, list[RatePointSummary]] = {}
+    for experiment_id, *values in rows:
+        out.setdefault(experiment_id, []).append(RatePointSummary(*values))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def recent_failures(session: Session, n: int, *, campaign_id: int | None = None) -> list[FailureSummary]:
+    """The ``n`` most recent experiments that ended without a result, with stage and reason.
+
+    One index range scan per failure status on ``ix_experiments_status_finished_at``
+    (newest first, ``n`` rows each), merged: cheap however many experiments exist.
+    """
+    if n < 1:
+        return []
+    per_status = []
+    for status in sorted(FAILURES):
+        q = sa.select(Experiment.id, Experiment.finished_at).where(
+            Experiment.status == status, Experiment.finished_at.is_not(None)
+        )
+        if campaign_id is not None:
+            q = q.where(Experiment.campaign_id == campaign_id)
+        per_status.append(q.order_by(Experiment.finished_at.desc(), Experiment.id.desc()).limit(n).subquery())
+    merged = sa.union_all(*(sa.select(sq.c.id, sq.c.finished_at) for sq in per_status)).subquery()
+    newest = sa.select(merged.c.id).order_by(merged.c.finished_at.desc(), merged.c.id.desc()).limit(n).subquery()
+    rows = session.execute(
+        sa.select(
+            Experiment.id,
+            Experiment.candidate_id,
+            Clip.sha256,
+            Experiment.status,
+            Experiment.failure_stage,
+            Experiment.error,
+            Experiment.finished_at,
+        )
+        .join(newest, newest.c.id == Experiment.id)
+        .join(Clip, Clip.id == Experiment.clip_id)
+        .order_by(Experiment.finished_at.desc(), Experiment.id.desc())
+    ).all()
+    return [FailureSummary(*row) for row in rows]
+
+
+def expired_leases(session: Session, now: datetime | None = None, *, limit: int = 1000) -> list[ExpiredLease]:
+    """Running experiments whose lease deadline has passed, oldest deadline first (for the reaper)."""
+    rows = session.execute(
+        sa.select(
+            Experiment.id, Experiment.status, Experiment.worker_host, Experiment.lease_expires_at, Experiment.attempts
+        )
+        .where(Experiment.status.in_(RUNNING), Experiment.lease_expires_at < _now(now))
+        .order_by(Experiment.lease_expires_at, Experiment.id)
+        .limit(limit)
+    ).all()
+    return [ExpiredLease(*row) for row in rows]
+
+
+__all__ = [
+    "STAGE_OF_STATUS",
+    "ExpiredLease",
+    "ExperimentNotFound",
+    "FailureSummary",
+    "IllegalTransition",
+    "RankedCandidate",
+    "RatePointResult",
+    "RatePointSummary",
+    "RecordOutcome",
+    "ResultMismatch",
+    "ScoreResult",
+    "anchor_results",
+    "attach_candidate",
+    "canonical_json",
+    "config_hash",
+    "create_campaign",
+    "create_candidate",
+    "create_experiment",
+    "expired_leases",
+    "experiment_measurements",
+    "find_reusable_experiment",
+    "get_experiment",
+    "get_or_create_clip",
+    "leaderboard",
+    "reap",
+    "record_anchor_result",
+    "record_result",
+    "record_sanitizer_verdict",
+    "recent_failures",
+    "renew_lease",
+    "requeue",
+    "reuse_result",
+    "settings_hash",
+    "top_k_candidates",
+]
