@@ -56,15 +56,24 @@ def _read_candidate(spec: str) -> tuple[str, str]:
         raise UsageError(f"candidate file {path} is not UTF-8 text: {exc}") from exc
 
 
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped or logged output keeps whole numbers rather than rich's 80-column ellipses.
+        console = Console(width=200)
+    return console
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def _print_evaluation(result: dict, candidate: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     clip = result["clip"]
     console.print(
         f"[bold]{candidate}[/] on {clip['source']} "
@@ -171,7 +180,6 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{args.distorted} vs {args.reference} ({ref.width}x{ref.height}, {ref.n_frames} frames)")
@@ -187,8 +195,32 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         f"{summary['ms_ssim']:.4f}",
         style="bold",
     )
-    Console().print(table)
+    _console().print(table)
     return 0
+
+
+def cmd_sanitize(args: argparse.Namespace) -> int:
+    from sandbox.sanitize import sanitize
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"file not found: {path}")
+    result = sanitize(path.read_text(encoding="utf-8", errors="replace"))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        verdict = "accepted" if result.ok else "rejected"
+        print(f"verdict: {verdict}")
+        if result.reason:
+            print(f"reason: {result.reason}")
+        if result.ast_hash:
+            print(f"ast_hash: {result.ast_hash}")
+        for note in result.removed:
+            print(f"removed: {note}")
+        if result.code is not None:
+            print("--- cleaned code ---")
+            print(result.code, end="" if result.code.endswith("\n") else "\n")
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--device", default=None)
     me.add_argument("--json", action="store_true")
     me.set_defaults(func=cmd_metrics)
+
+    sa = sub.add_parser("sanitize", help="run the sanitizer on a candidate file or an LLM reply")
+    sa.add_argument("file")
+    sa.add_argument("--json", action="store_true")
+    sa.set_defaults(func=cmd_sanitize)
     return parser
 
 
@@ -225,9 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from evaluation.container import ContainerError
     from evaluation.video import VideoError
+    from sandbox.runner import IsolationError
 
     try:
         return args.func(args)
+    except IsolationError as exc:
+        # Not the candidate's fault and not silently weakened: say what is missing.
+        print(f"codecfleet {args.command}: error: sandbox unavailable: {exc}", file=sys.stderr)
+        return 3
     except (UsageError, VideoError, ContainerError, ValueError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"codecfleet {args.command}: error: {message}", file=sys.stderr)
