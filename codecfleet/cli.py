@@ -223,6 +223,21 @@ def cmd_sanitize(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from db.migrate import current_revision, upgrade
+
+    url = args.url or get_settings().database_url
+    upgrade(url, args.revision)
+    print(f"database at {_redact(url)} is at revision {current_revision(url)}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codecfleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("file")
     sa.add_argument("--json", action="store_true")
     sa.set_defaults(func=cmd_sanitize)
+
+    dbp = sub.add_parser("db", help="database administration")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="apply migrations to CODECFLEET_DATABASE_URL")
+    up.add_argument("--url", default=None, help="database URL (default: CODECFLEET_DATABASE_URL or the SQLite file)")
+    up.add_argument("--revision", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
     return parser
 
 
