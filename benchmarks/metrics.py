@@ -1,0 +1,236 @@
+"""Speed and agreement of evaluation.metrics against scikit-image on 1280x720 frames.
+
+    .venv/bin/python benchmarks/metrics.py [--frames N] [--repeats R] [--device auto|cpu|cuda] [--threads T]
+
+Frames are generated here (colour gradients, moving texture, edges, sensor
+noise) and the distorted copy is blurred, noisy and coarsely quantised, so the
+numbers are those of plausible content rather than of pure noise.  Each metric
+runs on all N frames, ours and the reference alternately, R times; the table
+gives the median over the R runs in ms per frame (min in brackets), the ratio
+of the medians, and the largest per-frame |difference| in value.  PyAV decode
+speed is measured on a clip written with libx264 into a temporary directory.
+
+Reference columns: scikit-image's ``peak_signal_noise_ratio`` and
+``structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255)`` per frame, the luma rows
+including numpy's RGB->Y conversion (ours includes its own).  scikit-image
+has no MS-SSIM, so that row's reference is MS-SSIM built the straightforward
+way from the same scipy ``gaussian_filter`` scikit-image's SSIM uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+import scipy
+import skimage
+import torch
+from scipy.ndimage import gaussian_filter
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation import metrics  # noqa: E402
+
+WIDTH, HEIGHT = 1280, 720
+
+
+def make_frames(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reference frames with structure, and a blurred + noisy + quantised copy."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+    ref, dist = [], []
+    for t in range(n):
+        shift = 4.0 * t
+        sky = 40 + 150 * (yy / HEIGHT)
+        texture = 35 * np.sin((xx + shift) / 11.0) * np.cos((yy - shift) / 17.0)
+        blocks = 50 * (((xx + shift) // 160 + yy // 120) % 2)  # hard edges
+        luma = sky + texture + blocks
+        rgb = np.stack([luma + 20, luma, 0.7 * luma + 40 * (xx / WIDTH)], axis=-1)
+        rgb += rng.normal(0, 4, rgb.shape).astype(np.float32)
+        frame = np.clip(rgb, 0, 255).astype(np.uint8)
+        blurred = gaussian_filter(frame.astype(np.float32), sigma=(0.8, 0.8, 0))
+        noisy = blurred + rng.normal(0, 3, blurred.shape).astype(np.float32)
+        quantised = np.round(noisy / 4) * 4
+        ref.append(frame)
+        dist.append(np.clip(quantised, 0, 255).astype(np.uint8))
+    return np.stack(ref), np.stack(dist)
+
+
+def reference_ms_ssim(y_ref: np.ndarray, y_dist: np.ndarray, scales: int) -> float:
+    weights = np.array(metrics.MS_SSIM_WEIGHTS[:scales])
+    weights = weights / weights.sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    x, y = y_ref, y_dist
+    values = []
+    for j in range(scales):
+        if j:
+            h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+            x = x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+            y = y[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+        def filt(v):
+            return gaussian_filter(v, sigma=1.5, truncate=3.5, mode="reflect")
+
+        ux, uy = filt(x), filt(y)
+        vx, vy, vxy = filt(x * x) - ux * ux, filt(y * y) - uy * uy, filt(x * y) - ux * uy
+        cs = (2 * vxy + c2) / (vx + vy + c2)
+        crop = (slice(5, -5), slice(5, -5))
+        if j == scales - 1:
+            lum = (2 * ux * uy + c1) / (ux * ux + uy * uy + c1)
+            values.append((lum * cs)[crop].mean())
+        else:
+            values.append(cs[crop].mean())
+    return float(np.prod(np.maximum(values, 0.0) ** weights))
+
+
+def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, np.asarray(value, dtype=np.float64)
+
+
+def compare(ours: Callable, theirs: Callable, n: int, repeats: int) -> dict:
+    ours()  # warm-up: allocator, thread pool, first-call dispatch
+    ours_s, theirs_s = [], []
+    for _ in range(repeats):
+        t, ours_v = timed(ours)
+        ours_s.append(t)
+        t, theirs_v = timed(theirs)
+        theirs_s.append(t)
+    return {
+        "ours": 1000 * statistics.median(ours_s) / n,
+        "ours_min": 1000 * min(ours_s) / n,
+        "theirs": 1000 * statistics.median(theirs_s) / n,
+        "theirs_min": 1000 * min(theirs_s) / n,
+        "diff": float(np.max(np.abs(ours_v - theirs_v))),
+    }
+
+
+def pyav_decode_fps(frames: np.ndarray, repeats: int) -> tuple[float, float, int]:
+    """Decode fps (median, best) of a libx264 clip of ``frames`` to rgb24 ndarrays."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height = WIDTH, HEIGHT
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "23", "preset": "veryfast"}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        runs = []
+        decoded = 0
+        for _ in range(repeats):
+            start = time.perf_counter()
+            with av.open(str(path)) as container:
+                decoded = sum(1 for f in container.decode(video=0) if f.to_ndarray(format="rgb24") is not None)
+            runs.append(time.perf_counter() - start)
+        if decoded != len(frames):
+            raise RuntimeError(f"decoded {decoded} frames from a clip of {len(frames)}")
+        return decoded / statistics.median(runs), decoded / min(runs), decoded
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=8, help="1280x720 frames per run (default 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per metric (default 5)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own, shown in the header)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.frames < 1 or args.repeats < 1:
+        parser.error("--frames and --repeats must be at least 1")
+    n = args.frames
+    device = metrics.resolve_device(args.device)
+
+    ref, dist = make_frames(n)
+    weights = np.asarray(metrics.BT709_WEIGHTS)
+
+    def sk_psnr_rgb():
+        return [peak_signal_noise_ratio(r, d, data_range=255) for r, d in zip(ref, dist)]
+
+    def sk_psnr_y():
+        return [peak_signal_noise_ratio(r @ weights, d @ weights, data_range=255) for r, d in zip(ref, dist)]
+
+    def sk_ssim_y():
+        return [
+            structural_similarity(
+                r @ weights, d @ weights, gaussian_weights=True, sigma=1.5,
+                use_sample_covariance=False, data_range=255,
+            )  # fmt: skip
+            for r, d in zip(ref, dist)
+        ]
+
+    scales = metrics.ms_ssim_scales(HEIGHT, WIDTH)
+
+    def ref_ms_ssim():
+        return [reference_ms_ssim(r @ weights, d @ weights, scales) for r, d in zip(ref, dist)]
+
+    rows = [
+        ("PSNR-RGB", compare(lambda: metrics.psnr_rgb(ref, dist, device=device), sk_psnr_rgb, n, args.repeats)),
+        ("PSNR-Y", compare(lambda: metrics.psnr_y(ref, dist, device=device), sk_psnr_y, n, args.repeats)),
+        ("SSIM-Y", compare(lambda: metrics.ssim_y(ref, dist, device=device), sk_ssim_y, n, args.repeats)),
+        (
+            f"MS-SSIM ({scales} scales)",
+            compare(lambda: metrics.ms_ssim_y(ref, dist, device=device)[0], ref_ms_ssim, n, args.repeats),
+        ),
+    ]
+    metrics.score_frames(ref, dist, device=device)
+    all_runs = [timed(lambda: metrics.score_frames(ref, dist, device=device).ssim_y)[0] for _ in range(args.repeats)]
+    fps, best_fps, decoded = pyav_decode_fps(ref if n >= 8 else np.concatenate([ref] * (8 // n + 1)), args.repeats)
+
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
+        f"torch threads {torch.get_num_threads()}, "
+        f"device {device}; torch {torch.__version__}, numpy {np.__version__}, "
+        f"scikit-image {skimage.__version__}, scipy {scipy.__version__}, PyAV {av.__version__}"
+    )
+    print(
+        f"{n} frames of {WIDTH}x{HEIGHT}, {args.repeats} runs; ms/frame = median over runs (best in brackets)"
+    )
+    header = f"{'metric':<20} {'ours ms/frame':>18} {'reference ms/frame':>20} {'speed-up':>9} {'max |diff|':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, row in rows:
+        print(
+            f"{name:<20} {row['ours']:>9.2f} ({row['ours_min']:6.2f}) {row['theirs']:>11.2f} ({row['theirs_min']:6.2f})"
+            f" {row['theirs'] / row['ours']:>8.1f}x {row['diff']:>11.2e}"
+        )
+    per_frame = [1000 * s / n for s in all_runs]
+    print(
+        f"{'score_frames (all)':<20} {statistics.median(per_frame):>9.2f} ({min(per_frame):6.2f})"
+        f" {'-':>20} {'-':>9} {'-':>11}"
+    )
+    print(
+        f"{'PyAV decode':<20} {1000 / fps:>9.2f} ({1000 / best_fps:6.2f}) {'-':>20} {'-':>9} {'-':>11}"
+        f"   = {fps:.0f} fps (best {best_fps:.0f}) on {decoded} libx264 frames to rgb24"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,713 @@
+"""Full-reference quality and rate metrics for decoded video (DESIGN section 5).
+
+Every function takes 8-bit RGB frames shaped ``(N, H, W, 3)`` (``uint8``) and
+returns per-frame values as float64 numpy arrays; the arithmetic runs in torch
+on the requested device ("auto": CUDA when available, else CPU).
+
+What is computed, in short:
+
+* PSNR on RGB (MSE over all three channels) and on luma Y (BT.709 full range),
+  per frame, from *exact* integer sums of squared differences; identical frames
+  and anything above 100 dB are reported as :data:`PSNR_CAP_DB` and counted.
+* SSIM on Y with the Gaussian window of Wang et al. (2004): 11 taps, sigma 1.5,
+  K1 = 0.01, K2 = 0.03, L = 255, population covariances, mean over the part of
+  the SSIM map whose window lies inside the frame.  This is exactly
+  ``skimage.metrics.structural_similarity(y1, y2, gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False, data_range=255)``.
+* MS-SSIM on Y (Wang, Simoncelli and Bovik, 2003), 5 scales or fewer on small
+  frames.
+* Rate: bits, kbps, bits per pixel and compression ratio against raw RGB.
+
+Bump :data:`METRICS_VERSION` whenever a formula or a constant here changes, so
+that stored numbers never mix silently across methods.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BT709_WEIGHTS",
+    "DATA_RANGE",
+    "METRICS_VERSION",
+    "MS_SSIM_WEIGHTS",
+    "MetricInputError",
+    "PSNR_CAP_DB",
+    "SSIM_K1",
+    "SSIM_K2",
+    "SSIM_SIGMA",
+    "SSIM_WIN_SIZE",
+    "FrameScores",
+    "gaussian_window",
+    "ms_ssim_luma",
+    "ms_ssim_scales",
+    "ms_ssim_y",
+    "mse_per_frame",
+    "psnr_from_mse",
+    "psnr_rgb",
+    "psnr_y",
+    "rate_stats",
+    "resolve_device",
+    "rgb_to_y",
+    "score_frames",
+    "ssim_luma",
+    "ssim_y",
+    "summarize",
+]
+
+METRICS_VERSION = "cf-metrics-1"
+
+PSNR_CAP_DB = 100.0
+DATA_RANGE = 255.0
+
+# BT.709 luma from full-range R'G'B'.  The same weights scaled by 10_000 are
+# integers, which is what makes the luma MSE exact (see ``_sse_y_from_difference``).
+BT709_WEIGHTS = (0.2126, 0.7152, 0.0722)
+_BT709_INT = (2126.0, 7152.0, 722.0)
+_BT709_SCALE = 10_000.0
+
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # scipy.ndimage's truncate as used by scikit-image: radius 5
+SSIM_WIN_SIZE = 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1  # 11
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+# Squares of 8-bit differences are at most 255**2 = 65025, so a float32 sum of
+# up to 258 of them is an integer below 2**24 and therefore exact whatever the
+# summation order; blocks of 256 are summed in float32, the block sums in
+# float64.
+_EXACT_BLOCK = 256
+
+# Pixels per batch of frames.  On CPU one 720p frame at a time keeps the four
+# filtered planes inside the last-level cache, which matters more than the
+# per-call overhead; small frames are batched so the overhead is amortised.
+_CPU_BATCH_PIXELS = 1_000_000
+_CUDA_BATCH_PIXELS = 32_000_000
+
+
+class MetricInputError(ValueError):
+    """Frames or arguments a metric cannot be computed on; the message says why."""
+
+
+# --------------------------------------------------------------------------- #
+# Devices and input checks
+# --------------------------------------------------------------------------- #
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return the torch device for ``device``.
+
+    ``"auto"`` means CUDA when ``torch.cuda.is_available()``, else CPU.  Asking
+    for CUDA explicitly where there is none is an error, not a silent fallback.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise MetricInputError(f"unknown device {device!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MetricInputError(f"device {str(resolved)!r} requested but torch sees no CUDA device")
+    if resolved.type not in ("cpu", "cuda"):
+        raise MetricInputError(f"device {str(resolved)!r} is not supported (use 'cpu', 'cuda' or 'auto')")
+    return resolved
+
+
+def _check_rgb_pair(reference: np.ndarray, distorted: np.ndarray, *, min_size: int = 1) -> None:
+    for name, frames in (("reference", reference), ("distorted", distorted)):
+        if not isinstance(frames, np.ndarray):
+            raise MetricInputError(f"{name} must be a numpy array, got {type(frames).__name__}")
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise MetricInputError(
+                f"{name} must be shaped (N, H, W, 3) RGB frames, got shape {frames.shape}"
+            )
+        if frames.dtype != np.uint8:
+            raise MetricInputError(f"{name} must be uint8 RGB (0..255), got dtype {frames.dtype}")
+    if reference.shape != distorted.shape:
+        raise MetricInputError(
+            f"reference and distorted differ in shape: {reference.shape} vs {distorted.shape}"
+        )
+    n, h, w, _ = reference.shape
+    if n == 0:
+        raise MetricInputError("no frames to score (N = 0)")
+    if h < min_size or w < min_size:
+        raise MetricInputError(
+            f"frames of {w}x{h} are too small: this metric needs at least {min_size}x{min_size} "
+            f"(the {SSIM_WIN_SIZE}-tap SSIM window must fit)"
+        )
+
+
+def _check_luma_pair(y_ref, y_dist) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = []
+    for name, plane in (("y_ref", y_ref), ("y_dist", y_dist)):
+        if isinstance(plane, np.ndarray):
+            if not (np.issubdtype(plane.dtype, np.floating) or np.issubdtype(plane.dtype, np.integer)):
+                raise MetricInputError(f"{name} must be real-valued, got dtype {plane.dtype}")
+            plane = _as_tensor(plane)
+        elif not isinstance(plane, torch.Tensor):
+            raise MetricInputError(f"{name} must be a numpy array or torch tensor, got {type(plane).__name__}")
+        if plane.is_complex() or plane.dtype == torch.bool:
+            raise MetricInputError(f"{name} must be real-valued, got dtype {plane.dtype}")
+        if plane.ndim not in (2, 3):
+            raise MetricInputError(f"{name} must be shaped (H, W) or (N, H, W), got {tuple(plane.shape)}")
+        tensors.append(plane if plane.ndim == 3 else plane.unsqueeze(0))
+    if tensors[0].shape != tensors[1].shape:
+        raise MetricInputError(
+            f"y_ref and y_dist differ in shape: {tuple(tensors[0].shape)} vs {tuple(tensors[1].shape)}"
+        )
+    n, h, w = tensors[0].shape
+    if n == 0:
+        raise MetricInputError("no frames to score (N = 0)")
+    if h < SSIM_WIN_SIZE or w < SSIM_WIN_SIZE:
+        raise MetricInputError(
+            f"planes of {w}x{h} are smaller than the {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} SSIM window"
+        )
+    return tensors[0], tensors[1]
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    # Clip frames are read-only numpy arrays; nothing here writes to them, so
+    # torch's warning about non-writable memory is noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _batches(n_frames: int, height: int, width: int, device: torch.device):
+    budget = _CUDA_BATCH_PIXELS if device.type == "cuda" else _CPU_BATCH_PIXELS
+    step = max(1, budget // (height * width))
+    for start in range(0, n_frames, step):
+        yield slice(start, min(n_frames, start + step))
+
+
+# --------------------------------------------------------------------------- #
+# Colour
+# --------------------------------------------------------------------------- #
+
+
+def rgb_to_y(frames):
+    """Luma Y = 0.2126 R + 0.7152 G + 0.0722 B (BT.709, full range, no offset).
+
+    ``frames``: ``(..., 3)`` RGB, numpy array or torch tensor, values 0..255.
+    Returns the same kind of object with the channel axis dropped: float64 for
+    numpy input, and for torch input float64 if the input is float64, else
+    float32 (on the input's device).
+    """
+    if isinstance(frames, torch.Tensor):
+        if frames.shape[-1:] != (3,):
+            raise MetricInputError(f"frames must end in an RGB axis of 3, got shape {tuple(frames.shape)}")
+        dtype = torch.float64 if frames.dtype == torch.float64 else torch.float32
+        weights = torch.tensor(BT709_WEIGHTS, dtype=dtype, device=frames.device)
+        return frames.to(dtype) @ weights
+    if isinstance(frames, np.ndarray):
+        if frames.shape[-1:] != (3,):
+            raise MetricInputError(f"frames must end in an RGB axis of 3, got shape {frames.shape}")
+        return frames.astype(np.float64) @ np.asarray(BT709_WEIGHTS, dtype=np.float64)
+    raise MetricInputError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+
+
+# --------------------------------------------------------------------------- #
+# MSE and PSNR
+# --------------------------------------------------------------------------- #
+
+
+def _exact_sum_of_squares(values: torch.Tensor) -> torch.Tensor:
+    """Per-row sum of squares of integer-valued float32 rows with |v| <= 255, in float64, exactly."""
+    n_rows, n = values.shape
+    whole = (n // _EXACT_BLOCK) * _EXACT_BLOCK
+    total = torch.zeros(n_rows, dtype=torch.float64, device=values.device)
+    if whole:
+        blocks = values[:, :whole].unflatten(1, (whole // _EXACT_BLOCK, _EXACT_BLOCK))
+        total += (blocks * blocks).sum(-1).to(torch.float64).sum(-1)
+    if whole < n:
+        tail = values[:, whole:].to(torch.float64)
+        total += (tail * tail).sum(-1)
+    return total
+
+
+def _luma(frames_u8: torch.Tensor) -> torch.Tensor:
+    """BT.709 luma of (..., 3) uint8 RGB as float32 (..., H, W)."""
+    weights = torch.tensor(BT709_WEIGHTS, dtype=torch.float32, device=frames_u8.device)
+    return frames_u8.to(torch.float32) @ weights
+
+
+def _rgb_difference(ref_u8: torch.Tensor, dist_u8: torch.Tensor) -> torch.Tensor:
+    """ref - dist as float32 (exact: integers in -255..255); int16 first is cheapest."""
+    return torch.sub(ref_u8.to(torch.int16), dist_u8.to(torch.int16)).to(torch.float32)
+
+
+def _sse_rgb(diff: torch.Tensor) -> torch.Tensor:
+    return _exact_sum_of_squares(diff.reshape(diff.shape[0], -1))
+
+
+def _sse_y_from_difference(diff: torch.Tensor) -> torch.Tensor:
+    # 10_000 * (Y(ref) - Y(dist)) = integer weights . (ref - dist): exact in
+    # float32 (|value| <= 2_550_000 < 2**24); its square needs float64.
+    weights = torch.tensor(_BT709_INT, dtype=torch.float32, device=diff.device)
+    luma_diff = (diff @ weights).reshape(diff.shape[0], -1).to(torch.float64)
+    return torch.linalg.vecdot(luma_diff, luma_diff) / (_BT709_SCALE * _BT709_SCALE)
+
+
+def mse_per_frame(
+    reference: np.ndarray, distorted: np.ndarray, *, device: str | torch.device = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame mean squared error on RGB and on luma Y.
+
+    ``MSE_RGB = sum((ref - dist)**2) / (3 H W)`` over all three channels and
+    ``MSE_Y = sum((Y(ref) - Y(dist))**2) / (H W)`` with BT.709 luma
+    (:func:`rgb_to_y`).  Both come from exact integer sums (``10_000 * Y`` is
+    an integer), so they equal the float64 formula up to its own rounding.
+
+    Returns ``(mse_rgb, mse_y)``, float64 arrays of length N, in (8-bit code
+    value)**2.
+    """
+    _check_rgb_pair(reference, distorted)
+    dev = resolve_device(device)
+    n, h, w, _ = reference.shape
+    mse_rgb = np.empty(n, dtype=np.float64)
+    mse_y = np.empty(n, dtype=np.float64)
+    ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
+    for batch in _batches(n, h, w, dev):
+        diff = _rgb_difference(ref_all[batch].to(dev), dist_all[batch].to(dev))
+        mse_rgb[batch] = (_sse_rgb(diff) / (3 * h * w)).cpu().numpy()
+        mse_y[batch] = (_sse_y_from_difference(diff) / (h * w)).cpu().numpy()
+    return mse_rgb, mse_y
+
+
+def psnr_from_mse(mse, *, data_range: float = DATA_RANGE) -> tuple[np.ndarray, int]:
+    """PSNR in dB from MSE, capped: ``min(10 log10(L**2 / MSE), PSNR_CAP_DB)``.
+
+    ``MSE == 0`` (identical frames) gives :data:`PSNR_CAP_DB` instead of inf.
+    Returns ``(psnr, n_capped)``: float64 array (same shape as ``mse``) and how
+    many values were capped.  A negative or non-finite MSE is an error.
+    """
+    mse = np.asarray(mse, dtype=np.float64)
+    if not np.all(np.isfinite(mse)) or np.any(mse < 0):
+        raise MetricInputError(f"MSE must be finite and non-negative, got {mse!r}")
+    with np.errstate(divide="ignore"):
+        psnr = 10.0 * np.log10((data_range * data_range) / mse)
+    capped = psnr >= PSNR_CAP_DB  # also catches +inf from MSE == 0
+    return np.where(capped, PSNR_CAP_DB, psnr), int(np.count_nonzero(capped))
+
+
+def psnr_rgb(reference: np.ndarray, distorted: np.ndarray, *, device: str | torch.device = "auto") -> np.ndarray:
+    """Per-frame PSNR over all RGB channels, dB, capped at :data:`PSNR_CAP_DB`.
+
+    ``PSNR = 10 log10(255**2 / MSE_RGB)`` with MSE over the ``3 H W`` samples of
+    each frame; equals ``skimage.metrics.peak_signal_noise_ratio(ref, dist,
+    data_range=255)`` frame by frame below the cap.
+    """
+    _check_rgb_pair(reference, distorted)
+    dev = resolve_device(device)
+    n, h, w, _ = reference.shape
+    sse = np.empty(n, dtype=np.float64)
+    ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
+    for batch in _batches(n, h, w, dev):
+        sse[batch] = _sse_rgb(_rgb_difference(ref_all[batch].to(dev), dist_all[batch].to(dev))).cpu().numpy()
+    return psnr_from_mse(sse / (3 * h * w))[0]
+
+
+def psnr_y(reference: np.ndarray, distorted: np.ndarray, *, device: str | torch.device = "auto") -> np.ndarray:
+    """Per-frame PSNR on BT.709 luma (:func:`rgb_to_y`), dB, capped at :data:`PSNR_CAP_DB`.
+
+    ``PSNR_Y = 10 log10(255**2 / MSE_Y)``; equals
+    ``peak_signal_noise_ratio(rgb_to_y(ref), rgb_to_y(dist), data_range=255)``.
+    """
+    _check_rgb_pair(reference, distorted)
+    dev = resolve_device(device)
+    n, h, w, _ = reference.shape
+    sse = np.empty(n, dtype=np.float64)
+    ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
+    for batch in _batches(n, h, w, dev):
+        diff = _rgb_difference(ref_all[batch].to(dev), dist_all[batch].to(dev))
+        sse[batch] = _sse_y_from_difference(diff).cpu().numpy()
+    return psnr_from_mse(sse / (h * w))[0]
+
+
+# --------------------------------------------------------------------------- #
+# SSIM and MS-SSIM
+# --------------------------------------------------------------------------- #
+
+
+def gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> np.ndarray:
+    """The normalised 1-D Gaussian taps scipy.ndimage (hence scikit-image) uses.
+
+    ``radius = int(truncate * sigma + 0.5)``; ``w[i] = exp(-i**2 / (2 sigma**2))``
+    for ``i = -radius..radius``, divided by their sum.  11 taps for the defaults.
+    """
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (x / sigma) ** 2)
+    return taps / taps.sum()
+
+
+_TAPS = tuple(float(v) for v in gaussian_window())
+
+
+def _gaussian_valid(planes: torch.Tensor) -> torch.Tensor:
+    """Separable 11-tap Gaussian over the last two axes, 'valid' region only.
+
+    Output ``(..., H - 10, W - 10)``.  scikit-image filters the whole plane
+    with mode='reflect' and then crops ``(win_size - 1) // 2 = 5`` from every
+    side before averaging; the window of every pixel it keeps lies inside the
+    plane, so the padding never reaches the mean and a valid filter is exactly
+    the same.  Shift-and-add beats torch's CPU conv2d for one-channel planes
+    by an order of magnitude, and is just as good on CUDA.
+    """
+    h, w = planes.shape[-2:]
+    taps = len(_TAPS)
+    # Vertical pass first: its shifted operands are whole-row blocks, i.e.
+    # long contiguous runs, so it streams fastest over the largest input.
+    cols = torch.mul(planes[..., 0 : h - taps + 1, :], _TAPS[0])
+    for k in range(1, taps):
+        cols.add_(planes[..., k : h - taps + 1 + k, :], alpha=_TAPS[k])
+    out = torch.mul(cols[..., :, 0 : w - taps + 1], _TAPS[0])
+    for k in range(1, taps):
+        out.add_(cols[..., :, k : w - taps + 1 + k], alpha=_TAPS[k])
+    return out
+
+
+def _ssim_terms(
+    s: torch.Tensor, d: torch.Tensor, offset: torch.Tensor, data_range: float, want_ssim: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Mean SSIM and mean contrast-structure per plane, float64, shape (B,).
+
+    Works on ``s = x + y - offset`` and ``d = x - y`` rather than on x and y:
+    the local statistics SSIM needs are
+
+        2 ux uy     = ((us + offset)**2 - ud**2) / 2
+        ux**2+uy**2 = ((us + offset)**2 + ud**2) / 2
+        2 sxy       = (var_s - var_d) / 2
+        sx**2+sy**2 = (var_s + var_d) / 2
+
+    so four filtered planes (s, d, s**2, d**2) replace five, and the
+    variances come from centred (s) or small (d) values, which keeps the
+    float32 cancellation in ``E[v**2] - E[v]**2`` far below the 1e-4 we
+    promise against scikit-image's float64.
+    """
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    mu_s = _gaussian_valid(s)
+    mu_d = _gaussian_valid(d)
+    # Both numerator and denominator carry a factor 1/2 in the identities
+    # above; it cancels, so it is never applied.
+    var_s = torch.addcmul(_gaussian_valid(s * s), mu_s, mu_s, value=-1.0).add_(2 * c2)
+    var_d = torch.addcmul(_gaussian_valid(d * d), mu_d, mu_d, value=-1.0)
+    cs_map = torch.sub(var_s, var_d).div_(var_s.add_(var_d))
+    del var_s, var_d
+    n_valid = cs_map.shape[-1] * cs_map.shape[-2]
+    cs_mean = cs_map.sum(dim=(-2, -1), dtype=torch.float64) / n_valid
+    if not want_ssim:
+        return None, cs_mean
+    sum_sq = mu_s.add_(offset).square_().add_(2 * c1)
+    diff_sq = mu_d.square_()
+    ssim_map = torch.sub(sum_sq, diff_sq).div_(sum_sq.add_(diff_sq)).mul_(cs_map)
+    ssim_mean = ssim_map.sum(dim=(-2, -1), dtype=torch.float64) / n_valid
+    return ssim_mean, cs_mean
+
+
+def ms_ssim_scales(height: int, width: int, max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
+    """How many MS-SSIM scales fit: the coarsest must hold the 11x11 window.
+
+    Scale ``j`` (1-based) has ``floor(H / 2**(j-1))`` x ``floor(W / 2**(j-1))``
+    pixels; returns the largest ``M <= max_scales`` whose scale M is at least
+    11 pixels both ways (5 for CIF, 4 for QCIF), or 0 if even scale 1 is not.
+    """
+    scales = 0
+    h, w = height, width
+    while scales < max_scales and min(h, w) >= SSIM_WIN_SIZE:
+        scales += 1
+        h, w = h // 2, w // 2
+    return scales
+
+
+def _centre(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Centre on the mean of x + y per frame: SSIM's variances are shift
+    # invariant and the luminance term gets the offset back exactly.
+    s = x + y
+    offset = s.mean(dim=(-2, -1), keepdim=True)
+    s.sub_(offset)
+    return s, x - y, offset
+
+
+def _average_pool_2x2(planes: torch.Tensor) -> torch.Tensor:
+    """Mean of each 2x2 block; an odd last row or column is dropped.
+
+    Rows first: those slices are whole contiguous rows, which torch adds far
+    faster than avg_pool2d's generic kernel on CPU.
+    """
+    h, w = (planes.shape[-2] // 2) * 2, (planes.shape[-1] // 2) * 2
+    rows = planes[..., 0:h:2, :w] + planes[..., 1:h:2, :w]
+    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
+
+
+def _ms_ssim_batch(
+    s: torch.Tensor,
+    d: torch.Tensor,
+    offset: torch.Tensor,
+    data_range: float,
+    scales: int,
+    first_cs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=torch.float64, device=s.device)
+    weights = weights / weights.sum()
+    values = []
+    for scale in range(scales):
+        if scale > 0:
+            # s and d are linear in x and y, so pooling them equals pooling x and y.
+            s, d = _average_pool_2x2(s), _average_pool_2x2(d)
+        last = scale == scales - 1
+        if scale == 0 and first_cs is not None and not last:
+            values.append(first_cs)
+            continue
+        ssim_mean, cs_mean = _ssim_terms(s, d, offset, data_range, want_ssim=last)
+        values.append(ssim_mean if last else cs_mean)
+    # A negative mean cs or SSIM (anti-correlated content) would make the
+    # fractional power NaN; clamp at 0 as TensorFlow and pytorch_msssim do.
+    stacked = torch.stack(values, dim=-1).clamp_min(0.0)
+    return torch.prod(stacked ** weights, dim=-1)
+
+
+def ssim_luma(
+    y_ref, y_dist, *, data_range: float = DATA_RANGE, device: str | torch.device = "auto"
+) -> np.ndarray:
+    """Mean SSIM of luma planes (Wang et al. 2004), one value per plane.
+
+    ``y_ref``, ``y_dist``: ``(H, W)`` or ``(N, H, W)`` real arrays/tensors,
+    at least 11x11.  With local Gaussian-weighted statistics (11 taps,
+    sigma 1.5, population covariances) and ``C1 = (0.01 L)**2``,
+    ``C2 = (0.03 L)**2``, ``L = data_range``:
+
+        SSIM = (2 ux uy + C1)(2 sxy + C2) / ((ux**2 + uy**2 + C1)(sx**2 + sy**2 + C2))
+
+    averaged over the pixels at least 5 from every border.  Equal (to float32
+    rounding, well under 1e-4) to ``skimage.metrics.structural_similarity(y1,
+    y2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=data_range)``.  Computed in float32, averaged in float64.
+    """
+    ref, dist = _check_luma_pair(y_ref, y_dist)
+    if not (data_range > 0 and math.isfinite(data_range)):
+        raise MetricInputError(f"data_range must be positive and finite, got {data_range!r}")
+    dev = resolve_device(device)
+    n, h, w = ref.shape
+    out = np.empty(n, dtype=np.float64)
+    for batch in _batches(n, h, w, dev):
+        x = ref[batch].to(dev).to(torch.float32)
+        y = dist[batch].to(dev).to(torch.float32)
+        s, d, offset = _centre(x, y)
+        out[batch] = _ssim_terms(s, d, offset, data_range, want_ssim=True)[0].cpu().numpy()
+    return out
+
+
+def ms_ssim_luma(
+    y_ref,
+    y_dist,
+    *,
+    data_range: float = DATA_RANGE,
+    max_scales: int = len(MS_SSIM_WEIGHTS),
+    device: str | torch.device = "auto",
+) -> tuple[np.ndarray, int]:
+    """Multi-scale SSIM of luma planes (Wang, Simoncelli, Bovik 2003).
+
+    With M = :func:`ms_ssim_scales` (5 unless the frame is too small for the
+    11x11 window at the coarsest scale) and weights ``w_j`` = (0.0448, 0.2856,
+    0.3001, 0.2363, 0.1333)[:M] renormalised to sum to 1:
+
+        MS-SSIM = prod_{j<M} max(cs_j, 0)**w_j * max(ssim_M, 0)**w_M
+
+    where ``cs_j`` is the mean contrast-structure term ``(2 sxy + C2) /
+    (sx**2 + sy**2 + C2)`` at scale j and ``ssim_M`` the mean SSIM (luminance
+    times contrast-structure) at the coarsest scale, both over the valid
+    region exactly as :func:`ssim_luma`.  Scale j+1 is the 2x2 average of
+    scale j (odd last row/column dropped).  Negative means are clamped to 0
+    so the fractional powers stay real.
+
+    Returns ``(values, scales_used)``.
+    """
+    ref, dist = _check_luma_pair(y_ref, y_dist)
+    if not (data_range > 0 and math.isfinite(data_range)):
+        raise MetricInputError(f"data_range must be positive and finite, got {data_range!r}")
+    if not 1 <= max_scales <= len(MS_SSIM_WEIGHTS):
+        raise MetricInputError(f"max_scales must be 1..{len(MS_SSIM_WEIGHTS)}, got {max_scales}")
+    dev = resolve_device(device)
+    n, h, w = ref.shape
+    scales = ms_ssim_scales(h, w, max_scales)
+    out = np.empty(n, dtype=np.float64)
+    for batch in _batches(n, h, w, dev):
+        x = ref[batch].to(dev).to(torch.float32)
+        y = dist[batch].to(dev).to(torch.float32)
+        s, d, offset = _centre(x, y)
+        out[batch] = _ms_ssim_batch(s, d, offset, data_range, scales).cpu().numpy()
+    return out, scales
+
+
+def ssim_y(reference: np.ndarray, distorted: np.ndarray, *, device: str | torch.device = "auto") -> np.ndarray:
+    """Per-frame SSIM on BT.709 luma of 8-bit RGB frames (see :func:`ssim_luma`)."""
+    return score_frames(reference, distorted, device=device, ms_ssim=False, psnr=False).ssim_y
+
+
+def ms_ssim_y(
+    reference: np.ndarray, distorted: np.ndarray, *, device: str | torch.device = "auto"
+) -> tuple[np.ndarray, int]:
+    """Per-frame MS-SSIM on BT.709 luma of 8-bit RGB frames (see :func:`ms_ssim_luma`)."""
+    scores = score_frames(reference, distorted, device=device, ms_ssim=True, psnr=False)
+    return scores.ms_ssim, scores.ms_ssim_scales
+
+
+# --------------------------------------------------------------------------- #
+# All of it at once
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class FrameScores:
+    """Per-frame scores, float64 arrays of length N (dB for PSNR, code values**2 for MSE).
+
+    ``ms_ssim`` is all-NaN and ``ms_ssim_scales`` 0 when MS-SSIM was not asked
+    for; ``psnr_rgb``/``psnr_y``/``mse_*`` are all-NaN when PSNR was not asked
+    for (only :func:`ssim_y`/:func:`ms_ssim_y` do that).  ``psnr_capped``
+    counts frames whose RGB or Y PSNR was capped at :data:`PSNR_CAP_DB`.
+    """
+
+    psnr_rgb: np.ndarray
+    psnr_y: np.ndarray
+    ssim_y: np.ndarray
+    ms_ssim: np.ndarray
+    mse_rgb: np.ndarray
+    mse_y: np.ndarray
+    ms_ssim_scales: int
+    psnr_capped: int
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.ssim_y.shape[0])
+
+
+def score_frames(
+    reference: np.ndarray,
+    distorted: np.ndarray,
+    *,
+    device: str | torch.device = "auto",
+    ms_ssim: bool = True,
+    psnr: bool = True,
+) -> FrameScores:
+    """PSNR (RGB and Y), SSIM-Y and MS-SSIM-Y of every frame, in one pass.
+
+    ``reference`` and ``distorted``: ``(N, H, W, 3)`` uint8 RGB, same shape,
+    N >= 1, H and W >= 11.  Formulas as in :func:`mse_per_frame`,
+    :func:`psnr_from_mse`, :func:`ssim_luma` and :func:`ms_ssim_luma`; the
+    SSIM at scale 1 and MS-SSIM's first contrast-structure term share one set
+    of filtered planes.
+    """
+    _check_rgb_pair(reference, distorted, min_size=SSIM_WIN_SIZE)
+    dev = resolve_device(device)
+    n, h, w, _ = reference.shape
+    scales = ms_ssim_scales(h, w) if ms_ssim else 0
+    nan = np.full(n, np.nan)
+    sse_rgb, sse_y, ssim, msssim = nan.copy(), nan.copy(), np.empty(n), nan.copy()
+    ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
+    for batch in _batches(n, h, w, dev):
+        ref_u8, dist_u8 = ref_all[batch].to(dev), dist_all[batch].to(dev)
+        if psnr:
+            diff = _rgb_difference(ref_u8, dist_u8)
+            sse_rgb[batch] = _sse_rgb(diff).cpu().numpy()
+            sse_y[batch] = _sse_y_from_difference(diff).cpu().numpy()
+            del diff
+        s, d, offset = _centre(_luma(ref_u8), _luma(dist_u8))
+        ssim_mean, cs_mean = _ssim_terms(s, d, offset, DATA_RANGE, want_ssim=True)
+        ssim[batch] = ssim_mean.cpu().numpy()
+        if ms_ssim:
+            msssim[batch] = _ms_ssim_batch(s, d, offset, DATA_RANGE, scales, first_cs=cs_mean).cpu().numpy()
+    mse_rgb = sse_rgb / (3 * h * w)
+    mse_y = sse_y / (h * w)
+    if psnr:
+        psnr_rgb_v, _ = psnr_from_mse(mse_rgb)
+        psnr_y_v, _ = psnr_from_mse(mse_y)
+        capped = int(np.count_nonzero((psnr_rgb_v >= PSNR_CAP_DB) | (psnr_y_v >= PSNR_CAP_DB)))
+    else:
+        psnr_rgb_v, psnr_y_v, capped = nan.copy(), nan.copy(), 0
+    return FrameScores(
+        psnr_rgb=psnr_rgb_v,
+        psnr_y=psnr_y_v,
+        ssim_y=ssim,
+        ms_ssim=msssim,
+        mse_rgb=mse_rgb,
+        mse_y=mse_y,
+        ms_ssim_scales=scales,
+        psnr_capped=capped,
+    )
+
+
+def summarize(scores: FrameScores) -> dict:
+    """Clip-level numbers from per-frame scores, as plain Python floats and ints.
+
+    ``psnr_rgb``/``psnr_y``: mean of the (capped) per-frame PSNRs.
+    ``psnr_rgb_pooled``/``psnr_y_pooled``: ``10 log10(255**2 / mean(MSE))``,
+    capped at :data:`PSNR_CAP_DB` -- one bad frame weighs more here than in
+    the mean of dB values.  ``ssim_y``, ``ms_ssim``: means over frames
+    (``ms_ssim`` is None when it was not computed).  ``ms_ssim_scales``:
+    scales used.  ``psnr_capped_frames``: frames with a capped PSNR.  Never
+    inf or NaN.
+    """
+    if scores.n_frames == 0:
+        raise MetricInputError("cannot summarise zero frames")
+    for name in ("psnr_rgb", "psnr_y", "ssim_y", "mse_rgb", "mse_y"):
+        if not np.all(np.isfinite(getattr(scores, name))):
+            raise MetricInputError(f"FrameScores.{name} holds NaN or inf; summarize needs PSNR and SSIM computed")
+    has_ms_ssim = scores.ms_ssim_scales > 0
+    if has_ms_ssim and not np.all(np.isfinite(scores.ms_ssim)):
+        raise MetricInputError("FrameScores.ms_ssim holds NaN or inf")
+    pooled_rgb, _ = psnr_from_mse(np.mean(scores.mse_rgb))
+    pooled_y, _ = psnr_from_mse(np.mean(scores.mse_y))
+    return {
+        "psnr_rgb": float(np.mean(scores.psnr_rgb)),
+        "psnr_y": float(np.mean(scores.psnr_y)),
+        "psnr_rgb_pooled": float(pooled_rgb),
+        "psnr_y_pooled": float(pooled_y),
+        "ssim_y": float(np.mean(scores.ssim_y)),
+        "ms_ssim": float(np.mean(scores.ms_ssim)) if has_ms_ssim else None,
+        "ms_ssim_scales": int(scores.ms_ssim_scales),
+        "psnr_capped_frames": int(scores.psnr_capped),
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Rate
+# --------------------------------------------------------------------------- #
+
+
+def rate_stats(n_bytes: int, n_frames: int, width: int, height: int, fps: float) -> dict:
+    """Rate of a coded clip of ``n_bytes`` (every byte, container included).
+
+    ``bits = 8 n_bytes``; ``kbps = bits * fps / n_frames / 1000`` (kilo = 1000);
+    ``bpp = bits / (n_frames * width * height)``;
+    ``compression_ratio = 3 * n_frames * width * height / n_bytes`` (raw 8-bit
+    RGB over coded size).
+    """
+    for name, value in (("n_bytes", n_bytes), ("n_frames", n_frames), ("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise MetricInputError(f"{name} must be an integer, got {value!r}")
+        if value <= 0:
+            raise MetricInputError(f"{name} must be positive, got {value}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
+        raise MetricInputError(f"fps must be a number, got {fps!r}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise MetricInputError(f"fps must be positive and finite, got {fps!r}")
+    bits = 8 * int(n_bytes)
+    pixels = int(n_frames) * int(width) * int(height)
+    return {
+        "bits": bits,
+        "kbps": bits * float(fps) / int(n_frames) / 1000.0,
+        "bpp": bits / pixels,
+        "compression_ratio": 3 * pixels / int(n_bytes),
+    }
