@@ -30,6 +30,7 @@ sandbox's process tree); nothing the candidate reports about itself is used.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import functools
 import json
@@ -296,9 +297,9 @@ def _signal_name(number: int) -> str:
 
 
 def _site_dirs() -> list[str]:
-    """The directories holding numpy, torch and pyseccomp (usually one site-packages)."""
+    """The directories holding numpy and torch (usually one site-packages)."""
     dirs: list[str] = []
-    for name in ("numpy", "torch", "pyseccomp"):
+    for name in ("numpy", "torch"):
         try:
             spec = __import__("importlib.util").util.find_spec(name)
         except (ImportError, ValueError):
@@ -429,7 +430,9 @@ class _Session:
             "config": config,
             "sys_path": inside_sites if self.mode != "unsandboxed" else site_dirs,
             "seccomp": "off" if self.mode != "strict" else "on",
-            "seccomp_policy": seccomp_policy.policy(),
+            "seccomp_bpf": base64.b64encode(seccomp_policy.compile_bpf()).decode("ascii")
+            if self.mode == "strict"
+            else None,
             "limits": {
                 "cpu_seconds": lim.cpu_seconds,
                 "max_file_bytes": lim.max_file_bytes,
