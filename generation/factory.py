@@ -1,0 +1,108 @@
+"""The one place generation settings are read from an environment mapping.
+
+Domain code takes explicit arguments; this factory is handed a mapping (the caller
+passes ``os.environ`` or a settings dict) and builds a generator from it. Variables:
+
+==============================  ======================================================
+CODECFLEET_LLM_PROVIDER         ``openai``, ``anthropic`` or ``offline`` (default:
+                                offline when no model or base URL is set)
+CODECFLEET_LLM_BASE_URL         server URL; OpenAI-compatible ones include ``/v1``
+CODECFLEET_LLM_MODEL            model name (required for openai and anthropic)
+CODECFLEET_LLM_API_KEY          the key; else OPENAI_API_KEY or ANTHROPIC_API_KEY
+CODECFLEET_LLM_TIMEOUT          seconds per call (default 120)
+CODECFLEET_LLM_MAX_RETRIES      retries on 429/5xx/connection errors (default 3)
+CODECFLEET_LLM_MAX_TOKENS       completion token limit (default 8192)
+CODECFLEET_LLM_TEMPERATURE      sampling temperature (default: the server's)
+CODECFLEET_LLM_MODE             ``rewrite`` (default) or ``diff`` when a parent exists
+CODECFLEET_LLM_PRICE_INPUT      USD per million prompt tokens (with PRICE_OUTPUT: cost)
+CODECFLEET_LLM_PRICE_OUTPUT     USD per million completion tokens
+CODECFLEET_OFFLINE_SEED         seed of the offline generator (default 0)
+==============================  ======================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from generation.base import Generator
+from generation.llm import AnthropicGenerator, OpenAIGenerator, Pricing
+from generation.offline import OfflineGenerator
+from generation.prompts import ALLOWED_IMPORTS
+
+PROVIDERS = ("openai", "anthropic", "offline")
+
+
+class GenerationConfigError(ValueError):
+    """The environment does not describe a usable generator; the message says which variable."""
+
+
+def _number(environ: Mapping[str, str], name: str, default: float | None, kind=float):
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise GenerationConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise GenerationConfigError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
+def generator_from_env(
+    environ: Mapping[str, str],
+    *,
+    seeds: Mapping[str, str] | None = None,
+    validate: Callable[[str], tuple[bool, str | None]] | None = None,
+    allowed_modules: tuple[str, ...] = ALLOWED_IMPORTS,
+) -> Generator:
+    """The generator the environment asks for. ``seeds`` (family -> program) and
+    ``validate`` are needed by the offline generator; ``allowed_modules`` is stated in
+    LLM prompts (pass the sanitizer's set)."""
+    provider = (environ.get("CODECFLEET_LLM_PROVIDER") or "").strip().lower()
+    model = (environ.get("CODECFLEET_LLM_MODEL") or "").strip()
+    base_url = (environ.get("CODECFLEET_LLM_BASE_URL") or "").strip() or None
+    if not provider:
+        if model or base_url:
+            raise GenerationConfigError(
+                "CODECFLEET_LLM_MODEL or CODECFLEET_LLM_BASE_URL is set but CODECFLEET_LLM_PROVIDER is not; "
+                f"set it to one of {', '.join(PROVIDERS)}"
+            )
+        provider = "offline"
+    if provider not in PROVIDERS:
+        raise GenerationConfigError(f"CODECFLEET_LLM_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+
+    if provider == "offline":
+        if not seeds:
+            raise GenerationConfigError("the offline generator needs seed programs (pass seeds=)")
+        return OfflineGenerator(int(_number(environ, "CODECFLEET_OFFLINE_SEED", 0, int)), seeds, validate=validate)
+
+    if not model:
+        raise GenerationConfigError(f"CODECFLEET_LLM_MODEL is required for provider {provider}")
+    standard = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+    api_key = environ.get("CODECFLEET_LLM_API_KEY") or environ.get(standard)
+    if not api_key:
+        if provider == "openai" and base_url:
+            api_key = "not-needed"  # local OpenAI-compatible servers (vLLM, Ollama, llama.cpp) ignore it
+        else:
+            raise GenerationConfigError(f"no API key: set CODECFLEET_LLM_API_KEY or {standard}")
+    price_in = _number(environ, "CODECFLEET_LLM_PRICE_INPUT", None)
+    price_out = _number(environ, "CODECFLEET_LLM_PRICE_OUTPUT", None)
+    if (price_in is None) != (price_out is None):
+        raise GenerationConfigError("set both CODECFLEET_LLM_PRICE_INPUT and CODECFLEET_LLM_PRICE_OUTPUT, or neither")
+    mode = (environ.get("CODECFLEET_LLM_MODE") or "rewrite").strip().lower()
+    if mode not in ("rewrite", "diff"):
+        raise GenerationConfigError(f"CODECFLEET_LLM_MODE must be rewrite or diff, got {mode!r}")
+    cls = OpenAIGenerator if provider == "openai" else AnthropicGenerator
+    return cls(
+        base_url,
+        model,
+        api_key=api_key,
+        timeout=_number(environ, "CODECFLEET_LLM_TIMEOUT", 120.0),
+        max_retries=int(_number(environ, "CODECFLEET_LLM_MAX_RETRIES", 3, int)),
+        max_tokens=int(_number(environ, "CODECFLEET_LLM_MAX_TOKENS", 8192, int)),
+        temperature=_number(environ, "CODECFLEET_LLM_TEMPERATURE", None),
+        pricing=Pricing(price_in, price_out) if price_in is not None else None,
+        default_mode=mode,
+        allowed_modules=allowed_modules,
+    )
