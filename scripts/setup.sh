@@ -11,6 +11,9 @@ need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 [ -e /usr/include/seccomp.h ] || ldconfig -p 2>/dev/null | grep -q 'libseccomp.so.2' || need_apt+=(libseccomp2)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Debian's chromium renders the HTML report in the report tests (headless, offline).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get" >&2
     as_root apt-get update -qq
