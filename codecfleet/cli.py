@@ -232,6 +232,156 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_args(args: argparse.Namespace) -> dict:
+    anchors = [a.strip() for a in args.anchors.split(",") if a.strip()] if args.anchors else []
+    frames = args.frames
+    if frames is not None and frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {frames}")
+    if args.rate_points < 1:
+        raise UsageError(f"--rate-points must be at least 1, got {args.rate_points}")
+    return {
+        "clip": args.clip,
+        "frames": frames,
+        "start_frame": args.start_frame,
+        "rate_points": args.rate_points,
+        "anchors": anchors,
+        "campaign": args.campaign,
+        "device": args.device,
+    }
+
+
+def _status_line(status) -> str:
+    line = f"experiment {status.id}: {status.status}"
+    if status.stage or status.reason:
+        line += f" (stage {status.stage}: {status.reason})"
+    return line
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from codecfleet import fleet
+    from evaluation.pipeline import to_json
+
+    candidate = args.candidate
+    if not candidate.startswith("reference:") and not Path(candidate).is_file():
+        raise UsageError(f"candidate file not found: {candidate}")
+    handle = fleet.submit(candidate, **_job_args(args))
+    if args.wait is not None:
+        result = handle.wait(timeout=args.wait or None)
+    else:
+        status = handle.status()
+        result = handle.result() if status.finished else None
+    if args.json:
+        print(to_json(result) if result is not None else json.dumps({"id": handle.id, "status": handle.status().status}))
+    elif result is not None:
+        print(_status_line(handle.status()))
+    else:
+        print(f"experiment {handle.id}: queued (codecfleet status {handle.id})")
+    if result is None:
+        return 0
+    return 0 if result["status"] == "succeeded" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from codecfleet import fleet
+
+    if args.experiment is not None:
+        handle = fleet.get(args.experiment)
+        status = handle.status()
+        if args.json:
+            from evaluation.pipeline import to_json
+
+            print(to_json(handle.result()))
+        else:
+            print(_status_line(status))
+            if status.status == "succeeded":
+                result = handle.result()
+                for rp in result["rate_points"]:
+                    print(
+                        f"  rate point {rp['index']}: q={rp['quality']:.3f} {rp['bytes']} bytes "
+                        f"{rp['kbps']:.1f} kbps PSNR-Y {rp['psnr_y']:.3f} dB SSIM-Y {rp['ssim_y']:.4f}"
+                    )
+                for codec, value in result["bd_rate"].items():
+                    print(f"  BD-rate vs {codec}: {_fmt(value, '+.2f')} %")
+        return 0
+    import db.queries as q
+    from tasks import _db
+
+    fleet._ensure_database()
+    with _db.transaction() as session:
+        rows = [
+            {
+                "id": e.id, "status": e.status.value, "stage": e.failure_stage, "reason": e.error,
+                "attempts": e.attempts, "worker": e.worker_host, "queued_at": e.queued_at.isoformat(timespec="seconds"),
+            }
+            for e in q.recent_experiments(session, args.limit)
+        ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="recent experiments")
+    for col in ("id", "status", "stage", "attempts", "worker", "queued at", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["status"], r["stage"] or "", str(r["attempts"]), r["worker"] or "", r["queued_at"],
+            (r["reason"] or "")[:80],
+        )
+    _console().print(table)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from codecfleet import fleet
+
+    if (args.experiment is None) == (args.campaign is None):
+        raise UsageError("give an experiment id or --campaign NAME")
+    cancelled = fleet.cancel(args.experiment, campaign=args.campaign)
+    if args.experiment is not None and not cancelled:
+        status = fleet.get(args.experiment).status()
+        print(f"experiment {args.experiment} already ended: {status.status}", file=sys.stderr)
+        return 1
+    print(f"cancelled {len(cancelled)} experiment(s): {' '.join(map(str, cancelled)) or '-'}")
+    return 0
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The celery command line ``codecfleet worker`` runs (task events on, prefork)."""
+    queues = [x.strip() for x in args.queues.split(",") if x.strip()]
+    from tasks.app import QUEUES
+
+    unknown = [x for x in queues if x not in QUEUES]
+    if unknown or not queues:
+        raise UsageError(f"unknown queue {unknown[0] if unknown else '(none)'!r}; expected some of {', '.join(QUEUES)}")
+    name = args.name or f"{'-'.join(queues)}@%h"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "tasks.app", "worker",
+        "--queues", ",".join(queues), "--hostname", name, "--pool", "prefork",
+        "--concurrency", str(args.concurrency), "--max-tasks-per-child", str(args.max_tasks_per_child),
+        "--task-events", "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+    ]
+    if args.beat:
+        data_dir = get_settings().data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", "--schedule", str(data_dir / "celerybeat-schedule")]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    if not get_settings().broker_url:
+        raise UsageError("CODECFLEET_BROKER_URL is not set: a worker needs the Redis broker")
+    argv = worker_argv(args)
+    if args.print:
+        print(" ".join(argv))
+        return 0
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover - exec does not return
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -270,6 +420,39 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true")
     sa.set_defaults(func=cmd_sanitize)
 
+    su = sub.add_parser("submit", help="submit an experiment (fleet: enqueue and return; no broker: run here)")
+    su.add_argument("candidate", help="candidate .py file, or reference:NAME")
+    _add_clip_args(su)
+    su.add_argument("--rate-points", type=int, default=4, help="number of quality settings (default 4)")
+    su.add_argument("--anchors", default="", help="comma-separated classic anchors: x264,x265,svtav1 (default none)")
+    su.add_argument("--campaign", default=None, help="campaign name (created if new)")
+    su.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE)")
+    su.add_argument("--wait", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
+                    help="wait until it ends (optionally at most SECONDS)")
+    su.add_argument("--json", action="store_true", help="print the result (or the id) as JSON")
+    su.set_defaults(func=cmd_submit)
+
+    st = sub.add_parser("status", help="one experiment's status and result, or the recent experiments")
+    st.add_argument("experiment", type=int, nargs="?", default=None)
+    st.add_argument("--limit", type=int, default=20)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    ca = sub.add_parser("cancel", help="cancel an experiment, or every unfinished one of a campaign")
+    ca.add_argument("experiment", type=int, nargs="?", default=None)
+    ca.add_argument("--campaign", default=None)
+    ca.set_defaults(func=cmd_cancel)
+
+    wo = sub.add_parser("worker", help="start a Celery worker (task events on) for some queues")
+    wo.add_argument("--queues", required=True, help="comma-separated: llm, cpu, gpu (the private queue is added)")
+    wo.add_argument("--name", default=None, help="node name, e.g. gpu0@%%h (default: QUEUES@%%h)")
+    wo.add_argument("--concurrency", type=int, default=1, help="pool processes (gpu: 1)")
+    wo.add_argument("--max-tasks-per-child", type=int, default=20)
+    wo.add_argument("--loglevel", default="INFO")
+    wo.add_argument("--beat", action="store_true", help="also run the beat scheduler (the reaper); one per fleet")
+    wo.add_argument("--print", action="store_true", help="print the celery command line instead of running it")
+    wo.set_defaults(func=cmd_worker)
+
     dbp = sub.add_parser("db", help="database administration")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)
     up = dbsub.add_parser("upgrade", help="apply migrations to CODECFLEET_DATABASE_URL")
@@ -284,18 +467,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from evaluation.container import ContainerError
     from evaluation.video import VideoError
+    from codecfleet.fleet import FleetError, WaitTimeout
     from sandbox.runner import IsolationError
 
     try:
         return args.func(args)
+    except WaitTimeout as exc:
+        print(f"codecfleet {args.command}: {exc}", file=sys.stderr)
+        return 1
     except IsolationError as exc:
         # Not the candidate's fault and not silently weakened: say what is missing.
         print(f"codecfleet {args.command}: error: sandbox unavailable: {exc}", file=sys.stderr)
         return 3
-    except (UsageError, VideoError, ContainerError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (UsageError, FleetError, VideoError, ContainerError, ValueError, KeyError, FileNotFoundError, LookupError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"codecfleet {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # The database or the broker is unreachable: say which, in one line.
+        from kombu.exceptions import OperationalError as BrokerError
+        from sqlalchemy.exc import OperationalError as DatabaseError
+
+        if isinstance(exc, DatabaseError):
+            print(f"codecfleet {args.command}: error: database unreachable: {str(exc.orig).splitlines()[0]}", file=sys.stderr)
+            return 2
+        if isinstance(exc, BrokerError):
+            print(f"codecfleet {args.command}: error: broker unreachable: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

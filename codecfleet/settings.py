@@ -20,6 +20,19 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{PREFIX}{name}={raw!r} is not a number") from None
+    if not value > 0:
+        raise ValueError(f"{PREFIX}{name} must be positive, got {raw!r}")
+    return value
+
+
 def _xdg(var: str, fallback: str) -> Path:
     base = os.environ.get(var)
     return Path(base) if base else Path.home() / fallback
@@ -34,6 +47,20 @@ class Settings:
     broker_url: str | None
     device: str
     sandbox_mode: str
+    #: How long a worker holds a running experiment without renewing its lease.
+    lease_seconds: float = 300.0
+    #: How often a busy worker renews its lease (must be well below lease_seconds).
+    heartbeat_seconds: float = 30.0
+    #: Runs of one experiment, the first included, before the reaper times it out.
+    max_attempts: int = 3
+    #: How often beat schedules the reaper.
+    reap_interval_seconds: float = 30.0
+    #: Worker-local scratch (never shared between hosts).
+    scratch_dir: Path = Path("/tmp/codecfleet-scratch")
+    #: Redis redelivers an unacked message after this; above the longest task.
+    visibility_timeout_seconds: int = 7200
+    #: torch intra-op threads in worker processes (None: torch's default, one per core).
+    torch_threads: int | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -49,6 +76,13 @@ class Settings:
             broker_url=_env("BROKER_URL"),
             device=_env("DEVICE", "auto") or "auto",
             sandbox_mode=_env("SANDBOX", "strict") or "strict",
+            lease_seconds=_float("LEASE_SECONDS", 300.0),
+            heartbeat_seconds=_float("HEARTBEAT_SECONDS", 30.0),
+            max_attempts=int(_float("MAX_ATTEMPTS", 3)),
+            reap_interval_seconds=_float("REAP_INTERVAL_SECONDS", 30.0),
+            scratch_dir=Path(_env("SCRATCH_DIR") or cache_dir / "scratch"),
+            visibility_timeout_seconds=int(_float("VISIBILITY_TIMEOUT_SECONDS", 7200)),
+            torch_threads=int(_float("TORCH_THREADS", 0)) or None if _env("TORCH_THREADS") else None,
         )
 
 

@@ -1166,6 +1166,116 @@ def expired_leases(session: Session, now: datetime | None = None, *, limit: int 
     return [ExpiredLease(*row) for row in rows]
 
 
+# --- the fleet: holders, take-over, cancel, campaigns -------------------------
+
+
+def get_or_create_campaign(session: Session, name: str) -> Campaign:
+    """The campaign called ``name``, inserted if new (safe when two submitters race)."""
+    existing = session.scalar(sa.select(Campaign).where(Campaign.name == name))
+    if existing is not None:
+        return existing
+    try:
+        with session.begin_nested():
+            existing = Campaign(name=name)
+            session.add(existing)
+    except IntegrityError:
+        existing = session.scalar(sa.select(Campaign).where(Campaign.name == name))
+        if existing is None:
+            raise
+    return existing
+
+
+def take_over(
+    session: Session,
+    experiment_id: int,
+    *,
+    status: ExperimentStatus | str,
+    holder: str | None,
+    new_holder: str,
+    lease_seconds: float,
+    require_expired_lease: bool,
+    now: datetime | None = None,
+) -> bool:
+    """Hand a running experiment from ``holder`` to ``new_holder`` and renew its lease.
+
+    For a redelivered task that finds its stage already claimed: one
+    conditional UPDATE on (status, holder[, lease expired]), so of two workers
+    taking over the same dead holder's work exactly one wins. With
+    ``require_expired_lease=False`` the caller has established by other means
+    that the holder is gone (the same worker after a restart). True when this
+    call took it over.
+    """
+    status = ExperimentStatus(status)
+    if status not in RUNNING:
+        raise ValueError(f"only a running experiment can be taken over, not {status.value}")
+    now = _now(now)
+    holder_matches = Experiment.worker_host.is_(None) if holder is None else Experiment.worker_host == holder
+    conditions = [Experiment.id == experiment_id, Experiment.status == status, holder_matches]
+    if require_expired_lease:
+        conditions.append(sa.or_(Experiment.lease_expires_at.is_(None), Experiment.lease_expires_at < now))
+    result = session.execute(
+        sa.update(Experiment)
+        .where(*conditions)
+        .values(worker_host=new_holder, lease_expires_at=now + timedelta(seconds=lease_seconds)),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return result.rowcount == 1
+
+
+def cancel_experiment(session: Session, experiment_id: int, *, reason: str, now: datetime | None = None) -> bool:
+    """Mark a queued or running experiment ``cancelled``; True when this call did it.
+
+    An experiment that already ended (succeeded, failed, cancelled...) is left
+    as it is and False is returned.
+    """
+    try:
+        return _transition(session, experiment_id, S.CANCELLED, error=reason, now=now)
+    except IllegalTransition:
+        return False
+
+
+def campaign_experiment_ids(session: Session, campaign: str, *, only_unfinished: bool = False) -> list[int]:
+    """Ids of the experiments of the campaign called ``campaign`` (unknown name: LookupError)."""
+    campaign_id = session.scalar(sa.select(Campaign.id).where(Campaign.name == campaign))
+    if campaign_id is None:
+        raise LookupError(f"no campaign named {campaign!r}")
+    query = sa.select(Experiment.id).where(Experiment.campaign_id == campaign_id).order_by(Experiment.id)
+    if only_unfinished:
+        query = query.where(Experiment.status.not_in(TERMINAL))
+    return list(session.scalars(query))
+
+
+def experiment_scores(session: Session, experiment_id: int) -> list[Score]:
+    """The BD scores behind an experiment's result, following a reuse to its original."""
+    experiment = get_experiment(session, experiment_id)
+    source_id = experiment.reused_from_id or experiment_id
+    return list(
+        session.scalars(
+            sa.select(Score).where(Score.experiment_id == source_id).order_by(Score.anchor_codec, Score.metric)
+        )
+    )
+
+
+def stale_queued(session: Session, *, older_than_seconds: float, now: datetime | None = None, limit: int = 1000) -> list[int]:
+    """Ids of experiments ``queued`` for longer than ``older_than_seconds`` (oldest first):
+    their first message was probably lost (a broker outage between commit and send)."""
+    cutoff = _now(now) - timedelta(seconds=older_than_seconds)
+    return list(
+        session.scalars(
+            sa.select(Experiment.id)
+            .where(Experiment.status == S.QUEUED, Experiment.queued_at < cutoff)
+            .order_by(Experiment.queued_at, Experiment.id)
+            .limit(limit)
+        )
+    )
+
+
+def recent_experiments(session: Session, limit: int = 20) -> list[Experiment]:
+    """The newest experiments, newest first."""
+    return list(session.scalars(sa.select(Experiment).order_by(Experiment.id.desc()).limit(limit)))
+
+
 __all__ = [
     "STAGE_OF_STATUS",
     "ExpiredLease",
@@ -1180,6 +1290,8 @@ __all__ = [
     "ScoreResult",
     "anchor_results",
     "attach_candidate",
+    "campaign_experiment_ids",
+    "cancel_experiment",
     "canonical_json",
     "config_hash",
     "create_campaign",
@@ -1187,18 +1299,23 @@ __all__ = [
     "create_experiment",
     "expired_leases",
     "experiment_measurements",
+    "experiment_scores",
     "find_reusable_experiment",
     "get_experiment",
+    "get_or_create_campaign",
     "get_or_create_clip",
     "leaderboard",
     "reap",
     "record_anchor_result",
     "record_result",
     "record_sanitizer_verdict",
+    "recent_experiments",
     "recent_failures",
     "renew_lease",
     "requeue",
     "reuse_result",
     "settings_hash",
+    "stale_queued",
+    "take_over",
     "top_k_candidates",
 ]

@@ -1,0 +1,331 @@
+"""Submitting experiments: the same call on a laptop and on a fleet.
+
+With ``CODECFLEET_BROKER_URL`` set, :func:`submit` stores the experiment,
+commits, sends the first task to Redis and returns at once; Celery workers do
+the rest. Without it (the embedded default) the very same task code runs here,
+synchronously, on the SQLite database at ``CODECFLEET_DATABASE_URL`` (migrated
+on first use), with the sandbox on; :func:`submit` returns when the experiment
+has ended.
+
+>>> h = submit("my_codec.py", "synthetic:mix@352x288", rate_points=4, anchors=["x264"])
+>>> h.wait(timeout=600)["status"]
+'succeeded'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codecfleet.settings import get_settings
+
+#: Statuses in which an experiment is finished.
+FINISHED = ("succeeded", "failed", "rejected", "timed_out", "duplicate_output", "cancelled")
+
+
+class FleetError(RuntimeError):
+    """Something about a submission the user can act on (unknown id, bad candidate...)."""
+
+
+class WaitTimeout(TimeoutError):
+    def __init__(self, experiment_id: int, timeout: float, status: str):
+        super().__init__(f"experiment {experiment_id} is still {status} after {timeout:g} s")
+        self.experiment_id = experiment_id
+        self.status = status
+
+
+def _tasks():
+    # Imported on use: the face loads the Celery app (and its task modules) only
+    # when it submits, and the embedded mode needs them registered.
+    import tasks.experiment
+    import tasks.maintenance
+    from tasks import _db, _enqueue
+
+    return tasks.experiment, tasks.maintenance, _db, _enqueue
+
+
+def _ensure_database() -> None:
+    _, _, db_, enqueue = _tasks()
+    if enqueue.embedded():
+        db_.ensure_schema()
+
+
+def read_candidate(candidate: str | Path) -> tuple[str, str]:
+    """``candidate`` as (generator, source text): a path to a .py file, ``reference:NAME``,
+    or the source text itself."""
+    if isinstance(candidate, Path):
+        path: Path | None = candidate
+    elif isinstance(candidate, str) and candidate.startswith("reference:"):
+        from evaluation.reference import reference_path
+
+        try:
+            return "reference", reference_path(candidate.split(":", 1)[1]).read_text(encoding="utf-8")
+        except KeyError as exc:
+            raise FleetError(f"unknown reference candidate {candidate!r}") from exc
+    elif isinstance(candidate, str) and "\n" not in candidate and len(candidate) < 4096:
+        path = Path(candidate)
+        if not path.is_file():
+            raise FleetError(f"candidate file not found: {candidate} (pass source text with a newline, or a path)")
+    else:
+        path = None
+    if path is None:
+        if not isinstance(candidate, str):
+            raise FleetError(f"candidate must be a path or source text, got {type(candidate).__name__}")
+        return "user", candidate
+    if not path.is_file():
+        raise FleetError(f"candidate file not found: {path}")
+    try:
+        return "user", path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FleetError(f"candidate file {path} is not UTF-8 text: {exc}") from exc
+
+
+def _qualities(rate_points: int | Sequence[float]) -> list[float]:
+    from evaluation.pipeline import quality_points
+
+    qualities = quality_points(rate_points) if isinstance(rate_points, int) else [float(x) for x in rate_points]
+    for x in qualities:
+        if not 0.0 <= x <= 1.0:
+            raise FleetError(f"quality {x} is outside [0, 1]")
+    return qualities
+
+
+def _create(session, job: Mapping[str, Any]) -> tuple[int, str]:
+    """Insert one experiment (and its clip, candidate, campaign rows); returns (id, first task)."""
+    import db.queries as q
+    from evaluation.anchors import ANCHOR_CODECS
+    from evaluation.video import Clip, load_clip
+
+    experiment_mod, _, _, _ = _tasks()
+    clip = job["clip"]
+    frames, start_frame = job.get("frames"), job.get("start_frame", 0)
+    if isinstance(clip, Clip):
+        spec = {"source": clip.source, "frames": clip.n_frames, "start_frame": start_frame}
+    else:
+        if frames is None and str(clip).startswith("synthetic:"):
+            frames = 8
+        clip = load_clip(str(clip), frames=frames, start_frame=start_frame)
+        spec = {"source": clip.source, "frames": clip.n_frames, "start_frame": start_frame}
+    anchors = list(job.get("anchors") or ())
+    unknown = [a for a in anchors if a not in ANCHOR_CODECS]
+    if unknown:
+        raise FleetError(f"unknown anchor {unknown[0]!r}; expected some of {', '.join(ANCHOR_CODECS)}")
+    qualities = _qualities(job.get("rate_points", 4))
+    campaign_id = None
+    if job.get("campaign"):
+        campaign_id = q.get_or_create_campaign(session, str(job["campaign"])).id
+    clip_row = q.get_or_create_clip(
+        session, sha256=clip.sha256, source=clip.source, width=clip.width, height=clip.height,
+        n_frames=clip.n_frames, fps=float(clip.fps),
+    )
+    candidate_id = None
+    if job.get("candidate") is not None:
+        generator, code = read_candidate(job["candidate"])
+        candidate_id = q.create_candidate(session, generator=generator, code=code, campaign_id=campaign_id).id
+    device = job.get("device") or get_settings().device
+    config = {"width": clip.width, "height": clip.height, "fps": float(clip.fps), "device": device, "clip": spec}
+    experiment = q.create_experiment(
+        session, clip_id=clip_row.id, config=config, rate_points=qualities, anchors=anchors,
+        candidate_id=candidate_id, campaign_id=campaign_id,
+    )
+    return experiment.id, experiment_mod.first_task(experiment)
+
+
+def submit_many(jobs: Iterable[Mapping[str, Any]], **common: Any) -> list[Handle]:
+    """Submit several experiments in one transaction; each job is a mapping of
+    :func:`submit`'s arguments, over ``common``. Messages go out after the commit."""
+    experiment_mod, _, db_, enqueue = _tasks()
+    _ensure_database()
+    created: list[tuple[int, str]] = []
+    with db_.transaction() as session:
+        for job in jobs:
+            merged = {**common, **job}
+            if "clip" not in merged:
+                raise FleetError("every job needs a clip")
+            created.append(_create(session, merged))
+    for experiment_id, first in created:
+        enqueue.send(first, experiment_id, task_id=experiment_mod.task_id(experiment_id, 0, first))
+    if enqueue.embedded():
+        enqueue.drain()
+    return [Handle(experiment_id) for experiment_id, _ in created]
+
+
+def submit(
+    candidate: str | Path | None,
+    clip: Any,
+    *,
+    rate_points: int | Sequence[float] = 4,
+    anchors: Sequence[str] = (),
+    campaign: str | None = None,
+    frames: int | None = None,
+    start_frame: int = 0,
+    device: str | None = None,
+) -> Handle:
+    """Submit one experiment: ``candidate`` (a path, ``reference:NAME`` or source text;
+    None asks the generator) measured on ``clip`` (a ``Clip`` or a spec such as
+    ``"synthetic:mix@352x288"``; synthetic clips have ``frames`` frames, default 8)
+    at ``rate_points`` qualities, with BD-rate against ``anchors``.
+
+    Fleet: returns at once. Embedded: returns when the experiment has ended.
+    A file clip's path must be readable by the workers.
+    """
+    job = {
+        "candidate": candidate, "clip": clip, "rate_points": rate_points, "anchors": anchors,
+        "campaign": campaign, "frames": frames, "start_frame": start_frame, "device": device,
+    }
+    return submit_many([job])[0]
+
+
+def get(experiment_id: int) -> Handle:
+    """A handle on an existing experiment (FleetError if there is none)."""
+    _ensure_database()
+    handle = Handle(int(experiment_id))
+    handle.status()
+    return handle
+
+
+def cancel(experiment_id: int | None = None, *, campaign: str | None = None) -> list[int]:
+    """Cancel one experiment or every unfinished one of a campaign; the ids cancelled."""
+    import db.queries as q
+
+    _, maintenance, db_, _ = _tasks()
+    _ensure_database()
+    if (experiment_id is None) == (campaign is None):
+        raise FleetError("cancel needs an experiment id or a campaign, not both")
+    if campaign is not None:
+        with db_.transaction() as session:
+            try:
+                ids = q.campaign_experiment_ids(session, campaign, only_unfinished=True)
+            except LookupError as exc:
+                raise FleetError(str(exc)) from exc
+    else:
+        get(experiment_id)
+        ids = [int(experiment_id)]
+    return maintenance.cancel(ids)
+
+
+@dataclass(frozen=True)
+class Status:
+    id: int
+    status: str
+    stage: str | None
+    reason: str | None
+    attempts: int
+    worker: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class Handle:
+    """One submitted experiment. Everything is read from the database."""
+
+    def __init__(self, experiment_id: int):
+        self.id = int(experiment_id)
+
+    def __repr__(self) -> str:
+        return f"Handle({self.id})"
+
+    def status(self) -> Status:
+        import db.queries as q
+
+        _, _, db_, _ = _tasks()
+        with db_.transaction() as session:
+            try:
+                e = q.get_experiment(session, self.id)
+            except q.ExperimentNotFound as exc:
+                raise FleetError(str(exc)) from exc
+            return Status(e.id, e.status.value, e.failure_stage, e.error, e.attempts, e.worker_host)
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.2) -> dict:
+        """Block until the experiment ends (WaitTimeout after ``timeout`` s); its result."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.status()
+            if current.finished:
+                return self.result()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(self.id, timeout, current.status)
+            time.sleep(poll)
+
+    def result(self) -> dict:
+        """The shape of ``codecfleet evaluate --json`` (plus ``id``, ``attempts``,
+        ``worker``), built from the stored rows; no rate points unless succeeded."""
+        _, _, db_, _ = _tasks()
+        with db_.transaction() as session:
+            return experiment_result(session, self.id)
+
+
+def experiment_result(session, experiment_id: int) -> dict:
+    import db.queries as q
+    from evaluation import anchors as anchors_mod
+
+    e = q.get_experiment(session, experiment_id)
+    clip = e.clip
+    summary = {
+        "source": (e.config.get("clip") or {}).get("source", clip.source),
+        "sha256": clip.sha256, "width": clip.width, "height": clip.height, "fps": clip.fps, "frames": clip.n_frames,
+    }
+    out: dict[str, Any] = {
+        "id": e.id,
+        "status": e.status.value,
+        "stage": e.failure_stage,
+        "reason": e.error,
+        "clip": summary,
+        "isolation": e.isolation,
+        "device": e.device,
+        "attempts": e.attempts,
+        "worker": e.worker_host,
+        "campaign_id": e.campaign_id,
+        "reused_from": e.reused_from_id,
+        "duplicate_of": e.duplicate_of_id,
+        "ast_hash": e.candidate.ast_hash if e.candidate else None,
+        "rate_points": [],
+        "anchors": {},
+        "bd_rate": {},
+        "bd": {},
+    }
+    if e.status.value != "succeeded":
+        return out
+    raw_bytes = clip.n_frames * clip.width * clip.height * 3
+    for m in q.experiment_measurements(session, experiment_id):
+        a = m.artifact
+        out["evaluator_version"] = m.evaluator_version
+        out["metrics_version"] = m.metrics_version
+        out["rate_points"].append({
+            "index": m.rate_index, "quality": m.quality, "bitstream": a.path, "bitstream_sha256": a.sha256,
+            "bytes": m.n_bytes, "bits": m.bits, "kbps": m.kbps, "bpp": m.bpp,
+            "compression_ratio": raw_bytes / m.n_bytes,
+            "psnr_rgb": m.psnr_rgb, "psnr_y": m.psnr_y, "psnr_rgb_pooled": m.psnr_rgb_pooled,
+            "psnr_y_pooled": m.psnr_y_pooled, "ssim_y": m.ssim_y, "ms_ssim": m.ms_ssim,
+            "ms_ssim_scales": m.ms_ssim_scales, "psnr_capped_frames": m.psnr_capped_frames,
+            "encode_seconds": m.encode_seconds, "decode_seconds": m.decode_seconds,
+            "encode_fps": m.encode_fps, "decode_fps": m.decode_fps, "peak_rss_bytes": m.peak_rss_bytes,
+        })
+    for s in q.experiment_scores(session, experiment_id):
+        points = []
+        for crf in anchors_mod.DEFAULT_CRFS.get(s.anchor_codec, ()):
+            rows = q.anchor_results(
+                session, clip.sha256, s.anchor_codec, settings=anchors_mod.encoder_settings(s.anchor_codec, crf),
+                anchor_version=s.anchor_version, metrics_version=s.metrics_version,
+            )
+            points += [{
+                "codec": r.codec, "crf": r.crf, "n_bytes": r.n_bytes, "kbps": r.kbps, "bpp": r.bpp,
+                "psnr_rgb": r.psnr_rgb, "psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "ms_ssim": r.ms_ssim,
+                "encode_seconds": r.encode_seconds, "decode_seconds": r.decode_seconds,
+            } for r in rows]
+        out["anchors"][s.anchor_codec] = sorted(points, key=lambda p: (p["n_bytes"], p["crf"]))
+        warnings = [w for w in (s.reason or "").split("; ") if w] if s.bd_rate is not None else []
+        detail = {"metric": s.metric, "bd_rate_pct": s.bd_rate, "bd_psnr_db": s.bd_psnr, "warnings": warnings}
+        if s.bd_rate is None:
+            detail["error"] = s.reason
+        out["bd"][s.anchor_codec] = detail
+        out["bd_rate"][s.anchor_codec] = s.bd_rate
+    return out
+
+
+__all__ = ["FINISHED", "FleetError", "Handle", "Status", "WaitTimeout", "cancel", "get", "read_candidate", "submit", "submit_many"]

@@ -1,0 +1,70 @@
+"""Database plumbing for tasks: one engine per process, one session per transaction.
+
+The engine is made lazily from ``settings.database_url`` on first use, so a
+forked pool process builds its own connections (``dispose_after_fork`` drops
+the ones inherited from the parent without closing them under its feet).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from codecfleet.settings import get_settings
+from db.session import make_engine, session_factory, session_scope
+
+_lock = threading.Lock()
+_engine: sa.Engine | None = None
+_factory: sessionmaker[Session] | None = None
+_upgraded: set[str] = set()
+
+
+def engine() -> sa.Engine:
+    global _engine, _factory
+    with _lock:
+        if _engine is None:
+            _engine = make_engine(get_settings().database_url)
+            _factory = session_factory(_engine)
+        return _engine
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One committed transaction (rolled back if the block raises)."""
+    engine()
+    assert _factory is not None
+    with session_scope(_factory) as session:
+        yield session
+
+
+def ensure_schema() -> None:
+    """Migrate the database to head once per process (the embedded default only:
+    a fleet's schema is upgraded by ``codecfleet db upgrade``)."""
+    url = get_settings().database_url
+    if url in _upgraded:
+        return
+    from db import migrate
+
+    if migrate.current_revision(url) != migrate.head_revision():
+        migrate.upgrade(url)
+    _upgraded.add(url)
+
+
+def dispose_after_fork() -> None:
+    """Forget the parent's pooled connections in a forked child (SQLAlchemy's recipe)."""
+    if _engine is not None:
+        _engine.dispose(close=False)
+
+
+def reset() -> None:
+    """Drop the engine (settings changed, e.g. between tests)."""
+    global _engine, _factory
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+        _factory = None

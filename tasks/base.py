@@ -1,0 +1,177 @@
+"""The one task base class: cross-cutting work done once (warehouse's ``tasks.py`` pattern).
+
+A task body is a *step*: a plain function ``step(ctx, experiment_id)`` that
+opens its own transactions with ``ctx.transaction()`` and names the next
+step with ``ctx.send_after_commit(...)``. :meth:`FleetTask.run_step` then
+
+* sends the queued messages only after the step returned, i.e. after every
+  transaction it opened has committed: a worker never sends work for a row
+  another transaction cannot see yet, and a rolled-back step sends nothing;
+* turns transient infrastructure errors (database or broker unreachable) into
+  ``self.retry`` with exponential backoff; every step is idempotent, so a
+  retry repeats nothing that was done;
+* records anything else as the experiment's failure (stage and reason) and
+  does not retry it: a candidate's fault stays the candidate's fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import celery
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from tasks import _db, _enqueue
+
+log = logging.getLogger(__name__)
+
+#: Errors of the infrastructure, not of the experiment: retried with backoff.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+)
+
+MAX_RETRIES = 12
+BACKOFF_CAP_SECONDS = 60.0
+
+
+def backoff_seconds(retries: int) -> float:
+    """1, 2, 4, ... seconds (capped at a minute) with +-25 % jitter so workers do not stampede."""
+    base = min(BACKOFF_CAP_SECONDS, 2.0**retries)
+    return base * random.uniform(0.75, 1.25)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def holder_id(node: str, pid: int | None = None) -> str:
+    """What ``experiments.worker_host`` holds: the Celery node name and the process id."""
+    return f"{node}[{os.getpid() if pid is None else pid}]"
+
+
+def parse_holder(holder: str | None) -> tuple[str | None, int | None]:
+    if not holder or not holder.endswith("]") or "[" not in holder:
+        return holder, None
+    node, _, pid = holder[:-1].rpartition("[")
+    try:
+        return node, int(pid)
+    except ValueError:
+        return holder, None
+
+
+@dataclass
+class StepContext:
+    """What a step gets: who runs it, a way to open transactions, an outbox."""
+
+    node: str
+    task_name: str
+    private_queue: str | None
+    outbox: list[_enqueue.Message] = field(default_factory=list)
+
+    @property
+    def holder(self) -> str:
+        return holder_id(self.node)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with _db.transaction() as session:
+            yield session
+
+    def send_after_commit(
+        self, task: str, experiment_id: int | None, *, queue: str | None = None, task_id: str | None = None
+    ) -> None:
+        self.outbox.append(_enqueue.Message(task, experiment_id, queue, task_id))
+
+
+class StepFailed(Exception):
+    """Raised by a step to end its experiment as ``failed`` with ``stage`` and ``reason``."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+#: The stage recorded when a step dies of something unexpected.
+STEP_STAGE = {
+    "codecfleet.experiment.generate": "generate",
+    "codecfleet.experiment.sanitize": "sanitize",
+    "codecfleet.experiment.encode_decode": "encode",
+    "codecfleet.experiment.score": "score",
+}
+
+
+class FleetTask(celery.Task):
+    abstract = True
+    max_retries = MAX_RETRIES
+    ignore_result = True
+
+    def node_name(self) -> str:
+        hostname = getattr(self.request, "hostname", None)
+        return hostname or f"embedded@{socket.gethostname()}"
+
+    def run_step(self, step: Callable[[StepContext, int | None], None], experiment_id: int | None) -> None:
+        from tasks.app import TIME_LIMITS, worker_queue
+
+        hostname = getattr(self.request, "hostname", None)
+        ctx = StepContext(
+            node=self.node_name(),
+            task_name=self.name,
+            private_queue=worker_queue(hostname) if hostname and not _enqueue.embedded() else None,
+        )
+        try:
+            try:
+                step(ctx, experiment_id)
+            except StepFailed as exc:
+                ctx.outbox.clear()
+                self._fail(experiment_id, exc.stage, exc.reason)
+            except SoftTimeLimitExceeded:
+                ctx.outbox.clear()
+                soft = TIME_LIMITS.get(self.name, (None, None))[0]
+                self._fail(
+                    experiment_id,
+                    STEP_STAGE.get(self.name, self.name),
+                    f"the {STEP_STAGE.get(self.name, self.name)} step exceeded its soft time limit of {soft} s",
+                )
+            for message in ctx.outbox:
+                _enqueue.send(message.task, message.experiment_id, queue=message.queue, task_id=message.task_id)
+        except Retry:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                countdown = backoff_seconds(self.request.retries or 0)
+                log.warning(
+                    "%s[%s] experiment %s: transient %s: %s; retry %d in %.1f s",
+                    self.name, self.request.id, experiment_id, type(exc).__name__, exc,
+                    (self.request.retries or 0) + 1, countdown,
+                )
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            log.exception("%s experiment %s: unexpected error", self.name, experiment_id)
+            self._fail(
+                experiment_id, STEP_STAGE.get(self.name, self.name), f"internal error: {type(exc).__name__}: {exc}"
+            )
+
+    def _fail(self, experiment_id: int | None, stage: str, reason: str) -> None:
+        if experiment_id is None:
+            return
+        from tasks.experiment import end_failed
+
+        end_failed(experiment_id, stage, reason)

@@ -1,0 +1,588 @@
+"""The chain of one experiment: generate -> sanitize -> encode_decode -> score.
+
+Each task is thin: load the experiment by id, call domain code, record the
+outcome, then (after the commit) send the next step. Status lives in the
+database and moves only through ``db.queries`` (conditional UPDATEs), so a
+step that finds its work done does nothing: with late acks a message can be
+delivered twice, and a retry re-runs a step from the top.
+
+Who holds a running experiment is ``experiments.worker_host`` =
+``node[pid]`` plus a lease (``lease_expires_at``) that a heartbeat thread
+renews while the work goes on. A redelivered ``encode_decode`` that finds the
+experiment already ``encoding`` takes it over only when the holder is gone:
+its lease ran out, or it is this same node and its process no longer exists
+(the worker was killed and restarted) or is this very process (a retry).
+Otherwise a live worker is on it and the message is dropped; if that worker
+dies later its lease runs out and the reaper re-queues the experiment.
+
+Scoring happens where the frames were decoded. ``encode_decode`` measures each
+rate point completely on the gpu worker: encode (sandbox), write the
+bitstream under ``<artifact dir>/exp-<id>/attempt-<n>/``, re-read it, decode
+it in a fresh sandbox, check the frames and compute PSNR/SSIM/MS-SSIM on the
+worker's device while the decoded frames are still in memory; the numbers go
+to a JSON file beside the bitstream. ``score`` runs on the *same worker* (it
+is sent to that worker's private queue, ``host.<node>``): it re-reads every
+bitstream and checks its sha256 and size against what was decoded, takes bits
+from the bytes on disk, adds the anchors and BD figures and stores everything
+with ``db.queries.record_result``. Decoded frames never leave the worker, and
+never touch the disk (see deploy/README.md for the cost of this choice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import db.queries as q
+from codecfleet.settings import get_settings, resolve_device
+from db.models import Experiment, ExperimentStatus
+from evaluation import metrics
+from evaluation.container import ContainerError, read_bitstream, sha256_file
+from evaluation.pipeline import EVALUATOR_VERSION, bd_against, measure_rate_point
+from evaluation.runner import CandidateError
+from evaluation.video import Clip, VideoError, load_clip
+from tasks import _db
+from tasks.app import TIME_LIMITS, app
+from tasks.base import FleetTask, StepContext, StepFailed, is_transient, parse_holder
+
+log = logging.getLogger(__name__)
+S = ExperimentStatus
+
+GENERATE = "codecfleet.experiment.generate"
+SANITIZE = "codecfleet.experiment.sanitize"
+ENCODE_DECODE = "codecfleet.experiment.encode_decode"
+SCORE = "codecfleet.experiment.score"
+STAGES = {GENERATE: "generate", SANITIZE: "sanitize", ENCODE_DECODE: "encode_decode", SCORE: "score"}
+
+
+def task_id(experiment_id: int, attempt: int, task: str) -> str:
+    """The Celery task id of one step of one attempt: known in advance, so ``cancel``
+    can revoke it and Flower shows which experiment a task belongs to."""
+    return f"cf-{experiment_id}-a{attempt}-{STAGES[task]}"
+
+
+def first_task(experiment: Experiment) -> str:
+    """Where the chain starts: generate unless the code is already there."""
+    return SANITIZE if experiment.candidate_id is not None else GENERATE
+
+
+# --- recording ends ---------------------------------------------------------
+
+
+def end_failed(experiment_id: int, stage: str, reason: str) -> None:
+    """Record ``failed`` with stage and reason, unless the experiment already ended
+    (cancelled or reaped meanwhile: that outcome stands)."""
+    with _db.transaction() as session:
+        try:
+            q.transition(session, experiment_id, S.FAILED, failure_stage=stage, error=reason[:4000])
+        except q.IllegalTransition as exc:
+            log.info("experiment %s: not recording failure (%s): %s", experiment_id, reason, exc)
+        except q.ExperimentNotFound:
+            log.warning("experiment %s does not exist; failure %s: %s not recorded", experiment_id, stage, reason)
+
+
+def _holder_gone(holder: str | None, ctx: StepContext) -> bool:
+    """True when ``holder`` is provably not working any more: this same node, and its
+    process is this one (a retry) or no longer exists (the worker was restarted)."""
+    node, pid = parse_holder(holder)
+    if node != ctx.node or pid is None:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+# --- generate ---------------------------------------------------------------
+
+
+def generate_step(ctx: StepContext, experiment_id: int) -> None:
+    settings = get_settings()
+    with ctx.transaction() as session:
+        experiment = q.get_experiment(session, experiment_id)
+        if experiment.status is S.QUEUED:
+            q.transition(
+                session, experiment_id, S.GENERATING, worker_host=ctx.holder, lease_seconds=settings.lease_seconds
+            )
+        elif experiment.status is not S.GENERATING:
+            return  # done already, or ended
+        candidate = experiment.candidate
+        if candidate is None or (candidate.code is None and candidate.raw_reply is None):
+            # Until the generation issue lands, generate only accepts supplied code.
+            raise StepFailed(
+                "generate",
+                "no candidate code and no generator configured: submit the code (LLM generation is not wired in yet)",
+            )
+        ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, SANITIZE))
+
+
+# --- sanitize ---------------------------------------------------------------
+
+
+def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
+    from sandbox.sanitize import sanitize
+
+    settings = get_settings()
+    with ctx.transaction() as session:
+        experiment = q.get_experiment(session, experiment_id)
+        if experiment.status in (S.QUEUED, S.GENERATING):
+            q.transition(
+                session, experiment_id, S.SANITIZING, worker_host=ctx.holder, lease_seconds=settings.lease_seconds
+            )
+        elif experiment.status is not S.SANITIZING:
+            return  # a later stage has it, or it ended
+        candidate = experiment.candidate
+        if candidate is None:
+            raise StepFailed("sanitize", "the experiment has no candidate to sanitize")
+        text = candidate.raw_reply if candidate.raw_reply is not None else candidate.code
+        verdict = sanitize(text or "")
+        if not verdict.ok:
+            q.record_sanitizer_verdict(session, candidate.id, accepted=False, reason=verdict.reason)
+            q.transition(session, experiment_id, S.REJECTED, failure_stage="sanitize", error=verdict.reason)
+            return
+        q.record_sanitizer_verdict(
+            session, candidate.id, accepted=True, code=verdict.code, ast_hash=verdict.ast_hash
+        )
+        original = q.find_reusable_experiment(
+            session,
+            ast_hash=verdict.ast_hash,
+            clip_sha256=experiment.clip.sha256,
+            config_hash=experiment.config_hash,
+            metrics_version=metrics.METRICS_VERSION,
+        )
+        if original is not None and original.id != experiment_id:
+            q.reuse_result(session, experiment_id, original.id)
+            return
+        ctx.send_after_commit(
+            ENCODE_DECODE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, ENCODE_DECODE)
+        )
+
+
+# --- encode_decode ----------------------------------------------------------
+
+_clip_cache: dict[str, Clip] = {}
+
+
+def experiment_clip(experiment: Experiment) -> Clip:
+    """The experiment's reference frames, loaded from its recorded spec and checked
+    against the clip's sha256 (one clip cached per process: score reuses it)."""
+    sha = experiment.clip.sha256
+    if sha in _clip_cache:
+        return _clip_cache[sha]
+    spec = experiment.config.get("clip") or {}
+    source = spec.get("source", experiment.clip.source)
+    try:
+        clip = load_clip(source, frames=spec.get("frames", experiment.clip.n_frames), start_frame=spec.get("start_frame", 0))
+    except (VideoError, OSError) as exc:
+        raise StepFailed("clip", f"cannot load the clip on {os.uname().nodename}: {exc}") from exc
+    if clip.sha256 != sha:
+        raise StepFailed(
+            "clip",
+            f"{source} decodes to frames with sha256 {clip.sha256[:12]}… on this worker, "
+            f"not the submitted {sha[:12]}…",
+        )
+    _clip_cache.clear()
+    _clip_cache[sha] = clip
+    return clip
+
+
+def attempt_dir(experiment_id: int, attempt: int) -> Path:
+    return Path(get_settings().artifact_dir) / f"exp-{experiment_id}" / f"attempt-{attempt}"
+
+
+def _sidecar(run_dir: Path, index: int) -> Path:
+    return run_dir / f"rp{index}.json"
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _measure_or_resume(code: str, clip: Clip, index: int, quality: float, *, runner, run_dir: Path, device: str) -> dict:
+    """One rate point: reuse a complete earlier measurement of this attempt (its JSON
+    is written last, and its bitstream must still hash the same), else measure anew."""
+    sidecar = _sidecar(run_dir, index)
+    if sidecar.is_file():
+        row = json.loads(sidecar.read_text())
+        path = Path(row["bitstream"])
+        if path.is_file() and sha256_file(path) == row["bitstream_sha256"]:
+            return row
+    for partial in run_dir.glob(f"rp{index}_q*.cfbs"):
+        partial.unlink()  # a killed run's half-written file; write_bitstream never overwrites
+    row, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device)
+    _write_json_atomically(sidecar, row)
+    return row
+
+
+class _AbortableRunner:
+    """A SandboxRunner whose running sandbox can be killed from another thread
+    (cancel, or a lost lease): the heartbeat calls :meth:`abort`."""
+
+    def __init__(self, runner):
+        self._runner = runner
+        self.isolation = runner.isolation
+        self.aborted = threading.Event()
+        original = runner._session
+
+        def tracked(role: str):
+            session = original(role)
+            self._current = session
+            if self.aborted.is_set():
+                session._kill("cancelled")
+            return session
+
+        runner._session = tracked
+        self._current = None
+
+    def abort(self) -> None:
+        self.aborted.set()
+        session = self._current
+        if session is not None:
+            session._kill("the experiment was cancelled or taken from this worker")
+
+    def encode(self, code, frames, config):
+        return self._runner.encode(code, frames, config)
+
+    def decode(self, code, payloads, config, n_frames):
+        return self._runner.decode(code, payloads, config, n_frames)
+
+
+def make_runner(device: str):
+    """The sandbox runner of this worker (the probe result is cached per process)."""
+    from sandbox.runner import IsolationError, Limits, SandboxRunner
+
+    try:
+        return _AbortableRunner(SandboxRunner(Limits(), device=device, mode=get_settings().sandbox_mode))
+    except IsolationError as exc:
+        raise StepFailed("encode", f"sandbox unavailable on this worker: {exc}") from exc
+
+
+class Heartbeat:
+    """Renews this worker's lease every ``interval`` seconds in its own transactions.
+
+    When the renewal finds the experiment no longer held by us (cancelled,
+    reaped, taken over) it calls ``on_lost`` once and stops. Transient database
+    errors are logged and tried again at the next beat: a short outage must not
+    stop an encode.
+    """
+
+    def __init__(self, experiment_id: int, status: ExperimentStatus, holder: str, on_lost) -> None:
+        settings = get_settings()
+        self.experiment_id = experiment_id
+        self.status = status
+        self.holder = holder
+        self.lease_seconds = settings.lease_seconds
+        self.interval = min(settings.heartbeat_seconds, settings.lease_seconds / 3)
+        self.on_lost = on_lost
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{experiment_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with _db.transaction() as session:
+                    held = q.take_over(
+                        session,
+                        self.experiment_id,
+                        status=self.status,
+                        holder=self.holder,
+                        new_holder=self.holder,
+                        lease_seconds=self.lease_seconds,
+                        require_expired_lease=False,
+                    )
+            except Exception as exc:  # noqa: BLE001 - a heartbeat must outlive outages
+                level = logging.WARNING if is_transient(exc) else logging.ERROR
+                log.log(level, "experiment %s: lease renewal failed: %s", self.experiment_id, exc)
+                continue
+            if not held:
+                self.lost = True
+                log.warning("experiment %s: no longer held by %s; stopping", self.experiment_id, self.holder)
+                self.on_lost()
+                return
+
+
+def _claim(session, experiment: Experiment, ctx: StepContext, status: ExperimentStatus, **values) -> bool:
+    """Enter ``status`` from the previous stage, or take it over from a holder that is gone."""
+    settings = get_settings()
+    if experiment.status is status:
+        gone = _holder_gone(experiment.worker_host, ctx)
+        return q.take_over(
+            session,
+            experiment.id,
+            status=status,
+            holder=experiment.worker_host,
+            new_holder=ctx.holder,
+            lease_seconds=settings.lease_seconds,
+            require_expired_lease=not gone,
+        )
+    return q.transition(
+        session, experiment.id, status, worker_host=ctx.holder, lease_seconds=settings.lease_seconds, **values
+    )
+
+
+def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
+    settings = get_settings()
+    with ctx.transaction() as session:
+        experiment = q.get_experiment(session, experiment_id)
+        status = experiment.status
+        if status is S.SCORING and parse_holder(experiment.worker_host)[0] == ctx.node:
+            # Done here before, but the score message may not have been sent (a
+            # crash between commit and send): sending it again is harmless.
+            ctx.send_after_commit(
+                SCORE, experiment_id, queue=ctx.private_queue, task_id=task_id(experiment_id, experiment.attempts, SCORE)
+            )
+            return
+        if status not in (S.SANITIZING, S.ENCODING):
+            return
+        device = resolve_device(experiment.config.get("device") or settings.device)
+        runner = make_runner(device)
+        if not _claim(session, experiment, ctx, S.ENCODING, device=device, isolation=runner.isolation):
+            log.info("experiment %s: encoding is held by live %s; dropping this delivery", experiment_id, experiment.worker_host)
+            return
+        attempt = experiment.attempts
+        code = experiment.candidate.code
+        qualities = list(experiment.rate_points)
+        clip = experiment_clip(experiment)
+
+    run_dir = attempt_dir(experiment_id, attempt)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with Heartbeat(experiment_id, S.ENCODING, ctx.holder, on_lost=runner.abort) as heartbeat:
+        try:
+            for index, quality in enumerate(qualities):
+                if heartbeat.lost:
+                    return
+                _measure_or_resume(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device)
+        except CandidateError as exc:
+            if heartbeat.lost or runner.aborted.is_set():
+                return  # cancelled or taken away: that outcome stands
+            raise StepFailed(exc.stage, exc.reason) from exc
+    if heartbeat.lost:
+        return
+
+    with ctx.transaction() as session:
+        if not q.take_over(
+            session,
+            experiment_id,
+            status=S.ENCODING,
+            holder=ctx.holder,
+            new_holder=ctx.holder,
+            lease_seconds=settings.lease_seconds,
+            require_expired_lease=False,
+        ):
+            return  # cancelled or reaped while we finished
+        q.transition(session, experiment_id, S.SCORING, lease_seconds=settings.lease_seconds)
+    ctx.send_after_commit(SCORE, experiment_id, queue=ctx.private_queue, task_id=task_id(experiment_id, attempt, SCORE))
+
+
+# --- score ------------------------------------------------------------------
+
+
+def _reread(row: dict, clip: Clip) -> q.RatePointResult:
+    """The stored numbers of one rate point, after checking that the bitstream on
+    disk is byte for byte the one that was decoded."""
+    path = Path(row["bitstream"])
+    try:
+        payloads = read_bitstream(path)
+        digest = sha256_file(path)
+        n_bytes = path.stat().st_size
+    except (OSError, ContainerError) as exc:
+        raise StepFailed("score", f"bitstream of rate point {row['index']} cannot be re-read: {exc}") from exc
+    if digest != row["bitstream_sha256"] or n_bytes != row["bytes"]:
+        raise StepFailed(
+            "score",
+            f"bitstream {path.name} changed after it was decoded (sha256 {digest[:12]}…, {n_bytes} bytes; "
+            f"decoded {row['bitstream_sha256'][:12]}…, {row['bytes']} bytes)",
+        )
+    if len(payloads) != clip.n_frames:
+        raise StepFailed("score", f"bitstream {path.name} holds {len(payloads)} frames, expected {clip.n_frames}")
+    rate = metrics.rate_stats(n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
+    return q.RatePointResult(
+        rate_index=row["index"],
+        quality=row["quality"],
+        path=str(path),
+        n_bytes=n_bytes,
+        sha256=digest,
+        n_frames=clip.n_frames,
+        bits=rate["bits"],
+        kbps=rate["kbps"],
+        bpp=rate["bpp"],
+        psnr_rgb=row["psnr_rgb"],
+        psnr_y=row["psnr_y"],
+        psnr_rgb_pooled=row["psnr_rgb_pooled"],
+        psnr_y_pooled=row["psnr_y_pooled"],
+        ssim_y=row["ssim_y"],
+        ms_ssim=row.get("ms_ssim"),
+        ms_ssim_scales=row.get("ms_ssim_scales"),
+        psnr_capped_frames=row.get("psnr_capped_frames", 0),
+        encode_seconds=row["encode_seconds"],
+        decode_seconds=row["decode_seconds"],
+        encode_fps=row.get("encode_fps"),
+        decode_fps=row.get("decode_fps"),
+        peak_rss_bytes=max(
+            (v for v in (row.get("encode_peak_rss_bytes"), row.get("decode_peak_rss_bytes")) if v), default=None
+        ),
+        evaluator_version=EVALUATOR_VERSION,
+        metrics_version=metrics.METRICS_VERSION,
+        clip_sha256=clip.sha256,
+    )
+
+
+def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str) -> list[q.ScoreResult]:
+    """BD figures against each anchor; an anchor that cannot be measured gives a
+    score row with no number and the reason, never a stand-in."""
+    from evaluation import anchors as anchors_mod
+
+    settings = get_settings()
+    scores = []
+    for codec in codecs:
+        try:
+            points = anchors_mod.anchor_curve(clip, codec, cache_dir=Path(settings.cache_dir) / "anchors", device=device)
+        except anchors_mod.AnchorError as exc:
+            scores.append(
+                q.ScoreResult(codec, "psnr_y", None, None, anchors_mod.ANCHOR_VERSION, metrics.METRICS_VERSION, reason=str(exc))
+            )
+            continue
+        with _db.transaction() as session:
+            for p in points:
+                q.record_anchor_result(
+                    session,
+                    clip_sha256=clip.sha256,
+                    codec=codec,
+                    crf=p.crf,
+                    settings=anchors_mod.encoder_settings(codec, p.crf),
+                    n_bytes=p.n_bytes,
+                    kbps=p.kbps,
+                    bpp=p.bpp,
+                    psnr_rgb=p.psnr_rgb,
+                    psnr_y=p.psnr_y,
+                    ssim_y=p.ssim_y,
+                    ms_ssim=p.ms_ssim,
+                    encode_seconds=p.encode_seconds,
+                    decode_seconds=p.decode_seconds,
+                    anchor_version=p.anchor_version,
+                    metrics_version=p.metrics_version,
+                )
+        detail = bd_against([{"kbps": p.kbps, "psnr_y": p.psnr_y} for p in points], rows)
+        reason = detail.get("error")
+        if detail["warnings"]:
+            reason = "; ".join(filter(None, [reason, *detail["warnings"]]))
+        scores.append(
+            q.ScoreResult(
+                anchor_codec=codec,
+                metric=detail["metric"],
+                bd_rate=detail["bd_rate_pct"],
+                bd_psnr=detail["bd_psnr_db"],
+                anchor_version=anchors_mod.ANCHOR_VERSION,
+                metrics_version=metrics.METRICS_VERSION,
+                reason=reason,
+            )
+        )
+    return scores
+
+
+def score_step(ctx: StepContext, experiment_id: int) -> None:
+    settings = get_settings()
+    with ctx.transaction() as session:
+        experiment = q.get_experiment(session, experiment_id)
+        if experiment.status is not S.SCORING:
+            return  # recorded already, or ended
+        if parse_holder(experiment.worker_host)[0] != ctx.node:
+            log.info("experiment %s is scored on %s, not here", experiment_id, experiment.worker_host)
+            return
+        # encode_decode on this node finished (that is what ``scoring`` means), so
+        # whichever of its processes held the lease is done with it.
+        if not q.take_over(
+            session,
+            experiment_id,
+            status=S.SCORING,
+            holder=experiment.worker_host,
+            new_holder=ctx.holder,
+            lease_seconds=settings.lease_seconds,
+            require_expired_lease=False,
+        ):
+            return
+        attempt = experiment.attempts
+        n_points = len(experiment.rate_points)
+        codecs = list(experiment.anchors)
+        device = experiment.device or resolve_device(settings.device)
+        clip = experiment_clip(experiment)
+
+    run_dir = attempt_dir(experiment_id, attempt)
+    rows = []
+    for index in range(n_points):
+        sidecar = _sidecar(run_dir, index)
+        if not sidecar.is_file():
+            raise StepFailed("score", f"no measurement of rate point {index} in {run_dir} on {ctx.node}")
+        rows.append(json.loads(sidecar.read_text()))
+    points = [_reread(row, clip) for row in rows]
+    with Heartbeat(experiment_id, S.SCORING, ctx.holder, on_lost=lambda: None) as heartbeat:
+        scores = _anchor_scores(clip, codecs, [{"kbps": p.kbps, "psnr_y": p.psnr_y} for p in points], device)
+    if heartbeat.lost:
+        return
+    with ctx.transaction() as session:
+        outcome = q.record_result(session, experiment_id, points, scores)
+    log.info("experiment %s: %s", experiment_id, outcome.status.value)
+
+
+# --- the tasks --------------------------------------------------------------
+
+
+@app.task(bind=True, base=FleetTask, name=GENERATE, soft_time_limit=TIME_LIMITS[GENERATE][0], time_limit=TIME_LIMITS[GENERATE][1])
+def generate(self: FleetTask, experiment_id: int) -> None:
+    """Queue llm: build the prompt, call the generator, store the reply (supplied code only, for now)."""
+    self.run_step(generate_step, experiment_id)
+
+
+@app.task(bind=True, base=FleetTask, name=SANITIZE, soft_time_limit=TIME_LIMITS[SANITIZE][0], time_limit=TIME_LIMITS[SANITIZE][1])
+def sanitize(self: FleetTask, experiment_id: int) -> None:
+    """Queue cpu: extract, check and hash the code; reject it, reuse an earlier result, or send it on."""
+    self.run_step(sanitize_step, experiment_id)
+
+
+@app.task(
+    bind=True, base=FleetTask, name=ENCODE_DECODE,
+    soft_time_limit=TIME_LIMITS[ENCODE_DECODE][0], time_limit=TIME_LIMITS[ENCODE_DECODE][1],
+)
+def encode_decode(self: FleetTask, experiment_id: int) -> None:
+    """Queue gpu: encode and decode every rate point in fresh sandboxes and measure the decoded frames."""
+    self.run_step(encode_decode_step, experiment_id)
+
+
+@app.task(bind=True, base=FleetTask, name=SCORE, soft_time_limit=TIME_LIMITS[SCORE][0], time_limit=TIME_LIMITS[SCORE][1])
+def score(self: FleetTask, experiment_id: int) -> None:
+    """The decoding worker's private queue: re-read, check hashes, add anchors and BD, store."""
+    self.run_step(score_step, experiment_id)
+
+
+__all__ = [
+    "ENCODE_DECODE",
+    "GENERATE",
+    "SANITIZE",
+    "SCORE",
+    "encode_decode",
+    "end_failed",
+    "first_task",
+    "generate",
+    "sanitize",
+    "score",
+    "task_id",
+]
