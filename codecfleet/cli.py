@@ -388,6 +388,93 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """A campaign: progress while it runs, a per-generation table and a leaderboard at the end."""
+    from rich.table import Table
+
+    from codecfleet.campaign import Budget, CampaignError, campaign
+    from codecfleet.progress import progress
+
+    console = _console()
+    clips = [c.strip() for c in args.clip.split(",") if c.strip()]
+    seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
+    budget = Budget(
+        candidates=args.budget_candidates,
+        gpu_seconds=args.budget_gpu_seconds,
+        tokens=args.budget_tokens,
+        money_usd=args.budget_usd,
+    )
+    name = args.name or f"run-seed{args.seed}-p{args.population}"
+    console.print(
+        f"campaign [bold]{name}[/]: {args.generations} generations of {args.population} on {', '.join(clips)} "
+        f"({args.frames} frames), seeds {', '.join(seeds)}, fitness = BD-rate vs {args.anchor} (PSNR-Y)"
+    )
+    total = len(seeds) + args.population * args.generations
+    with progress(total, "candidates") as advance:
+
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "candidate":
+                advance(description=f"generation {data['generation']}, candidate {data['slot'] + 1}/{args.population}")
+            elif kind == "generation":
+                g = data["summary"]
+                if g.generation == 0:
+                    advance(len(seeds))
+                best = "-" if g.best_so_far is None else f"{g.best_so_far:+.2f} %"
+                here = "-" if g.best_bd_rate is None else f"{g.best_bd_rate:+.2f} %"
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items()))
+                console.print(f"generation {g.generation}: best here {here}, best so far {best} ({counts})")
+
+        try:
+            report = campaign(
+                clips,
+                args.generator,
+                population=args.population,
+                generations=args.generations,
+                budget=budget,
+                name=name,
+                seed=args.seed,
+                seeds=seeds,
+                frames=args.frames,
+                rate_points=args.rate_points,
+                anchor=args.anchor,
+                on_event=on_event,
+            )
+        except CampaignError as exc:
+            raise UsageError(str(exc)) from exc
+    table = Table(title=f"best BD-rate vs {report.anchor} by generation (campaign {report.name})")
+    for col in ("generation", "candidates", "best in generation", "best so far", "statuses"):
+        table.add_column(col, justify="right")
+    for g in report.generations:
+        table.add_row(
+            str(g.generation),
+            str(g.candidates),
+            _fmt(g.best_bd_rate, "+.2f"),
+            _fmt(g.best_so_far, "+.2f"),
+            ", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())),
+        )
+    console.print(table)
+    board = Table(title="leaderboard")
+    for col in ("rank", "candidate", "family", "generator", "parents", f"BD-rate vs {report.anchor} %", "kbps", "PSNR-Y dB"):
+        board.add_column(col)
+    for rank, row in enumerate(report.leaderboard, 1):
+        board.add_row(
+            str(rank),
+            str(row["candidate_id"]),
+            row["family"] or "-",
+            row["generator"] or "-",
+            ",".join(map(str, row["parents"])) or "-",
+            f"{row['bd_rate']:+.2f}",
+            " / ".join(f"{k:.0f}" for k in row["kbps"]),
+            " / ".join(f"{p:.2f}" for p in row["psnr_y"]),
+        )
+    console.print(board)
+    if report.stopped_by:
+        console.print(f"stopped early: {report.stopped_by}")
+    console.print(f"spent: {', '.join(f'{k} {v:g}' for k, v in report.spent.items())}")
+    console.print("see it all with: codecfleet report --campaign " + report.name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codecfleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -452,6 +539,28 @@ def build_parser() -> argparse.ArgumentParser:
     wo.add_argument("--beat", action="store_true", help="also run the beat scheduler (the reaper); one per fleet")
     wo.add_argument("--print", action="store_true", help="print the celery command line instead of running it")
     wo.set_defaults(func=cmd_worker)
+
+    ru = sub.add_parser("run", help="run (or resume) a campaign: generate, measure, learn")
+    ru.add_argument("--clip", default="synthetic:mix@176x144", help="clip spec(s), comma-separated")
+    ru.add_argument("--frames", type=int, default=4)
+    ru.add_argument("--population", type=int, default=6)
+    ru.add_argument("--generations", type=int, default=5)
+    ru.add_argument("--seed", type=int, default=0)
+    ru.add_argument("--seeds", default="intra_dct,inter_mc", help="reference candidates of generation 0")
+    ru.add_argument("--name", default=None, help="campaign name (rerun with the same name to resume)")
+    ru.add_argument("--generator", default=None,
+                    help="offline, replay:CAMPAIGN (default: from CODECFLEET_LLM_*, offline when unset)")
+    ru.add_argument("--rate-points", type=int, default=4)
+    ru.add_argument("--anchor", default="x264")
+    ru.add_argument("--budget-candidates", type=int, default=None)
+    ru.add_argument("--budget-gpu-seconds", type=float, default=None)
+    ru.add_argument("--budget-tokens", type=int, default=None)
+    ru.add_argument("--budget-usd", type=float, default=None)
+    ru.set_defaults(func=cmd_run)
+
+    from codecfleet.report import add_report_parser
+
+    add_report_parser(sub)
 
     dbp = sub.add_parser("db", help="database administration")
     dbsub = dbp.add_subparsers(dest="db_command", required=True)

@@ -93,8 +93,16 @@ def _qualities(rate_points: int | Sequence[float]) -> list[float]:
     return qualities
 
 
-def _create(session, job: Mapping[str, Any]) -> tuple[int, str]:
-    """Insert one experiment (and its clip, candidate, campaign rows); returns (id, first task)."""
+def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None = None) -> tuple[int, str | None]:
+    """Insert one experiment (and its clip, candidate, campaign rows); returns (id, first task).
+
+    ``job["generated"]`` (a mapping: generator, model, prompt, raw_reply, token
+    counts, parent_ids) describes where generated code came from; jobs sharing
+    one such mapping share one candidate row (``candidates`` remembers it), so a
+    candidate measured on several clips is one candidate. ``job["generation_failure"]``
+    (status, reason) records a generation that produced no code: the experiment
+    ends at stage ``generate`` and nothing is sent (the first task is None).
+    """
     import db.queries as q
     from evaluation.anchors import ANCHOR_CODECS
     from evaluation.video import Clip, load_clip
@@ -122,7 +130,27 @@ def _create(session, job: Mapping[str, Any]) -> tuple[int, str]:
         n_frames=clip.n_frames, fps=float(clip.fps),
     )
     candidate_id = None
-    if job.get("candidate") is not None:
+    meta = job.get("generated")
+    shared = candidates is not None and meta is not None
+    if shared and id(meta) in candidates:
+        candidate_id = candidates[id(meta)]
+    elif meta is not None:
+        code = read_candidate(job["candidate"])[1] if job.get("candidate") is not None else None
+        candidate_id = q.create_candidate(
+            session,
+            generator=str(meta.get("generator") or "user"),
+            code=code,
+            model=meta.get("model"),
+            prompt=meta.get("prompt"),
+            raw_reply=meta.get("raw_reply"),
+            prompt_tokens=meta.get("prompt_tokens"),
+            completion_tokens=meta.get("completion_tokens"),
+            parent_ids=meta.get("parent_ids") or (),
+            campaign_id=campaign_id,
+        ).id
+        if shared:
+            candidates[id(meta)] = candidate_id
+    elif job.get("candidate") is not None:
         generator, code = read_candidate(job["candidate"])
         candidate_id = q.create_candidate(session, generator=generator, code=code, campaign_id=campaign_id).id
     device = job.get("device") or get_settings().device
@@ -131,6 +159,14 @@ def _create(session, job: Mapping[str, Any]) -> tuple[int, str]:
         session, clip_id=clip_row.id, config=config, rate_points=qualities, anchors=anchors,
         candidate_id=candidate_id, campaign_id=campaign_id,
     )
+    failure = job.get("generation_failure")
+    if failure is not None:
+        # The generator answered with no usable code: the experiment ends here,
+        # with the generator's own reason, so the next prompt can show it.
+        q.transition(session, experiment.id, "generating")
+        status = failure.get("status") or "failed"
+        q.transition(session, experiment.id, status, failure_stage="generate", error=str(failure["reason"]))
+        return experiment.id, None
     return experiment.id, experiment_mod.first_task(experiment)
 
 
@@ -139,18 +175,57 @@ def submit_many(jobs: Iterable[Mapping[str, Any]], **common: Any) -> list[Handle
     :func:`submit`'s arguments, over ``common``. Messages go out after the commit."""
     experiment_mod, _, db_, enqueue = _tasks()
     _ensure_database()
-    created: list[tuple[int, str]] = []
+    created: list[tuple[int, str | None]] = []
+    shared_candidates: dict[int, int] = {}
     with db_.transaction() as session:
         for job in jobs:
             merged = {**common, **job}
             if "clip" not in merged:
                 raise FleetError("every job needs a clip")
-            created.append(_create(session, merged))
+            created.append(_create(session, merged, shared_candidates))
     for experiment_id, first in created:
-        enqueue.send(first, experiment_id, task_id=experiment_mod.task_id(experiment_id, 0, first))
+        if first is not None:
+            enqueue.send(first, experiment_id, task_id=experiment_mod.task_id(experiment_id, 0, first))
     if enqueue.embedded():
         enqueue.drain()
     return [Handle(experiment_id) for experiment_id, _ in created]
+
+
+def embedded() -> bool:
+    """True when no broker is configured: submissions run in this process."""
+    return _tasks()[3].embedded()
+
+
+def resume_stalled(campaign_id: int) -> list[int]:
+    """Embedded default only: re-run the campaign's experiments that a killed
+    process left unfinished (queued or mid-stage). Nothing else can be working
+    on them, since the embedded default has no workers; in the fleet the
+    reaper does this once their lease expires. Returns the ids resumed."""
+    import db.queries as q
+    from db.campaign_queries import campaign_unfinished
+    from db.models import RUNNING, ExperimentStatus
+
+    experiment_mod, _, db_, enqueue = _tasks()
+    if not enqueue.embedded():
+        return []
+    settings = get_settings()
+    resumed = []
+    with db_.transaction() as session:
+        for row in campaign_unfinished(session, campaign_id):
+            if row.status in RUNNING:
+                if not q.requeue(session, row.id, max_attempts=settings.max_attempts, only_if_lease_expired=False):
+                    q.transition(session, row.id, "timed_out", error="the process running it was killed and "
+                                 f"its attempt budget of {settings.max_attempts} is spent")
+                    continue
+            elif row.status is not ExperimentStatus.QUEUED:
+                continue
+            resumed.append((row.id, row.attempts + (1 if row.status in RUNNING else 0), row.has_candidate))
+    for experiment_id, attempt, has_candidate in resumed:
+        first = experiment_mod.SANITIZE if has_candidate else experiment_mod.GENERATE
+        enqueue.send(first, experiment_id, task_id=experiment_mod.task_id(experiment_id, attempt, first))
+    if resumed:
+        enqueue.drain()
+    return [r[0] for r in resumed]
 
 
 def submit(

@@ -142,7 +142,9 @@ def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
         candidate = experiment.candidate
         if candidate is None:
             raise StepFailed("sanitize", "the experiment has no candidate to sanitize")
-        text = candidate.raw_reply if candidate.raw_reply is not None else candidate.code
+        # ``code`` is what the generator hands the sanitizer (a reply, or a parent
+        # patched by a SEARCH/REPLACE reply); the raw reply alone is a fallback.
+        text = candidate.code if candidate.code is not None else candidate.raw_reply
         verdict = sanitize(text or "")
         if not verdict.ok:
             q.record_sanitizer_verdict(session, candidate.id, accepted=False, reason=verdict.reason)

@@ -1,0 +1,484 @@
+"""Campaigns: generate candidates, measure them, feed the real results back, repeat.
+
+A campaign is a named, resumable loop. Generation 0 measures the seed codecs
+(the reference candidates); each later generation asks the generator for
+``population`` new candidates, each built from parents chosen over everything
+measured so far (MAP-Elites over rate, quality and speed, or islands per seed
+family) and shown the best candidates and the most recent failures with their
+real reasons. Every candidate is measured through the same submit path as any
+experiment: in-process on the embedded default, on the workers in the fleet.
+
+State lives in the database only. A campaign killed at any point resumes where
+it stopped when run again under the same name: the generator is deterministic
+in (seed, request index), the slots already submitted are not generated again,
+and experiments left running by a dead embedded process are re-queued.
+
+Where the generator runs: in the process that drives the campaign, which also
+stores each candidate's prompt, reply, model and token counts before its
+experiment is sent. The fleet's ``generate`` task (queue ``llm``) is for single
+submissions that ask for generation; a campaign does its own so that parent
+selection sees the whole finished generation (a deliberate barrier).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from codecfleet.settings import get_settings
+
+
+class CampaignError(ValueError):
+    """A campaign cannot start or resume as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where a campaign stops early. None: no limit of that kind.
+
+    ``candidates`` counts generated candidates (seeds excluded); ``gpu_seconds``
+    is the encode + decode wall time of every stored measurement; ``tokens`` and
+    ``money_usd`` are what the generator reported for its replies.
+    """
+
+    candidates: int | None = None
+    gpu_seconds: float | None = None
+    tokens: int | None = None
+    money_usd: float | None = None
+
+
+@dataclass
+class GenerationSummary:
+    generation: int
+    candidates: int
+    statuses: dict[str, int]
+    best_bd_rate: float | None  # best of this generation
+    best_so_far: float | None
+    best_candidate_id: int | None
+
+
+@dataclass
+class CampaignReport:
+    name: str
+    campaign_id: int
+    anchor: str
+    generations: list[GenerationSummary] = field(default_factory=list)
+    stopped_by: str | None = None  # the budget that stopped it, if any
+    spent: dict[str, float] = field(default_factory=dict)
+    leaderboard: list[dict] = field(default_factory=list)
+
+
+# --- generator choice ---------------------------------------------------------
+
+
+def _validate(code: str) -> tuple[bool, str | None]:
+    from sandbox.sanitize import sanitize
+
+    result = sanitize(code)
+    return result.ok, result.reason
+
+
+def _seed_codes(seeds: Sequence[str]) -> dict[str, str]:
+    from evaluation.reference import reference_code
+
+    return {name: reference_code(name) for name in seeds}
+
+
+def resolve_generator(generator, *, seeds: dict[str, str], seed: int, seen: Sequence[str]):
+    """``None``: from the environment (offline when no LLM is configured);
+    ``"offline"``; ``"replay:CAMPAIGN"``; or a ready generator object."""
+    from generation import OfflineGenerator, generator_from_env
+
+    if generator is None:
+        environ = dict(os.environ)
+        environ.setdefault("CODECFLEET_OFFLINE_SEED", str(seed))
+        gen = generator_from_env(environ, seeds=seeds, validate=_validate)
+        if isinstance(gen, OfflineGenerator):
+            gen = OfflineGenerator(seed, seeds, validate=_validate, seen=seen)
+        return gen
+    if generator == "offline":
+        return OfflineGenerator(seed, seeds, validate=_validate, seen=seen)
+    if isinstance(generator, str) and generator.startswith("replay:"):
+        return replay_generator(generator.split(":", 1)[1])
+    if isinstance(generator, str):
+        raise CampaignError(f"unknown generator {generator!r}: use offline, replay:CAMPAIGN, or a generator object")
+    return generator
+
+
+def replay_generator(campaign_name: str):
+    """A generator that hands back the stored replies of ``campaign_name`` in order, calling no LLM."""
+    from db.campaign_queries import campaign_id_by_name, campaign_members, stored_candidate
+    from generation import ReplayGenerator, StoredReply
+    from tasks import _db
+
+    with _db.transaction() as session:
+        try:
+            campaign_id = campaign_id_by_name(session, campaign_name)
+        except LookupError as exc:
+            raise CampaignError(str(exc)) from exc
+        members = campaign_members(session, campaign_id)
+        seen: set[int] = set()
+        replies = []
+        for m in members:
+            if m.candidate_id is None or m.candidate_id in seen or _is_seed(m.generator):
+                continue
+            seen.add(m.candidate_id)
+            candidate = stored_candidate(session, m.candidate_id)
+            replies.append(
+                StoredReply(
+                    raw_reply=candidate.raw_reply if candidate.raw_reply is not None else (candidate.code or ""),
+                    prompt=candidate.prompt,
+                    generator=candidate.generator,
+                    model=candidate.model,
+                    prompt_tokens=candidate.prompt_tokens,
+                    completion_tokens=candidate.completion_tokens,
+                    candidate_id=candidate.candidate_id,
+                )
+            )
+    if not replies:
+        raise CampaignError(f"campaign {campaign_name!r} has no stored replies to replay")
+    return ReplayGenerator(replies)
+
+
+# --- state ----------------------------------------------------------------------
+
+SEED_GENERATOR = "seed:"
+
+
+def _is_seed(generator: str | None) -> bool:
+    return bool(generator) and generator.startswith(SEED_GENERATOR)
+
+
+@dataclass
+class _Candidate:
+    candidate_id: int
+    family: str | None
+    code: str | None
+    generator: str | None
+    parent_ids: tuple[int, ...]
+    members: list = field(default_factory=list)
+
+    def fitness(self, n_clips: int) -> float | None:
+        """Mean BD-rate over the campaign's clips; None unless every clip was measured."""
+        values = [m.bd_rate for m in self.members if m.bd_rate is not None and math.isfinite(m.bd_rate)]
+        if len(values) < n_clips:
+            return None
+        return sum(values) / len(values)
+
+
+def _candidates(members, seeds: Sequence[str]) -> dict[int, _Candidate]:
+    out: dict[int, _Candidate] = {}
+    for m in members:
+        if m.candidate_id is None:
+            continue
+        c = out.get(m.candidate_id)
+        if c is None:
+            family = m.generator[len(SEED_GENERATOR):] if _is_seed(m.generator) else None
+            if family is None and m.parent_ids and m.parent_ids[0] in out:
+                family = out[m.parent_ids[0]].family
+            c = out[m.candidate_id] = _Candidate(m.candidate_id, family, m.code, m.generator, m.parent_ids)
+        c.members.append(m)
+    return out
+
+
+def _record(c: _Candidate, n_clips: int):
+    from generation import Record
+
+    fit = c.fitness(n_clips)
+    pts = [p for m in c.members[:1] for p in m.points]
+    if fit is None or not pts:
+        return Record(c.candidate_id, None, family=c.family)
+    fps = [p.encode_fps for p in pts if p.encode_fps]
+    return Record(
+        c.candidate_id,
+        fit,
+        (min(p.kbps for p in pts), max(p.kbps for p in pts)),
+        (min(p.psnr_y for p in pts), max(p.psnr_y for p in pts)),
+        min(fps) if fps else None,
+        c.family,
+    )
+
+
+def _info(c: _Candidate, n_clips: int, anchor: str):
+    from generation import CandidateInfo, RatePoint
+
+    fit = c.fitness(n_clips)
+    pts = [p for m in c.members[:1] for p in m.points]
+    return CandidateInfo(
+        code=c.code or "",
+        candidate_id=c.candidate_id,
+        family=c.family,
+        generator=c.generator,
+        bd_rate={anchor: fit} if fit is not None else {},
+        points=tuple(
+            RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps) for p in pts
+        ),
+    )
+
+
+def _spent(members, candidates: dict[int, _Candidate], pricing) -> dict[str, float]:
+    generated = [c for c in candidates.values() if not _is_seed(c.generator)]
+    tokens = 0
+    for c in generated:
+        m = c.members[0]
+        tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
+    money = 0.0
+    if pricing is not None:
+        for c in generated:
+            m = c.members[0]
+            money += pricing.cost(m.prompt_tokens or 0, m.completion_tokens or 0) or 0.0
+    return {
+        "candidates": float(len(generated)),
+        "gpu_seconds": float(sum(m.gpu_seconds for m in members)),
+        "tokens": float(tokens),
+        "money_usd": money,
+    }
+
+
+def _over_budget(budget: Budget | None, spent: dict[str, float]) -> str | None:
+    if budget is None:
+        return None
+    for key in ("candidates", "gpu_seconds", "tokens", "money_usd"):
+        limit = getattr(budget, key)
+        if limit is not None and spent[key] >= limit:
+            return f"{key} budget of {limit:g} reached ({spent[key]:g} spent)"
+    return None
+
+
+# --- the loop ---------------------------------------------------------------------
+
+
+def campaign(
+    clips: Sequence[str] = ("synthetic:mix@176x144",),
+    generator=None,
+    population: int = 6,
+    generations: int = 5,
+    budget: Budget | None = None,
+    *,
+    name: str | None = None,
+    seed: int = 0,
+    seeds: Sequence[str] = ("intra_dct", "inter_mc"),
+    frames: int | None = 3,
+    rate_points: int = 4,
+    anchor: str = "x264",
+    strategy: str = "map_elites",
+    top_k: int = 3,
+    failures_shown: int = 6,
+    wait_timeout: float = 3600.0,
+    on_event: Callable[[str, dict], None] | None = None,
+) -> CampaignReport:
+    """Run (or resume) the campaign called ``name`` and return its per-generation report.
+
+    ``clips``: clip specs measured for every candidate (fitness is the mean
+    BD-rate against ``anchor`` on PSNR-Y over them). ``generator``: see
+    :func:`resolve_generator`. ``on_event(kind, data)`` is told of each
+    candidate and generation as it ends (for progress display).
+    """
+    import db.queries as q
+    from codecfleet import fleet
+    from db.campaign_queries import campaign_members
+    from generation import FailureInfo, GenerationRequest, TaskSpec, select_parents
+    from tasks import _db
+
+    if population < 1 or generations < 0:
+        raise CampaignError("population must be at least 1 and generations at least 0")
+    if not clips:
+        raise CampaignError("a campaign needs at least one clip")
+    if rate_points < 4:
+        raise CampaignError("BD-rate needs at least 4 rate points")
+    name = name or f"campaign-seed{seed}"
+    emit = on_event or (lambda kind, data: None)
+    params = {
+        "clips": list(clips), "population": population, "seeds": list(seeds), "seed": seed,
+        "frames": frames, "rate_points": rate_points, "anchor": anchor, "strategy": strategy,
+    }
+    fleet._ensure_database()
+    with _db.transaction() as session:
+        row = q.get_or_create_campaign(session, name)
+        if row.description:
+            stored = json.loads(row.description)
+            changed = {k: (stored.get(k), v) for k, v in params.items() if stored.get(k) != v}
+            if changed:
+                raise CampaignError(
+                    f"campaign {name!r} was started with other settings ({changed}); resume it with the same ones "
+                    "or choose another name"
+                )
+        else:
+            row.description = json.dumps(params, sort_keys=True)
+        campaign_id = row.id
+
+    from evaluation.anchors import ANCHOR_CODECS
+    from evaluation.video import load_clip
+
+    loaded = [load_clip(spec, frames=frames) for spec in clips]
+    seed_codes = _seed_codes(seeds)
+    n_clips = len(clips)
+    report = CampaignReport(name=name, campaign_id=campaign_id, anchor=anchor)
+
+    def members():
+        with _db.transaction() as session:
+            return campaign_members(session, campaign_id, anchor=anchor)
+
+    fleet.resume_stalled(campaign_id)
+    current = members()
+    gen = resolve_generator(generator, seeds=seed_codes, seed=seed, seen=[m.code for m in current if m.code])
+    pricing = getattr(gen, "pricing", None)
+
+    def submit(candidate_text: str | None, generated=None, failure=None) -> list:
+        jobs = [
+            {
+                "candidate": candidate_text,
+                "clip": clip,
+                "rate_points": rate_points,
+                # Fitness is BD-rate against ``anchor``; the others are measured too so
+                # reports compare with every classic codec (cached once per clip).
+                "anchors": [anchor, *(a for a in ANCHOR_CODECS if a != anchor)],
+                "campaign": name,
+                "generated": generated,
+                "generation_failure": failure,
+            }
+            for clip in loaded
+        ]
+        return fleet.submit_many(jobs)
+
+    # Generation 0: the seeds, measured once.
+    seeded = {c.family for c in _candidates(current, seeds).values() if _is_seed(c.generator)}
+    seed_handles = []
+    for family in seeds:
+        if family not in seeded:
+            seed_handles += submit(seed_codes[family], generated={"generator": f"{SEED_GENERATOR}{family}"})
+    for h in seed_handles:
+        h.wait(wait_timeout)
+
+    per_gen = population * n_clips
+    for g in range(0, generations + 1):
+        current = members()
+        cands = _candidates(current, seeds)
+        spent = _spent(current, cands, pricing)
+        report.spent = spent
+        generated_ids = [cid for cid, c in cands.items() if not _is_seed(c.generator)]
+        done_in_gen = max(0, len(generated_ids) - (g - 1) * population) if g > 0 else 0
+        if g > 0:
+            handles = []
+            for slot in range(min(done_in_gen, population), population):
+                reason = _over_budget(budget, spent)
+                if reason:
+                    report.stopped_by = reason
+                    break
+                index = (g - 1) * population + slot
+                records = [_record(c, n_clips) for c in cands.values()]
+                chosen = select_parents(records, index=index, seed=seed, strategy=strategy)
+                if chosen.parents:
+                    parents = tuple(_info(cands[p.candidate_id], n_clips, anchor) for p in chosen.parents)
+                else:
+                    family = seeds[index % len(seeds)]
+                    seed_cand = next(c for c in cands.values() if c.family == family and _is_seed(c.generator))
+                    parents = (_info(seed_cand, n_clips, anchor),)
+                ranked = sorted(
+                    (c for c in cands.values() if c.fitness(n_clips) is not None),
+                    key=lambda c: (c.fitness(n_clips), c.candidate_id),
+                )[:top_k]
+                failures = [
+                    FailureInfo(m.status.value, m.error or "", m.failure_stage, m.candidate_id)
+                    for m in reversed(current)
+                    if m.status.value in ("failed", "rejected", "timed_out", "duplicate_output")
+                ][:failures_shown]
+                clip0 = loaded[0]
+                request = GenerationRequest(
+                    task=TaskSpec(
+                        clip=clip0.source, width=clip0.width, height=clip0.height, n_frames=clip0.n_frames,
+                        fps=clip0.fps, rate_points=tuple(fleet._qualities(rate_points)), anchors=(anchor,),
+                    ),
+                    parents=parents,
+                    top_k=tuple(_info(c, n_clips, anchor) for c in ranked),
+                    failures=tuple(failures),
+                    index=index,
+                    seed=seed,
+                )
+                out = gen.generate(request)
+                meta = {
+                    "generator": out.generator, "model": out.model, "prompt": out.prompt,
+                    "raw_reply": out.raw_reply, "prompt_tokens": out.prompt_tokens,
+                    "completion_tokens": out.completion_tokens, "parent_ids": list(out.parent_ids),
+                }
+                if out.ok:
+                    new = submit(out.code, generated=meta)
+                else:
+                    new = submit(None, generated=meta, failure={"status": out.error.outcome, "reason": str(out.error)})
+                handles += new
+                if fleet.embedded():
+                    current = members()
+                    cands = _candidates(current, seeds)
+                    spent = _spent(current, cands, pricing)
+                emit("candidate", {"generation": g, "slot": slot, "handles": [h.id for h in new]})
+            for h in handles:
+                h.wait(wait_timeout)
+            current = members()
+            cands = _candidates(current, seeds)
+            report.spent = _spent(current, cands, pricing)
+        summary = _summarize(g, current, cands, seeds, n_clips, population)
+        report.generations.append(summary)
+        emit("generation", {"summary": summary})
+        if report.stopped_by:
+            break
+    report.leaderboard = _leaderboard(cands, n_clips)
+    return report
+
+
+def _generation_of(cands: dict[int, _Candidate], population: int) -> dict[int, int]:
+    """Candidate id -> generation: seeds are 0, then ``population`` per generation in id order."""
+    gen = {}
+    generated = sorted(cid for cid, c in cands.items() if not _is_seed(c.generator))
+    for cid, c in cands.items():
+        if _is_seed(c.generator):
+            gen[cid] = 0
+    for i, cid in enumerate(generated):
+        gen[cid] = 1 + i // population
+    return gen
+
+
+def _summarize(g, members, cands, seeds, n_clips, population) -> GenerationSummary:
+    gen_of = _generation_of(cands, population)
+    in_gen = [c for cid, c in cands.items() if gen_of.get(cid) == g]
+    upto = [c for cid, c in cands.items() if gen_of.get(cid, 10**9) <= g]
+    statuses: dict[str, int] = {}
+    for c in in_gen:
+        for m in c.members:
+            statuses[m.status.value] = statuses.get(m.status.value, 0) + 1
+    fits = [(c.fitness(n_clips), c.candidate_id) for c in in_gen if c.fitness(n_clips) is not None]
+    fits_upto = [(c.fitness(n_clips), c.candidate_id) for c in upto if c.fitness(n_clips) is not None]
+    best = min(fits) if fits else None
+    best_upto = min(fits_upto) if fits_upto else None
+    return GenerationSummary(
+        generation=g,
+        candidates=len(in_gen),
+        statuses=statuses,
+        best_bd_rate=best[0] if best else None,
+        best_so_far=best_upto[0] if best_upto else None,
+        best_candidate_id=best_upto[1] if best_upto else None,
+    )
+
+
+def _leaderboard(cands: dict[int, _Candidate], n_clips: int, limit: int = 10) -> list[dict]:
+    ranked = sorted(
+        (c for c in cands.values() if c.fitness(n_clips) is not None), key=lambda c: (c.fitness(n_clips), c.candidate_id)
+    )[:limit]
+    rows = []
+    for c in ranked:
+        pts = c.members[0].points
+        rows.append(
+            {
+                "candidate_id": c.candidate_id,
+                "family": c.family,
+                "generator": c.generator,
+                "bd_rate": c.fitness(n_clips),
+                "parents": list(c.parent_ids),
+                "kbps": [p.kbps for p in pts],
+                "psnr_y": [p.psnr_y for p in pts],
+                "encode_fps": min((p.encode_fps for p in pts if p.encode_fps), default=None),
+            }
+        )
+    return rows

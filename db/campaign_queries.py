@@ -1,0 +1,201 @@
+"""Read-only queries a campaign driver needs to resume and to choose parents.
+
+Kept beside ``db.queries`` (which holds the writes and the state machine); every
+number returned here is a stored measurement or score, never derived stand-ins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from db.models import Artifact, Candidate, Clip, Experiment, ExperimentStatus, Measurement, Score, candidate_parents
+
+
+@dataclass(frozen=True)
+class MemberPoint:
+    quality: float
+    kbps: float
+    psnr_y: float
+    psnr_rgb: float
+    ssim_y: float
+    encode_fps: float | None
+    decode_fps: float | None
+
+
+@dataclass(frozen=True)
+class CampaignMember:
+    """One experiment of a campaign with what a driver needs of it."""
+
+    experiment_id: int
+    candidate_id: int | None
+    clip_sha256: str
+    status: ExperimentStatus
+    failure_stage: str | None
+    error: str | None
+    reused_from_id: int | None
+    bd_rate: float | None  # against the asked anchor and metric; None when not measured
+    bd_reason: str | None
+    generator: str | None
+    model: str | None
+    code: str | None
+    parent_ids: tuple[int, ...]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    gpu_seconds: float  # encode + decode wall seconds of its stored measurements
+    points: tuple[MemberPoint, ...]
+
+
+def campaign_members(
+    session: Session, campaign_id: int, *, anchor: str = "x264", metric: str = "psnr_y"
+) -> list[CampaignMember]:
+    """Every experiment of the campaign in submission order (by id).
+
+    A reused experiment (same normalised code, clip and config) reports the
+    original's numbers, since that is what was measured for it.
+    """
+    experiments = session.execute(
+        sa.select(
+            Experiment.id,
+            Experiment.candidate_id,
+            Clip.sha256,
+            Experiment.status,
+            Experiment.failure_stage,
+            Experiment.error,
+            Experiment.reused_from_id,
+            Candidate.generator,
+            Candidate.model,
+            Candidate.code,
+            Candidate.prompt_tokens,
+            Candidate.completion_tokens,
+        )
+        .join(Clip, Clip.id == Experiment.clip_id)
+        .outerjoin(Candidate, Candidate.id == Experiment.candidate_id)
+        .where(Experiment.campaign_id == campaign_id)
+        .order_by(Experiment.id)
+    ).all()
+    if not experiments:
+        return []
+    measured_of = {row.id: row.reused_from_id or row.id for row in experiments}
+    source_ids = sorted(set(measured_of.values()))
+    scores = {
+        row.experiment_id: (row.bd_rate, row.reason)
+        for row in session.execute(
+            sa.select(Score.experiment_id, Score.bd_rate, Score.reason).where(
+                Score.experiment_id.in_(source_ids), Score.anchor_codec == anchor, Score.metric == metric
+            )
+        )
+    }
+    points: dict[int, list[MemberPoint]] = {}
+    seconds: dict[int, float] = {}
+    for row in session.execute(
+        sa.select(
+            Artifact.experiment_id,
+            Measurement.rate_index,
+            Measurement.quality,
+            Measurement.kbps,
+            Measurement.psnr_y,
+            Measurement.psnr_rgb,
+            Measurement.ssim_y,
+            Measurement.encode_fps,
+            Measurement.decode_fps,
+            Measurement.encode_seconds,
+            Measurement.decode_seconds,
+        )
+        .join(Artifact, Artifact.id == Measurement.artifact_id)
+        .where(Artifact.experiment_id.in_(source_ids))
+        .order_by(Artifact.experiment_id, Measurement.rate_index)
+    ):
+        points.setdefault(row.experiment_id, []).append(
+            MemberPoint(row.quality, row.kbps, row.psnr_y, row.psnr_rgb, row.ssim_y, row.encode_fps, row.decode_fps)
+        )
+        seconds[row.experiment_id] = seconds.get(row.experiment_id, 0.0) + row.encode_seconds + row.decode_seconds
+    candidate_ids = sorted({row.candidate_id for row in experiments if row.candidate_id is not None})
+    parents: dict[int, list[int]] = {}
+    if candidate_ids:
+        for child, parent in session.execute(
+            sa.select(candidate_parents.c.candidate_id, candidate_parents.c.parent_id)
+            .where(candidate_parents.c.candidate_id.in_(candidate_ids))
+            .order_by(candidate_parents.c.candidate_id, candidate_parents.c.parent_id)
+        ):
+            parents.setdefault(child, []).append(parent)
+    members = []
+    for row in experiments:
+        source = measured_of[row.id]
+        bd, reason = scores.get(source, (None, None))
+        members.append(
+            CampaignMember(
+                experiment_id=row.id,
+                candidate_id=row.candidate_id,
+                clip_sha256=row.sha256,
+                status=ExperimentStatus(row.status),
+                failure_stage=row.failure_stage,
+                error=row.error,
+                reused_from_id=row.reused_from_id,
+                bd_rate=bd,
+                bd_reason=reason,
+                generator=row.generator,
+                model=row.model,
+                code=row.code,
+                parent_ids=tuple(parents.get(row.candidate_id, ())),
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                # A reuse spent no GPU time of its own.
+                gpu_seconds=0.0 if row.reused_from_id else seconds.get(source, 0.0),
+                points=tuple(points.get(source, ())),
+            )
+        )
+    return members
+
+
+def campaign_id_by_name(session: Session, name: str) -> int:
+    """The id of the campaign called ``name``; LookupError naming it when there is none."""
+    from db.models import Campaign
+
+    campaign_id = session.scalar(sa.select(Campaign.id).where(Campaign.name == name))
+    if campaign_id is None:
+        raise LookupError(f"no campaign called {name!r}")
+    return campaign_id
+
+
+@dataclass(frozen=True)
+class StoredCandidate:
+    candidate_id: int
+    generator: str
+    model: str | None
+    code: str | None
+    prompt: str | None
+    raw_reply: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def stored_candidate(session: Session, candidate_id: int) -> StoredCandidate:
+    row = session.get(Candidate, candidate_id)
+    if row is None:
+        raise LookupError(f"candidate {candidate_id} does not exist")
+    return StoredCandidate(
+        row.id, row.generator, row.model, row.code, row.prompt, row.raw_reply, row.prompt_tokens, row.completion_tokens
+    )
+
+
+@dataclass(frozen=True)
+class UnfinishedExperiment:
+    id: int
+    status: ExperimentStatus
+    attempts: int
+    has_candidate: bool
+
+
+def campaign_unfinished(session: Session, campaign_id: int) -> list[UnfinishedExperiment]:
+    """The campaign's experiments that have not ended (queued or running), oldest first."""
+    from db.models import TERMINAL
+
+    rows = session.execute(
+        sa.select(Experiment.id, Experiment.status, Experiment.attempts, Experiment.candidate_id)
+        .where(Experiment.campaign_id == campaign_id, Experiment.status.not_in(list(TERMINAL)))
+        .order_by(Experiment.id)
+    ).all()
+    return [UnfinishedExperiment(r.id, ExperimentStatus(r.status), r.attempts, r.candidate_id is not None) for r in rows]
