@@ -506,6 +506,11 @@ def _fractal(rng: np.random.Generator, h: int, w: int, largest: float, smallest:
         total += np.float32(amp) * _value_noise(rng, h, w, cell)
         norm += amp
         cell /= 2.0
+    if norm == 0.0:
+        # A texture smaller than the finest octave (tiny sprites on tiny clips): one
+        # octave at its own size, rather than 0/0 turned into undefined pixel values.
+        total += _value_noise(rng, h, w, max(float(largest), 1.0))
+        norm = 1.0
     return total / np.float32(norm)
 
 
