@@ -199,3 +199,14 @@ def campaign_unfinished(session: Session, campaign_id: int) -> list[UnfinishedEx
         .order_by(Experiment.id)
     ).all()
     return [UnfinishedExperiment(r.id, ExperimentStatus(r.status), r.attempts, r.candidate_id is not None) for r in rows]
+
+
+def campaign_codes(session: Session, campaign_id: int) -> list[str]:
+    """The code of every candidate of the campaign (what a generator must not repeat)."""
+    return list(
+        session.scalars(
+            sa.select(Candidate.code)
+            .where(Candidate.campaign_id == campaign_id, Candidate.code.is_not(None))
+            .order_by(Candidate.id)
+        )
+    )

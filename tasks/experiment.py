@@ -38,6 +38,7 @@ from pathlib import Path
 
 import db.queries as q
 from codecfleet.settings import get_settings, resolve_device
+from db.campaign_queries import campaign_codes
 from db.models import Experiment, ExperimentStatus
 from evaluation import metrics
 from evaluation.container import ContainerError, read_bitstream, sha256_file
@@ -105,6 +106,13 @@ def _holder_gone(holder: str | None, ctx: StepContext) -> bool:
 
 
 def generate_step(ctx: StepContext, experiment_id: int) -> None:
+    """Ask the configured generator (an LLM, or the offline evolution by default) for the
+    experiment's candidate; store prompt, reply, model and tokens; then sanitize.
+
+    The generator is called outside any database transaction (an LLM call can take
+    minutes). A generation that yields no code ends the experiment with the
+    generator's own status and reason (stage ``generate``), which later prompts show.
+    """
     settings = get_settings()
     with ctx.transaction() as session:
         experiment = q.get_experiment(session, experiment_id)
@@ -114,14 +122,87 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
             )
         elif experiment.status is not S.GENERATING:
             return  # done already, or ended
-        candidate = experiment.candidate
-        if candidate is None or (candidate.code is None and candidate.raw_reply is None):
-            # Until the generation issue lands, generate only accepts supplied code.
-            raise StepFailed(
-                "generate",
-                "no candidate code and no generator configured: submit the code (LLM generation is not wired in yet)",
-            )
+        if experiment.candidate_id is not None:  # supplied code, or generated before a redelivery
+            ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, SANITIZE))
+            return
+        request = _generation_request(session, experiment)
+        seen = campaign_codes(session, experiment.campaign_id) if experiment.campaign_id is not None else []
+
+    generated = _generator(seen).generate(request)
+
+    with ctx.transaction() as session:
+        experiment = q.get_experiment(session, experiment_id)
+        if experiment.status is not S.GENERATING or experiment.candidate_id is not None:
+            return  # cancelled or reaped meanwhile, or another delivery got there first
+        candidate = q.create_candidate(
+            session,
+            generator=generated.generator,
+            code=generated.code,
+            model=generated.model,
+            prompt=generated.prompt,
+            raw_reply=generated.raw_reply,
+            prompt_tokens=generated.prompt_tokens,
+            completion_tokens=generated.completion_tokens,
+            parent_ids=generated.parent_ids,
+            campaign_id=experiment.campaign_id,
+        )
+        q.attach_candidate(session, experiment_id, candidate.id)
+        if not generated.ok:
+            q.transition(session, experiment_id, generated.error.outcome, failure_stage="generate",
+                         error=str(generated.error))
+            return
         ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, SANITIZE))
+
+
+def _generator(seen: list[str]):
+    from evaluation.reference import REFERENCE_CANDIDATES, reference_code
+    from generation import OfflineGenerator, generator_from_env
+    from sandbox.sanitize import sanitize
+
+    def validate(code: str) -> tuple[bool, str | None]:
+        verdict = sanitize(code)
+        return verdict.ok, verdict.reason
+
+    seeds = {name: reference_code(name) for name in REFERENCE_CANDIDATES}
+    gen = generator_from_env(dict(os.environ), seeds=seeds, validate=validate)
+    if isinstance(gen, OfflineGenerator) and seen:
+        gen = OfflineGenerator(gen.seed, seeds, validate=validate, seen=seen)
+    return gen
+
+
+def _generation_request(session, experiment: Experiment):
+    """The prompt's inputs from the database: the campaign's best candidates with their
+    measured numbers (the best is the parent), and its most recent failures with reasons."""
+    from evaluation.reference import reference_code
+    from generation import CandidateInfo, FailureInfo, GenerationRequest, RatePoint, TaskSpec
+
+    anchor = (experiment.anchors or ["x264"])[0]
+    ranked = q.top_k_candidates(session, 3, clip_sha256=experiment.clip.sha256,
+                                campaign_id=experiment.campaign_id, anchor=anchor)
+    top = tuple(
+        CandidateInfo(
+            code=r.code or "", candidate_id=r.candidate_id, generator=r.generator, bd_rate={anchor: r.bd_rate},
+            points=tuple(RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps)
+                         for p in r.points),
+        )
+        for r in ranked
+    )
+    failures = tuple(
+        FailureInfo(f.status.value, f.error, f.failure_stage, f.candidate_id)
+        for f in q.recent_failures(session, 6, campaign_id=experiment.campaign_id)
+    )
+    parent = top[0] if top else CandidateInfo(code=reference_code("intra_dct"), family="intra_dct",
+                                              generator="reference")
+    config = experiment.config or {}
+    return GenerationRequest(
+        task=TaskSpec(clip=(config.get("clip") or {}).get("source", "a video clip"), width=config.get("width"),
+                      height=config.get("height"), fps=config.get("fps"),
+                      rate_points=tuple(experiment.rate_points), anchors=tuple(experiment.anchors or (anchor,))),
+        parents=(parent,),
+        top_k=top,
+        failures=failures,
+        index=experiment.id,
+    )
 
 
 # --- sanitize ---------------------------------------------------------------

@@ -59,13 +59,37 @@ def test_candidate_faults_are_recorded_with_stage_and_reason(embedded):
     assert "boom" in result["reason"] and result["rate_points"] == []
 
 
-def test_without_code_the_chain_starts_at_generate_and_says_why_it_cannot(embedded):
+def test_without_code_the_chain_starts_at_generate_and_the_offline_generator_writes_it(embedded):
     from codecfleet import fleet
+    from tasks import _db
+
+    result = fleet.submit(None, "synthetic:mix@64x48", frames=2, rate_points=[0.2, 0.8], campaign="gen").result()
+
+    assert result["status"] == "succeeded", result
+    with _db.transaction() as session:
+        from db.campaign_queries import campaign_id_by_name, campaign_members
+
+        (member,) = campaign_members(session, campaign_id_by_name(session, "gen"))
+        assert member.generator == "offline"
+        assert "def compress_video_frame" in member.code
+
+
+def test_a_generator_that_yields_no_code_ends_the_experiment_at_generate_with_its_reason(embedded, monkeypatch):
+    from codecfleet import fleet
+
+    # An OpenAI-compatible endpoint that refuses connections: the generator's own
+    # bounded retries end in a reason, recorded as stage "generate".
+    monkeypatch.setenv("CODECFLEET_LLM_PROVIDER", "openai")
+    monkeypatch.setenv("CODECFLEET_LLM_MODEL", "m")
+    monkeypatch.setenv("CODECFLEET_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CODECFLEET_LLM_API_KEY", "k-not-used")
+    monkeypatch.setenv("CODECFLEET_LLM_TIMEOUT", "2")
+    monkeypatch.setenv("CODECFLEET_LLM_MAX_RETRIES", "0")
 
     result = fleet.submit(None, "synthetic:mix@64x48", frames=2, rate_points=[0.5]).result()
 
     assert (result["status"], result["stage"]) == ("failed", "generate")
-    assert "generator" in result["reason"]
+    assert "connect" in result["reason"].lower()
 
 
 def test_get_of_an_unknown_id_and_a_missing_file_are_clear_errors(embedded):
