@@ -41,6 +41,7 @@ def evaluate_candidate(
     device: str | None = None,
     settings: Settings | None = None,
     artifact_dir: Path | None = None,
+    on_step=None,
 ) -> dict:
     """Measure candidate source ``code`` on ``clip`` (a :class:`Clip` or a spec such as
     ``"synthetic:mix@176x144"``) at ``rate_points`` qualities.
@@ -77,6 +78,7 @@ def evaluate_candidate(
         anchors=anchors,
         anchor_cache_dir=settings.cache_dir / "anchors",
         device=device,
+        on_step=on_step,
     )
     if sanitized is not None:
         result["ast_hash"] = sanitized.ast_hash

@@ -66,6 +66,12 @@ def _console():
     return console
 
 
+def _quiet_console():
+    from rich.console import Console
+
+    return Console(file=sys.stderr, force_terminal=False)
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -120,15 +126,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name, code = _read_candidate(args.candidate)
     clip = _load_clip(args)
     anchors = [a.strip() for a in args.anchors.split(",") if a.strip()] if args.anchors else []
-    result = evaluate_candidate(
-        code,
-        clip,
-        args.rate_points,
-        anchors=anchors,
-        runner=args.runner,
-        device=resolve_device(args.device or settings.device),
-        settings=settings,
-    )
+    from codecfleet.progress import progress
+
+    # Drawn only on a terminal (and never with --json, whose stdout is data).
+    console = _console() if not args.json else None
+    with progress(args.rate_points + len(anchors), f"evaluating {Path(name).name}",
+                  console=console or _quiet_console()) as advance:
+        result = evaluate_candidate(
+            code,
+            clip,
+            args.rate_points,
+            anchors=anchors,
+            runner=args.runner,
+            device=resolve_device(args.device or settings.device),
+            settings=settings,
+            on_step=lambda what: advance(description=what),
+        )
     if args.json:
         from evaluation.pipeline import to_json
 

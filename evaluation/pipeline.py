@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -159,13 +159,15 @@ def evaluate_candidate(
     anchor_cache_dir: Path | None = None,
     device: str = "cpu",
     keep_decoded: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure ``code`` on ``clip`` at each rate point; the shape of ``codecfleet evaluate --json``.
 
     ``rate_points`` is a count (spread by :func:`quality_points`) or explicit
     qualities in [0, 1]. Bitstreams go to a new directory under
     ``artifact_dir``. ``anchors`` names classic codecs (``x264``, ``x265``,
-    ``svtav1``) to compute BD-rate against.
+    ``svtav1``) to compute BD-rate against. ``on_step(description)`` is told
+    after each rate point and each anchor curve (for progress display).
     """
     qualities = quality_points(rate_points) if isinstance(rate_points, int) else [float(q) for q in rate_points]
     for q in qualities:
@@ -195,6 +197,8 @@ def evaluate_candidate(
             result["rate_points"].append(row)
             if keep_decoded:
                 decoded_frames.append(decoded)
+            if on_step:
+                on_step(f"rate point {i + 1}/{len(qualities)} (quality {q:.3f}) measured")
     except CandidateError as exc:
         result.update(status="failed", stage=exc.stage, reason=exc.reason)
         result["seconds"] = time.perf_counter() - started
@@ -208,6 +212,8 @@ def evaluate_candidate(
         detail = bd_against(result["anchors"][codec], result["rate_points"])
         result["bd"][codec] = detail
         result["bd_rate"][codec] = detail["bd_rate_pct"]
+        if on_step:
+            on_step(f"anchor {codec} measured")
     result["status"] = "succeeded"
     result["seconds"] = time.perf_counter() - started
     if keep_decoded:

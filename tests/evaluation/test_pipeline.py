@@ -165,3 +165,9 @@ def test_candidate_cannot_alter_the_reference_frames(clip, tmp_path):
     _evaluate(mutate, clip, tmp_path)
     assert np.array_equal(clip.frames, frames_copy)
     assert clip.sha256 == before
+
+
+def test_on_step_is_told_of_each_rate_point(clip, tmp_path):
+    steps = []
+    _evaluate(QUANTISER, clip, tmp_path, rate_points=3, on_step=steps.append)
+    assert steps == [f"rate point {i}/3 (quality {q:.3f}) measured" for i, q in zip((1, 2, 3), quality_points(3))]
