@@ -135,6 +135,7 @@ def replay_generator(campaign_name: str):
                     model=candidate.model,
                     prompt_tokens=candidate.prompt_tokens,
                     completion_tokens=candidate.completion_tokens,
+                    mode=candidate.mode,
                     candidate_id=candidate.candidate_id,
                 )
             )
@@ -219,17 +220,15 @@ def _info(c: _Candidate, n_clips: int, anchor: str):
     )
 
 
-def _spent(members, candidates: dict[int, _Candidate], pricing) -> dict[str, float]:
+def _spent(members, candidates: dict[int, _Candidate]) -> dict[str, float]:
+    """What the campaign has used, from the stored rows (so it survives a restart)."""
     generated = [c for c in candidates.values() if not _is_seed(c.generator)]
     tokens = 0
+    money = 0.0
     for c in generated:
         m = c.members[0]
         tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
-    money = 0.0
-    if pricing is not None:
-        for c in generated:
-            m = c.members[0]
-            money += pricing.cost(m.prompt_tokens or 0, m.completion_tokens or 0) or 0.0
+        money += m.cost_usd or 0.0
     return {
         "candidates": float(len(generated)),
         "gpu_seconds": float(sum(m.gpu_seconds for m in members)),
@@ -325,7 +324,6 @@ def campaign(
     fleet.resume_stalled(campaign_id)
     current = members()
     gen = resolve_generator(generator, seeds=seed_codes, seed=seed, seen=[m.code for m in current if m.code])
-    pricing = getattr(gen, "pricing", None)
 
     def submit(candidate_text: str | None, generated=None, failure=None) -> list:
         jobs = [
@@ -349,7 +347,7 @@ def campaign(
     seed_handles = []
     for family in seeds:
         if family not in seeded:
-            seed_handles += submit(seed_codes[family], generated={"generator": f"{SEED_GENERATOR}{family}"})
+            seed_handles += submit(seed_codes[family], generated={"generator": f"{SEED_GENERATOR}{family}", "mode": "seed"})
     for h in seed_handles:
         h.wait(wait_timeout)
 
@@ -357,7 +355,7 @@ def campaign(
     for g in range(0, generations + 1):
         current = members()
         cands = _candidates(current, seeds)
-        spent = _spent(current, cands, pricing)
+        spent = _spent(current, cands)
         report.spent = spent
         generated_ids = [cid for cid, c in cands.items() if not _is_seed(c.generator)]
         done_in_gen = max(0, len(generated_ids) - (g - 1) * population) if g > 0 else 0
@@ -403,6 +401,7 @@ def campaign(
                     "generator": out.generator, "model": out.model, "prompt": out.prompt,
                     "raw_reply": out.raw_reply, "prompt_tokens": out.prompt_tokens,
                     "completion_tokens": out.completion_tokens, "parent_ids": list(out.parent_ids),
+                    "cost_usd": out.cost_usd, "mode": out.mode,
                 }
                 if out.ok:
                     new = submit(out.code, generated=meta)
@@ -412,13 +411,13 @@ def campaign(
                 if fleet.embedded():
                     current = members()
                     cands = _candidates(current, seeds)
-                    spent = _spent(current, cands, pricing)
+                    spent = _spent(current, cands)
                 emit("candidate", {"generation": g, "slot": slot, "handles": [h.id for h in new]})
             for h in handles:
                 h.wait(wait_timeout)
             current = members()
             cands = _candidates(current, seeds)
-            report.spent = _spent(current, cands, pricing)
+            report.spent = _spent(current, cands)
         summary = _summarize(g, current, cands, seeds, n_clips, population)
         report.generations.append(summary)
         emit("generation", {"summary": summary})

@@ -145,6 +145,8 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
             raw_reply=meta.get("raw_reply"),
             prompt_tokens=meta.get("prompt_tokens"),
             completion_tokens=meta.get("completion_tokens"),
+            cost_usd=meta.get("cost_usd"),
+            mode=meta.get("mode"),
             parent_ids=meta.get("parent_ids") or (),
             campaign_id=campaign_id,
         ).id

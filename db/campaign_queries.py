@@ -44,6 +44,7 @@ class CampaignMember:
     parent_ids: tuple[int, ...]
     prompt_tokens: int | None
     completion_tokens: int | None
+    cost_usd: float | None
     gpu_seconds: float  # encode + decode wall seconds of its stored measurements
     points: tuple[MemberPoint, ...]
 
@@ -70,6 +71,7 @@ def campaign_members(
             Candidate.code,
             Candidate.prompt_tokens,
             Candidate.completion_tokens,
+            Candidate.cost_usd,
         )
         .join(Clip, Clip.id == Experiment.clip_id)
         .outerjoin(Candidate, Candidate.id == Experiment.candidate_id)
@@ -142,6 +144,7 @@ def campaign_members(
                 parent_ids=tuple(parents.get(row.candidate_id, ())),
                 prompt_tokens=row.prompt_tokens,
                 completion_tokens=row.completion_tokens,
+                cost_usd=row.cost_usd,
                 # A reuse spent no GPU time of its own.
                 gpu_seconds=0.0 if row.reused_from_id else seconds.get(source, 0.0),
                 points=tuple(points.get(source, ())),
@@ -170,6 +173,7 @@ class StoredCandidate:
     raw_reply: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    mode: str | None
 
 
 def stored_candidate(session: Session, candidate_id: int) -> StoredCandidate:
@@ -177,7 +181,8 @@ def stored_candidate(session: Session, candidate_id: int) -> StoredCandidate:
     if row is None:
         raise LookupError(f"candidate {candidate_id} does not exist")
     return StoredCandidate(
-        row.id, row.generator, row.model, row.code, row.prompt, row.raw_reply, row.prompt_tokens, row.completion_tokens
+        row.id, row.generator, row.model, row.code, row.prompt, row.raw_reply, row.prompt_tokens,
+        row.completion_tokens, row.mode,
     )
 
 

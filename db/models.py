@@ -232,6 +232,11 @@ class Candidate(Base):
     raw_reply: Mapped[str | None] = mapped_column(sa.Text)
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
+    #: What the generator's reply cost in USD, from its token counts and the configured
+    #: prices; NULL when unknown (no prices configured, or no LLM involved).
+    cost_usd: Mapped[float | None] = mapped_column(sa.Float)
+    #: How the code came about: "rewrite", "diff", "mutation", "crossover", "seed", "user".
+    mode: Mapped[str | None] = mapped_column(sa.String(16))
     #: NULL until sanitized; then "accepted" or "rejected" (with the reason).
     sanitizer_verdict: Mapped[str | None] = mapped_column(sa.String(16))
     sanitizer_reason: Mapped[str | None] = mapped_column(sa.Text)

@@ -160,6 +160,8 @@ def create_candidate(
     raw_reply: str | None = None,
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
+    cost_usd: float | None = None,
+    mode: str | None = None,
     parent_ids: Iterable[int] = (),
     campaign_id: int | None = None,
 ) -> Candidate:
@@ -173,6 +175,8 @@ def create_candidate(
         raw_reply=raw_reply,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
+        mode=mode,
         campaign_id=campaign_id,
     )
     session.add(candidate)

@@ -143,6 +143,8 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
             raw_reply=generated.raw_reply,
             prompt_tokens=generated.prompt_tokens,
             completion_tokens=generated.completion_tokens,
+            cost_usd=generated.cost_usd,
+            mode=generated.mode,
             parent_ids=generated.parent_ids,
             campaign_id=experiment.campaign_id,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
@@ -16,7 +17,7 @@ from fake_llm_server import FakeLLMServer, Hang, HttpError, Reply  # noqa: E402
 
 from codecfleet.campaign import campaign  # noqa: E402
 from evaluation.reference import reference_code  # noqa: E402
-from generation import OpenAIGenerator  # noqa: E402
+from generation import OpenAIGenerator, Pricing  # noqa: E402
 
 KEY = "sk-canary-3f9c2d7e61"
 
@@ -36,7 +37,7 @@ def test_llm_campaign_records_each_outcome_and_feeds_the_reasons_back(embedded):
         server.script(Hang(3.0))
         server.script(Reply(_good("0.15")))
         generator = OpenAIGenerator(server.openai_base_url, "fake-model", api_key=KEY, timeout=1.0,
-                                    max_retries=1, backoff_base=0.01)
+                                    max_retries=1, backoff_base=0.01, pricing=Pricing(3.0, 15.0))
         report = campaign(["synthetic:mix@96x64"], generator, population=5, generations=1, name="llm",
                           seeds=("intra_dct",), frames=2)
         last_prompt = server.requests[-1].prompt
@@ -44,7 +45,8 @@ def test_llm_campaign_records_each_outcome_and_feeds_the_reasons_back(embedded):
     engine = sa.create_engine(f"sqlite:///{embedded['CODECFLEET_DATA_DIR']}/codecfleet.db")
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
-            "SELECT c.generator, c.model, c.prompt, c.raw_reply, c.prompt_tokens, e.status, e.failure_stage, e.error "
+            "SELECT c.generator, c.model, c.prompt, c.raw_reply, c.prompt_tokens, c.completion_tokens, c.cost_usd, "
+            "c.mode, e.status, e.failure_stage, e.error "
             "FROM experiments e JOIN candidates c ON c.id = e.candidate_id ORDER BY e.id"
         )).all()
         everything = " ".join(str(v) for table in ("candidates", "experiments")
@@ -65,6 +67,10 @@ def test_llm_campaign_records_each_outcome_and_feeds_the_reasons_back(embedded):
     for r in generated:
         assert r.model == "fake-model" and r.prompt
     assert generated[0].raw_reply.startswith("A variant") and generated[0].prompt_tokens
+    # cost from the reply's own token counts at the configured prices, stored per candidate
+    expected = (generated[0].prompt_tokens * 3.0 + generated[0].completion_tokens * 15.0) / 1e6
+    assert generated[0].cost_usd == pytest.approx(expected) and generated[0].mode == "rewrite"
+    assert report.spent["money_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in generated))
     for r in generated[1:4]:  # the reasons the last prompt was shown
         assert " ".join(r.error.split())[:120] in " ".join(last_prompt.split()), r.error
     assert KEY not in everything and KEY not in last_prompt
