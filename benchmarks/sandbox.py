@@ -11,11 +11,16 @@ Start-up (median wall time, process start to "candidate imported, ready"):
 The sandbox's own start-up cost is *strict - unsandboxed* (same harness, same
 imports); *strict - plain* also counts the harness and its pipes.
 
-Per call (median over ``--calls`` calls of a candidate that does no work: the
-encoder returns one byte, the decoder returns a ready-made 1280x720 frame):
-in-process calls vs calls through the sandbox's pipes, timed as the runner
-times them. The difference is what the sandbox adds per frame beyond the
-candidate's own work. Target: at most 30 ms at start-up, 1 ms per 720p call.
+Per call (a candidate that does no work: the encoder returns one byte, the
+decoder returns a ready-made 1280x720 frame): in-process calls vs calls through
+the sandbox (frame copied into the shared-memory slot, request and answer over
+the pipes), timed as the runner times them. Each figure is the median over
+``--sessions`` sessions (interleaved across modes) of each session's median over
+``--calls`` calls: per-call cost varies from one sandboxed process to the next
+(CPU placement on a shared machine), so one session is not enough. The
+difference is what the sandbox adds per frame beyond the candidate's own work.
+Target: at most 30 ms at start-up, 1 ms per 720p call. The load average is
+printed before and after: compare runs only at similar load.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def _interleaved_medians_ms(fns: list, repeats: int) -> list[float]:
     return [1000 * statistics.median(s) for s in samples]
 
 
-def _per_call(calls: int) -> dict[str, float]:
+def _per_call(calls: int, sessions: int) -> dict[str, float]:
     namespace: dict = {}
     exec(compile(_code(False), "<noop>", "exec"), namespace)  # noqa: S102 - our own benchmark code
     frame = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
@@ -108,21 +113,28 @@ def _per_call(calls: int) -> dict[str, float]:
     out["encode in-process"] = timed(lambda i: namespace["compress_video_frame"](frame, i, {}))
     out["decode in-process"] = timed(lambda i: namespace["decompress_video_frame"](b"\0", i, {}))
     limits = Limits(threads=1)
-    for mode in ("unsandboxed", "strict"):
-        session = _Session("encoder", mode, "cpu", limits, _bwrap())
-        try:
-            session.start(_code(False), {"width": WIDTH, "height": HEIGHT})
-            out[f"encode {mode}"] = 1000 * statistics.median(session.encode_frame(frame, i)[1] for i in range(calls))
-        finally:
-            session.close()
-        session = _Session("decoder", mode, "cpu", limits, _bwrap())
-        try:
-            session.start(_code(False), {"width": WIDTH, "height": HEIGHT})
-            out[f"decode {mode}"] = 1000 * statistics.median(
-                session.decode_frame(b"\0", i, HEIGHT, WIDTH)[1] for i in range(calls)
-            )
-        finally:
-            session.close()
+    dest = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+    medians: dict[str, list[float]] = {}
+    for _ in range(sessions):
+        for mode in ("unsandboxed", "strict"):
+            session = _Session("encoder", mode, "cpu", limits, _bwrap())
+            try:
+                session.start(_code(False), {"width": WIDTH, "height": HEIGHT})
+                medians.setdefault(f"encode {mode}", []).append(
+                    statistics.median(session.encode_frame(frame, i)[1] for i in range(calls))
+                )
+            finally:
+                session.close()
+            session = _Session("decoder", mode, "cpu", limits, _bwrap())
+            try:
+                session.start(_code(False), {"width": WIDTH, "height": HEIGHT})
+                # into=: the frame is copied straight into the result array, as SandboxRunner.decode does
+                medians.setdefault(f"decode {mode}", []).append(
+                    statistics.median(session.decode_frame(b"\0", i, HEIGHT, WIDTH, into=dest)[1] for i in range(calls))
+                )
+            finally:
+                session.close()
+    out.update({key: 1000 * statistics.median(values) for key, values in medians.items()})
     return out
 
 
@@ -142,12 +154,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--skip-startup", action="store_true", help="only the per-call table")
     args = parser.parse_args(argv)
 
     report = probe_isolation()
     print(f"machine: {_machine()}")
     print(f"isolation: bwrap {report.bwrap_version}, strict_ok={report.strict_ok} {report.problems or ''}")
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print()
+    if not args.skip_startup:
+        _startup_table(args.repeats)
+    calls = _per_call(args.calls, args.sessions)
+    print(
+        f"per call, {WIDTH}x{HEIGHT} RGB frame ({WIDTH * HEIGHT * 3 / 1e6:.2f} MB), median over {args.sessions} "
+        f"sessions of the median of {args.calls} calls (ms)"
+    )
+    print("| call | in-process | harness, unsandboxed | harness, strict | sandbox adds (strict - in-process) |")
+    print("|---|---:|---:|---:|---:|")
+    for kind, what in (("encode", "encode (frame in, 1 byte out)"), ("decode", "decode (1 byte in, frame out)")):
+        inproc, loose, strict = calls[f"{kind} in-process"], calls[f"{kind} unsandboxed"], calls[f"{kind} strict"]
+        print(f"| {what} | {inproc:.3f} | {loose:.3f} | {strict:.3f} | {strict - inproc:+.3f} |")
+    print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return 0
+
+
+def _startup_table(repeats: int) -> None:
     print("start to ready (median ms)")
     print("| imports | plain python | harness, unsandboxed | harness, strict | sandbox adds (strict - unsandboxed) | strict - plain |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -159,18 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: _harness_start("unsandboxed", with_torch),
                 lambda: _harness_start("strict", with_torch),
             ],
-            args.repeats,
+            repeats,
         )
         print(f"| {label} | {plain:.1f} | {loose:.1f} | {strict:.1f} | {strict - loose:+.1f} | {strict - plain:+.1f} |")
     print()
-    calls = _per_call(args.calls)
-    print(f"per call, {WIDTH}x{HEIGHT} RGB frame ({WIDTH * HEIGHT * 3 / 1e6:.2f} MB), median of {args.calls} calls (ms)")
-    print("| call | in-process | harness, unsandboxed | harness, strict | sandbox adds (strict - in-process) |")
-    print("|---|---:|---:|---:|---:|")
-    for kind, what in (("encode", "encode (frame in, 1 byte out)"), ("decode", "decode (1 byte in, frame out)")):
-        inproc, loose, strict = calls[f"{kind} in-process"], calls[f"{kind} unsandboxed"], calls[f"{kind} strict"]
-        print(f"| {what} | {inproc:.3f} | {loose:.3f} | {strict:.3f} | {strict - inproc:+.3f} |")
-    return 0
 
 
 if __name__ == "__main__":

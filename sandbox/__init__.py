@@ -2,6 +2,7 @@
 
 from sandbox.runner import (
     MODES,
+    AbortedError,
     CallLog,
     IsolationError,
     IsolationReport,
@@ -14,6 +15,7 @@ from sandbox.sanitize import SanitizeResult, ast_hash, extract_code, sanitize
 
 __all__ = [
     "MODES",
+    "AbortedError",
     "CallLog",
     "IsolationError",
     "IsolationReport",

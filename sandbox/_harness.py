@@ -8,10 +8,11 @@ side believes nothing from this process except bytes it then checks itself
 
 Order of work, and why:
 
-1. read the init message (role, code, limits, seccomp policy) over the request pipe;
+1. read the init message (role, code, limits, seccomp policy, frame slot) over
+   the request pipe;
 2. move the protocol pipes to high fd numbers and leave fd 1/2 as the capped
    capture pipes the trusted side drains, so a candidate's ``print`` cannot
-   corrupt the protocol;
+   corrupt the protocol; map the shared frame slot (read-only for the encoder);
 3. set rlimits (the candidate cannot raise hard limits: no CAP_SYS_RESOURCE);
 4. load the seccomp denylist (no fork/exec/sockets/ptrace...), threads allowed;
 5. import the candidate as a real module named ``candidate`` from a file;
@@ -22,9 +23,24 @@ compiled as BPF bytes, so libseccomp is not needed in here): this file
 must not import anything from the project, which is not mounted here.
 
 Wire format, both directions: 1 byte kind, 8 bytes little-endian length, body.
+
+* ``I``: 8-byte length of a JSON header, the header (``role``, ``config``,
+  ``sys_path``, ``seccomp``, ``seccomp_bpf``, ``limits``, ``slot``: ``{"fd",
+  "bytes"}``), then the candidate's source. Answer ``R`` (ready), ``X``
+  (candidate failed to import) or ``S`` (sandbox set-up failed).
+* ``E``: ``<qqq`` index, height, width; the frame is in the slot (H*W*3 bytes
+  from offset 0). Answer ``B`` with the payload, or ``X``.
+* ``D``: ``<q`` index, then the payload. Answer ``F`` whose body is JSON
+  ``{"shape", "dtype"}``, the array itself written C-ordered into the slot from
+  offset 0; or ``X``.
+* ``Q``: answer ``q`` and exit.
+
+The frame slot is a memfd the trusted side created, sized and sealed
+(no shrinking or growing); this side maps it once.
 """
 
 import json
+import mmap
 import os
 import struct
 import sys
@@ -167,6 +183,15 @@ def main(argv):
 
     import numpy as np
 
+    # The frame slot: read-only for the encoder (its input), writable for the
+    # decoder (its output). mmap keeps its own descriptor; ours is closed.
+    slot_bytes = int(init["slot"]["bytes"])
+    slot_fd = int(init["slot"]["fd"])
+    access = mmap.ACCESS_WRITE if init["role"] == "decoder" else mmap.ACCESS_READ
+    slot_map = mmap.mmap(slot_fd, slot_bytes, access=access)
+    os.close(slot_fd)
+    slot = np.frombuffer(slot_map, dtype=np.uint8)
+
     try:
         _set_rlimits(init["limits"])
         if init["seccomp"] == "on":
@@ -197,7 +222,12 @@ def main(argv):
             return 0
         if kind == b"E":
             index, height, width = struct.unpack("<qqq", body[:24])
-            frame = np.frombuffer(body, dtype=np.uint8, offset=24).reshape(height, width, 3)
+            if height <= 0 or width <= 0 or height * width * 3 > slot_bytes:
+                _error(resp, "harness: frame %dx%d does not fit the slot" % (width, height))
+                return 2
+            # A private copy: the slot is refilled for the next call, and a candidate
+            # may keep this frame (inter coding). Read-only, as in-process.
+            frame = slot[: height * width * 3].reshape(height, width, 3).copy()
             frame.flags.writeable = False
             try:
                 out = compress(frame, index, config)
@@ -241,9 +271,16 @@ def main(argv):
                     % (index, out.dtype, out.ndim),
                 )
                 continue
-            out = np.ascontiguousarray(out)
+            if out.nbytes > slot_bytes:
+                _error(
+                    resp,
+                    "decompress_video_frame(frame %d) returned %d bytes (shape %s, dtype %s); the cap is %d"
+                    % (index, out.nbytes, out.shape, out.dtype, slot_bytes),
+                )
+                continue
+            np.copyto(slot[: out.nbytes].view(out.dtype).reshape(out.shape), out, casting="no")
             meta = json.dumps({"shape": list(out.shape), "dtype": out.dtype.str}).encode()
-            _send(resp, b"F", struct.pack("<Q", len(meta)), meta, out.data)
+            _send(resp, b"F", meta)
         else:
             _error(resp, "harness: unknown request")
             return 2

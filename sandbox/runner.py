@@ -2,8 +2,29 @@
 
 Each :meth:`SandboxRunner.encode` and :meth:`SandboxRunner.decode` starts one
 fresh sandboxed Python process, imports the candidate there as a real module,
-streams frames (or payloads) through a pipe and reads bytes (or frames) back.
-The decoder's sandbox is a different process that never saw the frames.
+and drives it with small messages over a pipe; the decoder's sandbox is a
+different process that never saw the frames.
+
+Frames travel through one shared-memory *slot* per session: a sealed memfd
+(``F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL``, so the sandbox can neither
+truncate it under the trusted side's mapping, which would be a SIGBUS here, nor
+change its seals) created and mapped by the trusted side, inherited by the
+sandboxed process and mapped there once. Reused pages matter: on these VMs a
+2.7 MB frame in fresh pages costs milliseconds of page faults.
+
+* encode: the trusted side copies frame *i* into the slot and sends ``E``
+  (index, height, width); the harness maps the slot read-only and hands the
+  candidate a private, read-only copy (a kept reference to an earlier frame
+  never changes, and frames still arrive one at a time: the slot never holds a
+  frame before its call). The reference frames are the trusted side's own
+  array, which nothing in the sandbox can reach.
+* decode: the harness writes the returned array into the slot and sends ``F``
+  with its shape and dtype; the trusted side checks those against the slot's
+  size before reading, then copies the frame out (straight into the result
+  array when it is ``(H, W, 3)`` uint8). The sandbox may scribble on the slot
+  at any time; only the copy taken after the reply is used.
+
+Compressed payloads, both ways, still go through the pipe.
 
 Layers, outermost first (``strict`` mode):
 
@@ -34,6 +55,7 @@ import base64
 import fcntl
 import functools
 import json
+import mmap
 import os
 import select
 import signal
@@ -66,6 +88,10 @@ _SANDBOX_SITE = "/sandbox/site"
 
 class IsolationError(RuntimeError):
     """The requested isolation is not available on this machine."""
+
+
+class AbortedError(CandidateError):
+    """:meth:`SandboxRunner.abort` stopped the call (not the candidate's fault)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +259,9 @@ class SandboxRunner:
         self.mode = mode
         self.logs: list[CallLog] = []
         self._bwrap = shutil.which(bwrap)
+        self._abort_lock = threading.Lock()
+        self._aborted: str | None = None
+        self._current: _Session | None = None
         if mode == "strict":
             report = probe_isolation(device, bwrap=bwrap)
             if not report.strict_ok:
@@ -244,14 +273,43 @@ class SandboxRunner:
         elif mode == "no-seccomp" and self._bwrap is None:
             raise IsolationError("mode 'no-seccomp' still needs bubblewrap, which is not installed")
 
-    def _session(self, role: str) -> "_Session":
-        return _Session(role, self.mode, self.device, self.limits, self._bwrap)
+    def _session(self, role: str, slot_bytes: int) -> "_Session":
+        with self._abort_lock:
+            if self._aborted is not None:
+                raise AbortedError("encode" if role == "encoder" else "decode", self._aborted)
+            session = _Session(role, self.mode, self.device, self.limits, self._bwrap, slot_bytes=slot_bytes)
+            self._current = session
+            return session
+
+    def abort(self, reason: str = "the run was aborted") -> None:
+        """Kill the sandbox now running, if any; thread-safe.
+
+        The call in flight raises :class:`AbortedError` (a ``CandidateError``
+        whose reason is ``reason``) as soon as its process is gone, and so does
+        every later :meth:`encode` or :meth:`decode` of this runner, at once:
+        an aborted runner stays aborted.
+        """
+        with self._abort_lock:
+            if self._aborted is None:
+                self._aborted = reason
+            session = self._current
+        if session is not None:
+            session.abort(self._aborted)
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted is not None
+
+    def _done(self, session: "_Session") -> None:
+        with self._abort_lock:
+            if self._current is session:
+                self._current = None
 
     def encode(self, code: str, frames: np.ndarray, config: dict) -> EncodeOutput:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-        session = self._session("encoder")
+        session = self._session("encoder", frames[0].nbytes if len(frames) else 1)
         payloads: list[bytes] = []
         frame_seconds: list[float] = []
         try:
@@ -263,6 +321,7 @@ class SandboxRunner:
             session.finish()
         finally:
             session.close()
+            self._done(session)
             self.logs.append(session.log)
         return EncodeOutput(payloads, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
 
@@ -272,16 +331,17 @@ class SandboxRunner:
         height, width = int(config["height"]), int(config["width"])
         out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
         frame_seconds: list[float] = []
-        session = self._session("decoder")
+        session = self._session("decoder", _max_decoded_bytes(height, width))
         try:
             session.start(code, config)
             for i, payload in enumerate(payloads):
-                frame, seconds = session.decode_frame(bytes(payload), i, height, width)
-                out[i] = check_frame(frame, i, height, width)
+                frame, seconds = session.decode_frame(bytes(payload), i, height, width, into=out[i])
+                check_frame(frame, i, height, width)
                 frame_seconds.append(seconds)
             session.finish()
         finally:
             session.close()
+            self._done(session)
             self.logs.append(session.log)
         return DecodeOutput(out, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
 
@@ -318,10 +378,57 @@ def _nvidia_devices() -> list[str]:
     return sorted(str(p) for p in Path("/dev").glob("nvidia*"))
 
 
+def _max_decoded_bytes(height: int, width: int) -> int:
+    """float64 RGB is the biggest frame a decoder may plausibly return; more is refused."""
+    return height * width * 3 * 8
+
+
+_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+class _Slot:
+    """The shared-memory frame slot: a sealed memfd, mapped read-write on this side.
+
+    Its size can never change (sealed), so this side's mapping cannot fault
+    whatever the sandbox does with its copy of the descriptor.
+    """
+
+    def __init__(self, nbytes: int):
+        page = mmap.PAGESIZE
+        self.size = max(page, -(-nbytes // page) * page)
+        self.fd = os.memfd_create("cf-frame-slot", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, self.size)
+            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, _SEALS)
+            if fcntl.fcntl(self.fd, fcntl.F_GET_SEALS) & _SEALS != _SEALS:
+                raise OSError("memfd seals did not hold")
+            self.map = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_WRITE)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.array = np.frombuffer(self.map, dtype=np.uint8)
+
+    def close_fd(self) -> None:
+        """Drop the descriptor once the sandbox has inherited it (the mapping stays)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def close(self) -> None:
+        self.close_fd()
+        self.array = None
+        try:
+            self.map.close()
+        except BufferError:  # a view still exported: the mapping goes with the last view
+            pass
+
+
 class _Session:
     """One sandboxed Python process serving one role for one candidate."""
 
-    def __init__(self, role: str, mode: str, device: str, limits: Limits, bwrap: str | None):
+    def __init__(
+        self, role: str, mode: str, device: str, limits: Limits, bwrap: str | None, *, slot_bytes: int | None = None
+    ):
         self.role = role
         self.mode = mode
         self.device = device
@@ -337,6 +444,10 @@ class _Session:
         self._killed_for: str | None = None
         self._lock = threading.Lock()
         self._drains: list[threading.Thread] = []
+        self._aborted = False
+        #: bytes of the shared frame slot; None: sized at start from the config
+        self._slot_bytes = slot_bytes
+        self._slot: _Slot | None = None
 
     # ------------------------------------------------------------ process start
 
@@ -386,6 +497,10 @@ class _Session:
             raise IsolationError("bubblewrap is not installed")
         site_dirs = _site_dirs()
         argv, inside_sites = self._argv(site_dirs)
+        if self._slot_bytes is None:
+            h, w = int(config["height"]), int(config["width"])
+            self._slot_bytes = h * w * 3 if self.role != "decoder" else _max_decoded_bytes(h, w)
+        self._slot = _Slot(self._slot_bytes)
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         for fd in (req_r, req_w, resp_r, resp_w):
@@ -409,16 +524,26 @@ class _Session:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(req_r, resp_w),
+                pass_fds=(req_r, resp_w, self._slot.fd),
                 env=env,
                 cwd=workdir or "/",
                 start_new_session=True,
                 close_fds=True,
             )
+        except BaseException:
+            os.close(req_w)
+            os.close(resp_r)
+            raise
         finally:
             os.close(req_r)
             os.close(resp_w)
+            slot_fd = self._slot.fd
+            self._slot.close_fd()
         self._req_w, self._resp_r = req_w, resp_r
+        with self._lock:
+            aborted_before_start = self._killed_for is not None
+        if aborted_before_start:  # abort() came while the process was being made
+            self._kill()
         for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
             t = threading.Thread(target=self._drain, args=(stream, name), daemon=True)
             t.start()
@@ -429,6 +554,7 @@ class _Session:
             "role": self.role,
             "config": config,
             "sys_path": inside_sites if self.mode != "unsandboxed" else site_dirs,
+            "slot": {"fd": slot_fd, "bytes": self._slot.size},
             "seccomp": "off" if self.mode != "strict" else "on",
             "seccomp_bpf": base64.b64encode(seccomp_policy.compile_bpf()).decode("ascii")
             if self.mode == "strict"
@@ -454,42 +580,61 @@ class _Session:
     # ------------------------------------------------------------ calls
 
     def encode_frame(self, frame: np.ndarray, index: int) -> tuple[bytes, float]:
-        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
         height, width = frame.shape[:2]
+        assert self._slot is not None
+        if frame.nbytes > self._slot.size:
+            raise ValueError(f"frame of {frame.nbytes} bytes does not fit the {self._slot.size}-byte slot")
         what = f"compress_video_frame(frame {index})"
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.limits.call_seconds
-        self._send(b"E", struct.pack("<qqq", index, height, width), frame.data, deadline=deadline)
+        np.copyto(self._slot.array[: frame.nbytes].reshape(frame.shape), frame)
+        self._send(b"E", struct.pack("<qqq", index, height, width), deadline=deadline)
         kind, body = self._recv(deadline, what, max_len=self.limits.max_payload_bytes)
         seconds = time.perf_counter() - t0
         if kind != b"B":
             self._fail_from_message(kind, body)
         return bytes(body), seconds
 
-    def decode_frame(self, payload: bytes, index: int, height: int, width: int) -> tuple[np.ndarray, float]:
+    def decode_frame(
+        self, payload: bytes, index: int, height: int, width: int, *, into: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        """Decode one frame; the result is this side's own copy, never a view of the slot.
+
+        With ``into`` (an ``(height, width, 3)`` uint8 array) a frame of that shape
+        and dtype is copied straight into it and ``into`` is returned.
+        """
         what = f"decompress_video_frame(frame {index})"
-        # float64 RGB is the biggest frame a decoder may plausibly return; anything
-        # larger is refused before it is read.
-        max_len = height * width * 3 * 8 + (1 << 12)
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.limits.call_seconds
         self._send(b"D", struct.pack("<q", index), payload, deadline=deadline)
-        kind, body = self._recv(deadline, what, max_len=max_len)
+        kind, body = self._recv(deadline, what, max_len=1 << 12)
         seconds = time.perf_counter() - t0
         if kind != b"F":
             self._fail_from_message(kind, body)
+        assert self._slot is not None
         try:
-            meta_len = struct.unpack_from("<Q", body, 0)[0]
-            meta = json.loads(bytes(body[8 : 8 + meta_len]))
-            dtype = np.dtype(meta["dtype"])
+            meta = json.loads(bytes(body))
+            dtype = np.dtype(str(meta["dtype"]))
             shape = tuple(int(s) for s in meta["shape"])
-            if dtype.kind not in "biuf" or dtype.hasobject:
+            if dtype.kind not in "biuf" or dtype.hasobject or dtype.itemsize > 8:
                 raise ValueError(f"dtype {dtype}")
-            frame = np.frombuffer(body, dtype=dtype, offset=8 + meta_len)
-            frame = frame.reshape(shape)
-        except (ValueError, TypeError, KeyError, struct.error, json.JSONDecodeError) as exc:
+            if len(shape) > 8 or any(s < 0 for s in shape):
+                raise ValueError(f"shape {shape}")
+            count = 1
+            for s in shape:
+                count *= s
+            if count * dtype.itemsize > self._slot.size:
+                # Only a tampered harness gets here: it checks the size before writing.
+                raise ValueError(f"{count * dtype.itemsize} bytes claimed, the slot holds {self._slot.size}")
+            view = self._slot.array[: count * dtype.itemsize].view(dtype).reshape(shape)
+        except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
             raise CandidateError("verify", f"{what} returned a malformed frame ({exc})") from None
-        return frame, seconds
+        if into is not None and shape == into.shape and dtype == into.dtype:
+            np.copyto(into, view)
+            return into, seconds
+        return view.copy(), seconds
 
     def finish(self) -> None:
         self._send(b"Q", b"")
@@ -585,12 +730,17 @@ class _Session:
         self._kill(reason)
         raise CandidateError(self.stage, reason)
 
+    def abort(self, reason: str) -> None:
+        """Kill the process from any thread; the call in flight raises :class:`AbortedError`."""
+        self._aborted = True
+        self._kill(reason)
+
     def _died(self, what: str) -> None:
         """The process closed its pipes: say why, from how it ended."""
         assert self.proc is not None
         code = self._wait(2.0)
         if self._killed_for:
-            raise CandidateError(self.stage, self._killed_for)
+            raise (AbortedError if self._aborted else CandidateError)(self.stage, self._killed_for)
         if code is None:
             reason = f"the sandboxed process closed its pipes while {what}"
             self._kill(reason)
@@ -692,5 +842,8 @@ class _Session:
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream is not None:
                     stream.close()
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
         if getattr(self, "_workdir", None):
             shutil.rmtree(self._workdir, ignore_errors=True)

@@ -317,23 +317,10 @@ class _AbortableRunner:
         self._runner = runner
         self.isolation = runner.isolation
         self.aborted = threading.Event()
-        original = runner._session
-
-        def tracked(role: str):
-            session = original(role)
-            self._current = session
-            if self.aborted.is_set():
-                session._kill("cancelled")
-            return session
-
-        runner._session = tracked
-        self._current = None
 
     def abort(self) -> None:
         self.aborted.set()
-        session = self._current
-        if session is not None:
-            session._kill("the experiment was cancelled or taken from this worker")
+        self._runner.abort("the experiment was cancelled or taken from this worker")
 
     def encode(self, code, frames, config):
         return self._runner.encode(code, frames, config)
