@@ -2,7 +2,8 @@
 
 ``submit``, ``submit_many``, ``get`` and ``cancel`` (codecfleet.fleet) run an
 experiment through the fleet, or in-process without a broker;
-``evaluate_candidate`` (codecfleet.api) measures one candidate directly.
+``evaluate_candidate`` (codecfleet.api) measures one candidate directly;
+``campaign`` and ``Budget`` (codecfleet.campaigns) run a generate-measure-learn loop.
 They are imported on first use, so ``import codecfleet`` stays cheap.
 """
 
@@ -14,6 +15,8 @@ _LAZY = {
     "get": "codecfleet.fleet",
     "cancel": "codecfleet.fleet",
     "evaluate_candidate": "codecfleet.api",
+    "campaign": "codecfleet.campaigns",
+    "Budget": "codecfleet.campaigns",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -405,7 +405,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """A campaign: progress while it runs, a per-generation table and a leaderboard at the end."""
     from rich.table import Table
 
-    from codecfleet.campaign import Budget, CampaignError, campaign
+    from codecfleet.campaigns import Budget, CampaignError, campaign
     from codecfleet.progress import progress
 
     console = _console()

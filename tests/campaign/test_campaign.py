@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from codecfleet.campaign import Budget, CampaignError, campaign
+from codecfleet.campaigns import Budget, CampaignError, campaign
 
 CLIP = "synthetic:mix@96x64"
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def test_resuming_with_other_settings_is_refused(embedded):
 def test_a_killed_campaign_process_resumes_and_finishes_each_slot_once(embedded, tmp_path):
     env = dict(os.environ)
     script = (
-        "from codecfleet.campaign import campaign\n"
+        "from codecfleet.campaigns import campaign\n"
         f"campaign([{CLIP!r}], 'offline', population=3, generations=1, name='killed', seed=2, frames=2)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO, start_new_session=True)
@@ -127,3 +127,11 @@ def test_replay_reruns_stored_replies_without_a_generator(embedded):
     engine.dispose()
     assert codes["again"] == codes["orig"] and len(codes["orig"]) == 2
     assert [g.best_so_far for g in replayed.generations] == [g.best_so_far for g in original.generations]
+
+
+def test_the_package_exports_campaign_and_budget():
+    import codecfleet
+    import codecfleet.campaigns
+
+    assert codecfleet.campaign is codecfleet.campaigns.campaign
+    assert codecfleet.Budget is Budget

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generation"))
 
 from fake_llm_server import FakeLLMServer, Hang, HttpError, Reply  # noqa: E402
 
-from codecfleet.campaign import campaign  # noqa: E402
+from codecfleet.campaigns import campaign  # noqa: E402
 from evaluation.reference import reference_code  # noqa: E402
 from generation import OpenAIGenerator, Pricing  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from codecfleet.campaign import campaign
+from codecfleet.campaigns import campaign
 
 
 def test_a_campaign_runs_through_the_fleet_workers(fleet):
