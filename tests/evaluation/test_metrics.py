@@ -384,3 +384,25 @@ def test_rate_stats_rejects_impossible_arguments(kwargs, message):
     args = {"n_bytes": 100, "n_frames": 2, "width": 16, "height": 16, "fps": 30.0, **kwargs}
     with pytest.raises(MetricInputError, match=message):
         rate_stats(**args)
+
+
+def test_ssim_and_ms_ssim_do_not_depend_on_the_cpu_strip_height(monkeypatch):
+    # CIF's 278 valid rows in strips of 40: six full strips and a partial one.
+    ref = textured_frames(2, CIF, seed=20)
+    dist = add_noise(ref, 10.0, seed=21)
+    whole = score_frames(ref, dist, device="cpu")
+    monkeypatch.setattr(metrics, "_CPU_STRIP_ROWS", 40)
+    strips = score_frames(ref, dist, device="cpu")
+    np.testing.assert_allclose(strips.ssim_y, whole.ssim_y, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(strips.ms_ssim, whole.ms_ssim, rtol=0, atol=1e-7)
+    expected = [skimage_ssim(rgb_to_y(r), rgb_to_y(d)) for r, d in zip(ref, dist)]
+    np.testing.assert_allclose(strips.ssim_y, expected, rtol=0, atol=1e-4)
+
+
+def test_ssim_equals_skimage_on_planes_barely_larger_than_the_window():
+    # 13 rows leave 3 valid rows per plane; in the stacked vertical filter most
+    # output rows are the ones dropped at plane boundaries.
+    rng = np.random.default_rng(22)
+    ref = rng.uniform(0, 255, (13, 29))
+    dist = np.clip(ref + rng.normal(0, 20, ref.shape), 0, 255)
+    assert ssim_luma(ref, dist, device="cpu")[0] == pytest.approx(skimage_ssim(ref, dist), abs=1e-4)
