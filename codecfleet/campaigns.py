@@ -412,6 +412,11 @@ def campaign(
                     current = members()
                     cands = _candidates(current, seeds)
                     spent = _spent(current, cands)
+                else:
+                    # On a fleet the measurements land later; count what was spent here now.
+                    spent = {**spent, "candidates": spent["candidates"] + 1,
+                             "tokens": spent["tokens"] + (out.tokens or 0),
+                             "money_usd": spent["money_usd"] + (out.cost_usd or 0.0)}
                 emit("candidate", {"generation": g, "slot": slot, "handles": [h.id for h in new]})
             for h in handles:
                 h.wait(wait_timeout)
