@@ -6,28 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codecfleet.settings import Settings, get_settings, resolve_device
-from evaluation.pipeline import DEFAULT_RATE_POINTS, clip_summary
+from evaluation.pipeline import DEFAULT_RATE_POINTS, new_result
 from evaluation.pipeline import evaluate_candidate as _evaluate
 from evaluation.runner import InProcessRunner
 from evaluation.video import Clip, load_clip
 
 RUNNERS = ("sandbox", "in-process")
-
-
-def _failed(stage: str, reason: str, clip: Clip, isolation: str, device: str, **extra) -> dict:
-    return {
-        "status": "failed",
-        "stage": stage,
-        "reason": reason,
-        "clip": clip_summary(clip),
-        "isolation": isolation,
-        "device": device,
-        "rate_points": [],
-        "anchors": {},
-        "bd_rate": {},
-        "bd": {},
-        **extra,
-    }
 
 
 def evaluate_candidate(
@@ -67,7 +51,9 @@ def evaluate_candidate(
         runner_obj = SandboxRunner(limits=limits or Limits(), device=device, mode=settings.sandbox_mode)
         sanitized = sanitize(code)
         if not sanitized.ok:
-            return _failed("sanitize", sanitized.reason, clip, runner_obj.isolation, device)
+            result = new_result(clip, isolation=runner_obj.isolation, device=device)
+            result.update(status="failed", stage="sanitize", reason=sanitized.reason)
+            return result
         code = sanitized.code
     result = _evaluate(
         code,

@@ -61,6 +61,25 @@ def clip_summary(clip: Clip) -> dict:
     }
 
 
+def new_result(clip: Clip, *, isolation: str, device: str, run_dir: Path | None = None) -> dict:
+    """The result skeleton (``status: running``, nothing measured yet) every path fills in."""
+    return {
+        "status": "running",
+        "stage": None,
+        "reason": None,
+        "clip": clip_summary(clip),
+        "isolation": isolation,
+        "device": device,
+        "evaluator_version": EVALUATOR_VERSION,
+        "metrics_version": metrics.METRICS_VERSION,
+        "run_dir": None if run_dir is None else str(run_dir),
+        "rate_points": [],
+        "anchors": {},
+        "bd_rate": {},
+        "bd": {},
+    }
+
+
 def _fps(n_frames: int, seconds: float) -> float | None:
     return n_frames / seconds if seconds > 0 else None
 
@@ -175,21 +194,7 @@ def evaluate_candidate(
             raise ValueError(f"quality {q} is outside [0, 1]")
     started = time.perf_counter()
     run_dir = new_run_dir(artifact_dir)
-    result: dict = {
-        "status": "running",
-        "stage": None,
-        "reason": None,
-        "clip": clip_summary(clip),
-        "isolation": runner.isolation,
-        "device": device,
-        "evaluator_version": EVALUATOR_VERSION,
-        "metrics_version": metrics.METRICS_VERSION,
-        "run_dir": str(run_dir),
-        "rate_points": [],
-        "anchors": {},
-        "bd_rate": {},
-        "bd": {},
-    }
+    result = new_result(clip, isolation=runner.isolation, device=device, run_dir=run_dir)
     decoded_frames: list[np.ndarray] = []
     try:
         for i, q in enumerate(qualities):
