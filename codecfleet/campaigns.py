@@ -294,6 +294,13 @@ def campaign(
         "clips": list(clips), "population": population, "seeds": list(seeds), "seed": seed,
         "frames": frames, "rate_points": rate_points, "anchor": anchor, "strategy": strategy,
     }
+    from evaluation.anchors import ANCHOR_CODECS
+    from evaluation.video import load_clip
+
+    # Everything the user named is checked before the campaign is recorded, so a
+    # typo never leaves a campaign whose stored settings block the corrected rerun.
+    loaded = [load_clip(spec, frames=frames) for spec in clips]
+    seed_codes = _seed_codes(seeds)
     fleet._ensure_database()
     with _db.transaction() as session:
         row = q.get_or_create_campaign(session, name)
@@ -309,11 +316,6 @@ def campaign(
             row.description = json.dumps(params, sort_keys=True)
         campaign_id = row.id
 
-    from evaluation.anchors import ANCHOR_CODECS
-    from evaluation.video import load_clip
-
-    loaded = [load_clip(spec, frames=frames) for spec in clips]
-    seed_codes = _seed_codes(seeds)
     n_clips = len(clips)
     report = CampaignReport(name=name, campaign_id=campaign_id, anchor=anchor)
 

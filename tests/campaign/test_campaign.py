@@ -135,3 +135,15 @@ def test_the_package_exports_campaign_and_budget():
 
     assert codecfleet.campaign is codecfleet.campaigns.campaign
     assert codecfleet.Budget is Budget
+
+
+def test_a_bad_clip_or_seed_is_refused_before_the_campaign_is_recorded(embedded):
+    from evaluation.video import VideoError
+
+    with pytest.raises(VideoError, match="unknown synthetic clip"):
+        campaign(["synthetic:nonexistent"], "offline", population=1, generations=0, name="typo", frames=2)
+    with pytest.raises(KeyError, match="nope"):
+        campaign([CLIP], "offline", population=1, generations=0, name="typo", seeds=("nope",), frames=2)
+    # the corrected call is not blocked by a half-recorded campaign
+    report = campaign([CLIP], "offline", population=1, generations=0, name="typo", frames=2)
+    assert report.generations[0].candidates == 2
