@@ -41,19 +41,10 @@ def _load_clip(args: argparse.Namespace):
 
 
 def _read_candidate(spec: str) -> tuple[str, str]:
-    """``reference:NAME`` or a path -> (display name, source text)."""
-    if spec.startswith("reference:"):
-        from evaluation.reference import reference_path
+    """``reference:NAME`` or a path -> (display name, source text), read as ``submit`` reads it."""
+    from codecfleet.fleet import read_candidate
 
-        path = reference_path(spec.split(":", 1)[1])
-    else:
-        path = Path(spec)
-    if not path.is_file():
-        raise UsageError(f"candidate file not found: {path}")
-    try:
-        return str(path), path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"candidate file {path} is not UTF-8 text: {exc}") from exc
+    return spec, read_candidate(spec if spec.startswith("reference:") else Path(spec))[1]
 
 
 def _console():

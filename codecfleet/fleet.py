@@ -64,7 +64,7 @@ def read_candidate(candidate: str | Path) -> tuple[str, str]:
         try:
             return "reference", reference_path(candidate.split(":", 1)[1]).read_text(encoding="utf-8")
         except KeyError as exc:
-            raise FleetError(f"unknown reference candidate {candidate!r}") from exc
+            raise FleetError(str(exc)) from exc
     elif isinstance(candidate, str) and "\n" not in candidate and len(candidate) < 4096:
         path = Path(candidate)
         if not path.is_file():
