@@ -353,14 +353,12 @@ def campaign(
     for h in seed_handles:
         h.wait(wait_timeout)
 
-    per_gen = population * n_clips
     for g in range(0, generations + 1):
         current = members()
         cands = _candidates(current, seeds)
         spent = _spent(current, cands)
         report.spent = spent
-        generated_ids = [cid for cid, c in cands.items() if not _is_seed(c.generator)]
-        done_in_gen = max(0, len(generated_ids) - (g - 1) * population) if g > 0 else 0
+        done_in_gen = sum(1 for gen in _generation_of(cands, population).values() if gen == g) if g > 0 else 0
         if g > 0:
             handles = []
             for slot in range(min(done_in_gen, population), population):
@@ -377,10 +375,7 @@ def campaign(
                     family = seeds[index % len(seeds)]
                     seed_cand = next(c for c in cands.values() if c.family == family and _is_seed(c.generator))
                     parents = (_info(seed_cand, n_clips, anchor),)
-                ranked = sorted(
-                    (c for c in cands.values() if c.fitness(n_clips) is not None),
-                    key=lambda c: (c.fitness(n_clips), c.candidate_id),
-                )[:top_k]
+                ranked = _ranked(cands, n_clips)[:top_k]
                 failures = [
                     FailureInfo(m.status.value, m.error or "", m.failure_stage, m.candidate_id)
                     for m in reversed(current)
@@ -425,7 +420,7 @@ def campaign(
             current = members()
             cands = _candidates(current, seeds)
             report.spent = _spent(current, cands)
-        summary = _summarize(g, current, cands, seeds, n_clips, population)
+        summary = _summarize(g, cands, n_clips, population)
         report.generations.append(summary)
         emit("generation", {"summary": summary})
         if report.stopped_by:
@@ -446,7 +441,7 @@ def _generation_of(cands: dict[int, _Candidate], population: int) -> dict[int, i
     return gen
 
 
-def _summarize(g, members, cands, seeds, n_clips, population) -> GenerationSummary:
+def _summarize(g, cands, n_clips, population) -> GenerationSummary:
     gen_of = _generation_of(cands, population)
     in_gen = [c for cid, c in cands.items() if gen_of.get(cid) == g]
     upto = [c for cid, c in cands.items() if gen_of.get(cid, 10**9) <= g]
@@ -468,10 +463,14 @@ def _summarize(g, members, cands, seeds, n_clips, population) -> GenerationSumma
     )
 
 
+def _ranked(cands: dict[int, _Candidate], n_clips: int) -> list[_Candidate]:
+    """Measured candidates, best (lowest mean BD-rate) first; ties by id."""
+    scored = [(fit, c.candidate_id, c) for c in cands.values() if (fit := c.fitness(n_clips)) is not None]
+    return [c for _, _, c in sorted(scored, key=lambda t: (t[0], t[1]))]
+
+
 def _leaderboard(cands: dict[int, _Candidate], n_clips: int, limit: int = 10) -> list[dict]:
-    ranked = sorted(
-        (c for c in cands.values() if c.fitness(n_clips) is not None), key=lambda c: (c.fitness(n_clips), c.candidate_id)
-    )[:limit]
+    ranked = _ranked(cands, n_clips)[:limit]
     rows = []
     for c in ranked:
         pts = c.members[0].points
