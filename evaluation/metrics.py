@@ -1,8 +1,11 @@
 """Full-reference quality and rate metrics for decoded video (DESIGN section 5).
 
 Every function takes 8-bit RGB frames shaped ``(N, H, W, 3)`` (``uint8``) and
-returns per-frame values as float64 numpy arrays; the arithmetic runs in torch
-on the requested device ("auto": CUDA when available, else CPU).
+returns per-frame values as float64 numpy arrays.  The device is chosen per
+call ("auto": CUDA when available, else CPU): on CUDA the arithmetic runs in
+torch; on CPU in the fused kernels of :mod:`evaluation.fused_cpu`, which do
+the same arithmetic in one sweep over each strip of rows (the torch code runs
+on CPU too, and the tests check both against scikit-image and each other).
 
 What is computed, in short:
 
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from evaluation import fused_cpu
 
 __all__ = [
     "BT709_WEIGHTS",
@@ -90,6 +95,16 @@ _EXACT_BLOCK = 256
 # per-call overhead; small frames are batched so the overhead is amortised.
 _CPU_BATCH_PIXELS = 1_000_000
 _CUDA_BATCH_PIXELS = 32_000_000
+
+# Which code computes metrics on CPU: "fused" (evaluation.fused_cpu, one
+# sweep per strip of rows, several times faster) or "torch" (the very code
+# CUDA runs).  Tests run every check with both, which is how the CUDA code is
+# exercised on machines without a GPU.
+_CPU_BACKEND = "fused"
+
+
+def _fused(device: torch.device) -> bool:
+    return device.type == "cpu" and _CPU_BACKEND == "fused"
 
 
 class MetricInputError(ValueError):
@@ -190,6 +205,12 @@ def _batches(n_frames: int, height: int, width: int, device: torch.device):
         yield slice(start, min(n_frames, start + step))
 
 
+def _fused_sse(reference: np.ndarray, distorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame exact SSE on RGB and on Y with the fused CPU kernel."""
+    sse_rgb, sse_y, _, _ = fused_cpu.luma_and_sse(reference, distorted, want_sse=True, want_luma=False)
+    return sse_rgb, sse_y
+
+
 # --------------------------------------------------------------------------- #
 # Colour
 # --------------------------------------------------------------------------- #
@@ -283,6 +304,9 @@ def mse_per_frame(
     _check_rgb_pair(reference, distorted)
     dev = resolve_device(device)
     n, h, w, _ = reference.shape
+    if _fused(dev):
+        sse_rgb, sse_y = _fused_sse(reference, distorted)
+        return sse_rgb / (3 * h * w), sse_y / (h * w)
     mse_rgb = np.empty(n, dtype=np.float64)
     mse_y = np.empty(n, dtype=np.float64)
     ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
@@ -319,6 +343,8 @@ def psnr_rgb(reference: np.ndarray, distorted: np.ndarray, *, device: str | torc
     _check_rgb_pair(reference, distorted)
     dev = resolve_device(device)
     n, h, w, _ = reference.shape
+    if _fused(dev):
+        return psnr_from_mse(_fused_sse(reference, distorted)[0] / (3 * h * w))[0]
     sse = np.empty(n, dtype=np.float64)
     ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
     for batch in _batches(n, h, w, dev):
@@ -335,6 +361,8 @@ def psnr_y(reference: np.ndarray, distorted: np.ndarray, *, device: str | torch.
     _check_rgb_pair(reference, distorted)
     dev = resolve_device(device)
     n, h, w, _ = reference.shape
+    if _fused(dev):
+        return psnr_from_mse(_fused_sse(reference, distorted)[1] / (h * w))[0]
     sse = np.empty(n, dtype=np.float64)
     ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
     for batch in _batches(n, h, w, dev):
@@ -481,8 +509,7 @@ def _ssim_strip_sums(
     s: torch.Tensor, d: torch.Tensor, offset: torch.Tensor, data_range: float, want_ssim: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Sums of the SSIM and contrast-structure maps over the valid part of ``(..., h, w)`` planes."""
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
+    c1, c2 = _ssim_constants(data_range)
     # Both numerator and denominator carry a factor 1/2 in the identities of
     # _ssim_terms; it cancels, so it is never applied, and the constants
     # become 2 C1 and 2 C2.  2 C2 is added to s**2 before filtering: the taps
@@ -505,6 +532,38 @@ def _ssim_strip_sums(
     diff_sq = mu_d.square_()
     ssim_map = torch.sub(sum_sq, diff_sq).div_(sum_sq.add_(diff_sq)).mul_(cs_map)
     return _map_sum(ssim_map), cs_sum
+
+
+_TAPS_F32 = np.asarray(_TAPS, dtype=np.float32)
+
+
+def _ssim_constants(data_range: float) -> tuple[float, float]:
+    return (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+
+
+def _fused_ms_ssim(
+    x: np.ndarray, y: np.ndarray, data_range: float, scales: int, first_cs: np.ndarray | None = None
+) -> np.ndarray:
+    """MS-SSIM of float32 ``(N, H, W)`` luma stacks with the fused CPU kernels (as :func:`_ms_ssim_batch`)."""
+    c1, c2 = _ssim_constants(data_range)
+    weights = np.asarray(MS_SSIM_WEIGHTS[:scales], dtype=np.float64)
+    weights = weights / weights.sum()
+    values = []
+    for scale in range(scales):
+        if scale > 0:
+            x, y = fused_cpu.pool_2x2(x), fused_cpu.pool_2x2(y)
+        last = scale == scales - 1
+        if scale == 0 and first_cs is not None and not last:
+            values.append(first_cs)
+            continue
+        ssim_mean, cs_mean = fused_cpu.ssim_sums(x, y, _TAPS_F32, c1, c2, want_ssim=last)
+        values.append(ssim_mean if last else cs_mean)
+    stacked = np.clip(np.stack(values, axis=-1), 0.0, None)
+    return np.prod(stacked**weights, axis=-1)
+
+
+def _cpu_float32(planes: torch.Tensor) -> np.ndarray:
+    return planes.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
 def ms_ssim_scales(height: int, width: int, max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
@@ -593,6 +652,11 @@ def ssim_luma(
     n, h, w = ref.shape
     out = np.empty(n, dtype=np.float64)
     for batch in _batches(n, h, w, dev):
+        if _fused(dev):
+            c1, c2 = _ssim_constants(data_range)
+            x, y = _cpu_float32(ref[batch]), _cpu_float32(dist[batch])
+            out[batch] = fused_cpu.ssim_sums(x, y, _TAPS_F32, c1, c2, want_ssim=True)[0]
+            continue
         x = ref[batch].to(dev).to(torch.float32)
         y = dist[batch].to(dev).to(torch.float32)
         s, d, offset = _centre(x, y)
@@ -635,6 +699,9 @@ def ms_ssim_luma(
     scales = ms_ssim_scales(h, w, max_scales)
     out = np.empty(n, dtype=np.float64)
     for batch in _batches(n, h, w, dev):
+        if _fused(dev):
+            out[batch] = _fused_ms_ssim(_cpu_float32(ref[batch]), _cpu_float32(dist[batch]), data_range, scales)
+            continue
         x = ref[batch].to(dev).to(torch.float32)
         y = dist[batch].to(dev).to(torch.float32)
         s, d, offset = _centre(x, y)
@@ -708,6 +775,15 @@ def score_frames(
     sse_rgb, sse_y, ssim, msssim = nan.copy(), nan.copy(), np.empty(n), nan.copy()
     ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
     for batch in _batches(n, h, w, dev):
+        if _fused(dev):
+            sse_rgb[batch], sse_y[batch], x, y = fused_cpu.luma_and_sse(
+                reference[batch], distorted[batch], want_sse=psnr, want_luma=True
+            )
+            c1, c2 = _ssim_constants(DATA_RANGE)
+            ssim[batch], cs_mean = fused_cpu.ssim_sums(x, y, _TAPS_F32, c1, c2, want_ssim=True)
+            if ms_ssim:
+                msssim[batch] = _fused_ms_ssim(x, y, DATA_RANGE, scales, first_cs=cs_mean)
+            continue
         ref_u8, dist_u8 = ref_all[batch].to(dev), dist_all[batch].to(dev)
         if psnr:
             diff = _rgb_difference(ref_u8, dist_u8)

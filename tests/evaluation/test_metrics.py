@@ -12,7 +12,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from evaluation import metrics
+from evaluation import fused_cpu, metrics
 from evaluation.metrics import (
     PSNR_CAP_DB,
     FrameScores,
@@ -33,6 +33,13 @@ from evaluation.metrics import (
 
 QCIF = (144, 176)
 CIF = (288, 352)
+
+
+@pytest.fixture(autouse=True, params=["fused", "torch"])
+def cpu_backend(request, monkeypatch):
+    """Every test here runs twice: with the fused CPU kernels and with the torch code CUDA runs."""
+    monkeypatch.setattr(metrics, "_CPU_BACKEND", request.param)
+    return request.param
 
 
 def skimage_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
@@ -392,6 +399,7 @@ def test_ssim_and_ms_ssim_do_not_depend_on_the_cpu_strip_height(monkeypatch):
     dist = add_noise(ref, 10.0, seed=21)
     whole = score_frames(ref, dist, device="cpu")
     monkeypatch.setattr(metrics, "_CPU_STRIP_ROWS", 40)
+    monkeypatch.setattr(fused_cpu, "STRIP_ROWS", 40)
     strips = score_frames(ref, dist, device="cpu")
     np.testing.assert_allclose(strips.ssim_y, whole.ssim_y, rtol=0, atol=1e-7)
     np.testing.assert_allclose(strips.ms_ssim, whole.ms_ssim, rtol=0, atol=1e-7)
@@ -406,3 +414,33 @@ def test_ssim_equals_skimage_on_planes_barely_larger_than_the_window():
     ref = rng.uniform(0, 255, (13, 29))
     dist = np.clip(ref + rng.normal(0, 20, ref.shape), 0, 255)
     assert ssim_luma(ref, dist, device="cpu")[0] == pytest.approx(skimage_ssim(ref, dist), abs=1e-4)
+
+
+def test_fused_results_do_not_depend_on_the_thread_count(cpu_backend):
+    if cpu_backend != "fused":
+        pytest.skip("thread-count independence is a property of the fused kernels")
+    ref = textured_frames(3, CIF, seed=23)
+    dist = add_noise(ref, 6.0, seed=24)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = score_frames(ref, dist, device="cpu")
+        torch.set_num_threads(4)
+        parallel = score_frames(ref, dist, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    for field in ("psnr_rgb", "psnr_y", "ssim_y", "ms_ssim", "mse_rgb", "mse_y"):
+        np.testing.assert_array_equal(getattr(parallel, field), getattr(serial, field))
+
+
+def test_fused_kernels_and_torch_code_agree(monkeypatch):
+    ref = textured_frames(2, CIF, seed=25)
+    dist = add_noise(ref, 12.0, seed=26)
+    monkeypatch.setattr(metrics, "_CPU_BACKEND", "fused")
+    fused = score_frames(ref, dist, device="cpu")
+    monkeypatch.setattr(metrics, "_CPU_BACKEND", "torch")
+    plain = score_frames(ref, dist, device="cpu")
+    np.testing.assert_array_equal(fused.mse_rgb, plain.mse_rgb)  # both exact integer sums
+    np.testing.assert_allclose(fused.mse_y, plain.mse_y, rtol=1e-12)
+    np.testing.assert_allclose(fused.ssim_y, plain.ssim_y, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fused.ms_ssim, plain.ms_ssim, rtol=0, atol=1e-6)
