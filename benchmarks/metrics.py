@@ -1,6 +1,7 @@
 """Speed and agreement of evaluation.metrics against scikit-image on 1280x720 frames.
 
     .venv/bin/python benchmarks/metrics.py [--frames N] [--repeats R] [--device auto|cpu|cuda] [--threads T]
+                                           [--cpu-backend fused|torch]
 
 Frames are generated here (colour gradients, moving texture, edges, sensor
 noise) and the distorted copy is blurred, noisy and coarsely quantised, so the
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import numba
 import numpy as np
 import scipy
 import skimage
@@ -159,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's own, shown in the header)"
     )
+    parser.add_argument(
+        "--cpu-backend",
+        choices=("fused", "torch"),
+        default="fused",
+        help="on CPU: the fused kernels (default, what codecfleet uses) or the torch code CUDA runs",
+    )
     args = parser.parse_args(argv)
+    metrics._CPU_BACKEND = args.cpu_backend
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.frames < 1 or args.repeats < 1:
@@ -206,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
         f"torch threads {torch.get_num_threads()}, "
-        f"device {device}; torch {torch.__version__}, numpy {np.__version__}, "
+        f"device {device}{f' ({args.cpu_backend} kernels)' if device.type == 'cpu' else ''}; "
+        f"torch {torch.__version__}, numba {numba.__version__}, numpy {np.__version__}, "
         f"scikit-image {skimage.__version__}, scipy {scipy.__version__}, PyAV {av.__version__}"
     )
     print(
