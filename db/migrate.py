@@ -1,6 +1,7 @@
 """Programmatic Alembic: what ``codecfleet db upgrade`` calls.
 
-The migration scripts live in ``migrations/`` next to this package; the URL is
+The migration scripts live in ``migrations/`` at the repository root, beside
+this package; an installed wheel carries them as ``db/migrations``.  The URL is
 an explicit argument (the face passes ``settings.database_url``).
 """
 
@@ -14,8 +15,18 @@ from alembic.script import ScriptDirectory
 
 import db
 
-#: ``migrations/`` at the repository root, beside the ``db`` package.
-MIGRATIONS_DIR = Path(db.__file__).resolve().parent.parent / "migrations"
+
+
+def _migrations_dir() -> Path:
+    package = Path(db.__file__).resolve().parent
+    source_tree = package.parent / "migrations"  # a checkout or an editable install
+    installed = package / "migrations"  # a wheel (see [tool.setuptools] in pyproject.toml)
+    return source_tree if (source_tree / "env.py").is_file() or not (installed / "env.py").is_file() else installed
+
+
+#: The Alembic script directory: ``migrations/`` beside the ``db`` package in a
+#: source tree, ``db/migrations`` in an installed wheel.
+MIGRATIONS_DIR = _migrations_dir()
 
 
 class MigrationDriftError(RuntimeError):
