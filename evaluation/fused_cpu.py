@@ -111,7 +111,7 @@ NTAP = 11
 
 
 @_jit
-def _ssim_rows(x, y, r0, r1, taps, c1x2, c2x2, want_ssim):  # pragma: no cover - compiled
+def _ssim_rows(x, y, r0, r1, taps, c1x2, c2x2, want_ssim, ring, v):  # pragma: no cover - compiled
     """Sums of the SSIM and contrast-structure maps over valid output rows r0..r1 of one plane pair.
 
     Output row i is the window over input rows i .. i + NTAP - 1.  A ring
@@ -119,7 +119,8 @@ def _ssim_rows(x, y, r0, r1, taps, c1x2, c2x2, want_ssim):  # pragma: no cover -
     twice (slots k and k + NTAP) so that any NTAP consecutive rows are
     consecutive slots; each output row is then a vertical pass over the
     ring, and one loop over columns doing the horizontal pass and the SSIM
-    formula, all on rows that stay in the core's caches.
+    formula, all on rows that stay in the core's caches.  ``ring`` (2 NTAP,
+    4, W) and ``v`` (4, W) are the caller's float32 scratch.
     """
     w = x.shape[1]
     wv = w - NTAP + 1
@@ -133,8 +134,6 @@ def _ssim_rows(x, y, r0, r1, taps, c1x2, c2x2, want_ssim):  # pragma: no cover -
         total += row
     offset = np.float32(total / ((last - first) * w))
     tp = (taps[0], taps[1], taps[2], taps[3], taps[4], taps[5], taps[6], taps[7], taps[8], taps[9], taps[10])
-    ring = np.empty((2 * NTAP, 4, w), dtype=np.float32)
-    v = np.empty((4, w), dtype=np.float32)
     ssim_sum = 0.0
     cs_sum = 0.0
     for src in range(first, last):
@@ -210,6 +209,30 @@ def _pool_rows(src, dst, r0, r1):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------- #
 # Threads
 # --------------------------------------------------------------------------- #
+
+_local = threading.local()
+
+
+def _scratch(n: int) -> np.ndarray:
+    """A float32 buffer of ``n`` values owned by the calling thread, reused across calls.
+
+    Kernel scratch allocated per call would be fresh pages from the OS each
+    time (glibc maps large blocks), and faulting them in cost about as much
+    as the filtering itself.
+    """
+    buf = getattr(_local, "scratch", None)
+    if buf is None or buf.size < n:
+        buf = _local.scratch = np.empty(n, dtype=np.float32)
+    return buf[:n]
+
+
+def _ssim_job(x, y, r0, r1, taps, c1x2, c2x2, want_ssim):
+    w = x.shape[1]
+    buf = _scratch((2 * NTAP + 1) * 4 * w)
+    ring = buf[: 2 * NTAP * 4 * w].reshape(2 * NTAP, 4, w)
+    v = buf[2 * NTAP * 4 * w :].reshape(4, w)
+    return _ssim_rows(x, y, r0, r1, taps, c1x2, c2x2, want_ssim, ring, v)
+
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -310,7 +333,7 @@ def ssim_sums(
     hv, wv = h - ntap + 1, w - ntap + 1
     strips = _strips(hv)
     jobs = [
-        (_ssim_rows, (x[f], y[f], r0, r1, taps, np.float32(2 * c1), np.float32(2 * c2), want_ssim))
+        (_ssim_job, (x[f], y[f], r0, r1, taps, np.float32(2 * c1), np.float32(2 * c2), want_ssim))
         for f in range(n)
         for r0, r1 in strips
     ]
