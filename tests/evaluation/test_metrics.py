@@ -19,6 +19,7 @@ from evaluation.metrics import (
     MetricInputError,
     ms_ssim_luma,
     ms_ssim_scales,
+    mse_per_frame,
     psnr_from_mse,
     psnr_rgb,
     psnr_y,
@@ -444,3 +445,15 @@ def test_fused_kernels_and_torch_code_agree(monkeypatch):
     np.testing.assert_allclose(fused.mse_y, plain.mse_y, rtol=1e-12)
     np.testing.assert_allclose(fused.ssim_y, plain.ssim_y, rtol=0, atol=1e-6)
     np.testing.assert_allclose(fused.ms_ssim, plain.ms_ssim, rtol=0, atol=1e-6)
+
+
+def test_sums_of_squares_stay_exact_on_a_worst_case_4k_frame():
+    # Black against white at 3840x2160: every difference is 255 in every channel,
+    # the largest square sums a frame can have; any overflow or float rounding in
+    # the per-strip sums would show as an MSE other than exactly 255**2.
+    ref = np.zeros((1, 2160, 3840, 3), dtype=np.uint8)
+    dist = np.full_like(ref, 255)
+    mse_rgb, mse_y = mse_per_frame(ref, dist, device="cpu")
+    assert mse_rgb[0] == 255.0**2
+    assert mse_y[0] == 255.0**2
+    assert psnr_y(ref, dist, device="cpu")[0] == 0.0
