@@ -40,7 +40,7 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["STRIP_ROWS", "luma_and_sse", "pool_2x2", "ssim_sums", "thread_count"]
+__all__ = ["STRIP_ROWS", "luma_and_sse", "pool_2x2", "ssim_sums", "thread_count", "warm_up"]
 
 _FASTMATH = {"reassoc", "contract", "nsz"}
 _JIT_OPTIONS = {"nogil": True, "fastmath": _FASTMATH, "boundscheck": False, "error_model": "numpy"}
@@ -355,3 +355,25 @@ def pool_2x2(planes: np.ndarray) -> np.ndarray:
     out = np.empty((n, h // 2, w // 2), dtype=np.float32)
     _run([(_pool_rows, (planes[f], out[f], r0, r1)) for f in range(n) for r0, r1 in _strips(h // 2)])
     return out
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel for the argument types scoring uses.
+
+    Read-only and writable frames are distinct types to numba (clip frames are
+    read-only, decoded ones usually not), so each pairing is touched once.  A
+    Celery worker calls this in its parent process before forking, so pool
+    processes, including each replacement after ``worker_max_tasks_per_child``,
+    start with the machine code in memory.  Runs single-threaded: it starts no
+    thread pool in a process about to fork.
+    """
+    frames = np.zeros((1, 16, 16, 3), dtype=np.uint8)
+    read_only = frames.copy()
+    read_only.flags.writeable = False
+    taps = np.full(NTAP, 1.0 / NTAP, dtype=np.float32)
+    for ref in (frames, read_only):
+        for dist in (frames, read_only):
+            luma_and_sse(ref, dist, want_sse=True, want_luma=False)
+    _, _, x, y = luma_and_sse(frames, frames, want_sse=False, want_luma=True)
+    ssim_sums(x, y, taps, 1.0, 1.0, want_ssim=True)
+    pool_2x2(x)

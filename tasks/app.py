@@ -118,6 +118,15 @@ def _add_private_queue(sender: str, instance, **_kwargs) -> None:
     instance.app.amqp.queues.select_add(Queue(name, EXCHANGE, routing_key=name))
 
 
+@signals.worker_init.connect
+def _warm_up_metric_kernels(**_kwargs) -> None:
+    """In the worker's parent, before it forks its pool: compile or load the CPU metric
+    kernels once, so no pool process pays for it on its first experiment."""
+    from evaluation import fused_cpu
+
+    fused_cpu.warm_up()
+
+
 @signals.worker_process_init.connect
 def _after_fork(**_kwargs) -> None:
     """In each forked pool process: never reuse the parent's database connections,
