@@ -175,6 +175,10 @@ def _check_luma_pair(y_ref, y_dist) -> tuple[torch.Tensor, torch.Tensor]:
             raise MetricInputError(f"{name} must be real-valued, got dtype {plane.dtype}")
         if plane.ndim not in (2, 3):
             raise MetricInputError(f"{name} must be shaped (H, W) or (N, H, W), got {tuple(plane.shape)}")
+        if plane.is_floating_point() and not bool(torch.isfinite(plane).all()):
+            # No SSIM of a NaN is meaningful, and in the stacked torch filter a
+            # NaN would also reach the neighbouring planes' windows (0 * NaN).
+            raise MetricInputError(f"{name} holds NaN or infinite values")
         tensors.append(plane if plane.ndim == 3 else plane.unsqueeze(0))
     if tensors[0].shape != tensors[1].shape:
         raise MetricInputError(

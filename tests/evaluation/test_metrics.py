@@ -457,3 +457,16 @@ def test_sums_of_squares_stay_exact_on_a_worst_case_4k_frame():
     assert mse_rgb[0] == 255.0**2
     assert mse_y[0] == 255.0**2
     assert psnr_y(ref, dist, device="cpu")[0] == 0.0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", ["y_ref", "y_dist"])
+def test_luma_metrics_refuse_non_finite_planes_by_name(bad, which):
+    # A NaN in one plane of a stack must not quietly turn its neighbours' scores
+    # into NaN (the torch filter stacks planes): it is refused, naming the argument.
+    rng = np.random.default_rng(27)
+    planes = {"y_ref": rng.uniform(0, 255, (2, 24, 24)), "y_dist": rng.uniform(0, 255, (2, 24, 24))}
+    planes[which][0, 3, 4] = bad
+    for fn in (ssim_luma, lambda a, b: ms_ssim_luma(a, b)[0]):
+        with pytest.raises(MetricInputError, match=f"{which} holds NaN or infinite"):
+            fn(planes["y_ref"], planes["y_dist"])
