@@ -16,8 +16,9 @@ and the strip sums are added in strip order.
 Numerics, kernel by kernel:
 
 * :func:`_rgb_pair_rows`: sums of squared RGB differences and of squared
-  ``10_000 x`` luma differences in int64, exactly (a strip of 64 rows of
-  8192 pixels stays far below 2**63); BT.709 luma as ``(2126 R + 7152 G +
+  ``10_000 x`` luma differences in int64, exactly (at worst 64 x 8192 x
+  (255 x 10_000)**2 = 3.4e18 per strip of 8K rows, below 2**63 = 9.2e18);
+  BT.709 luma as ``(2126 R + 7152 G +
   722 B) * 1e-4`` -- the integer part exact, one float32 rounding.
 * :func:`_ssim_rows`: the 11-tap Gaussian, 'valid' region, on ``s = x + y -
   offset`` and ``d = x - y`` exactly as documented in
@@ -57,6 +58,7 @@ def _jit(fn):
         return numba.njit(cache=True, **_JIT_OPTIONS)(fn)
     except RuntimeError:
         return numba.njit(cache=False, **_JIT_OPTIONS)(fn)
+
 
 # Output rows per job.  Large enough that the 10 rows of window each strip
 # re-reads above its first output row cost little, small enough that a 720p
