@@ -11,6 +11,10 @@ gives the median over the R runs in ms per frame (min in brackets), the ratio
 of the medians, and the largest per-frame |difference| in value.  PyAV decode
 speed is measured on a clip written with libx264 into a temporary directory.
 
+On CPU "ours" is the fused numba kernels of evaluation/fused_cpu.py, what
+codecfleet runs; ``--cpu-backend torch`` times the torch code instead (the
+code CUDA runs).  The header line names the device and the kernels.
+
 Reference columns: scikit-image's ``peak_signal_noise_ratio`` and
 ``structural_similarity(gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=255)`` per frame, the luma rows
