@@ -248,9 +248,10 @@ def thread_count() -> int:
 
 def _drop_pool_after_fork() -> None:
     # A forked child (Celery prefork) inherits the executor object but not
-    # its threads; forget it so the child makes its own.
-    global _pool, _pool_key
-    _pool, _pool_key = None, None
+    # its threads, and maybe a lock some other thread held at the fork;
+    # forget both so the child makes its own.
+    global _pool, _pool_key, _pool_lock
+    _pool, _pool_key, _pool_lock = None, None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_drop_pool_after_fork)

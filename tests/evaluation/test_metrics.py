@@ -470,3 +470,31 @@ def test_luma_metrics_refuse_non_finite_planes_by_name(bad, which):
     for fn in (ssim_luma, lambda a, b: ms_ssim_luma(a, b)[0]):
         with pytest.raises(MetricInputError, match=f"{which} holds NaN or infinite"):
             fn(planes["y_ref"], planes["y_dist"])
+
+
+def test_fused_kernels_work_in_a_forked_child_after_the_parent_used_its_threads(cpu_backend):
+    if cpu_backend != "fused":
+        pytest.skip("the thread pool belongs to the fused kernels")
+    import os
+
+    ref = textured_frames(2, CIF, seed=28)
+    dist = add_noise(ref, 7.0, seed=29)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = score_frames(ref, dist, device="cpu").ssim_y  # starts the parent's pool
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: a pool thread-less copy of the parent, as in Celery prefork
+            try:
+                value = score_frames(ref, dist, device="cpu").ssim_y
+                os.write(write, value.tobytes())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            got = np.frombuffer(pipe.read(), dtype=np.float64)
+        os.waitpid(pid, 0)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(got, expected)
