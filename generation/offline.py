@@ -62,6 +62,10 @@ class Rule:
     hi: float = math.inf
     choices: tuple = ()
     integer: bool = False
+    #: Values at or above the clip's frame count all act alike (a keyframe interval
+    #: longer than the clip means "frame 0 only"), so a change within that range
+    #: would reproduce the parent's bitstream: it is never proposed.
+    saturates_at_frames: bool = False
 
 
 RULES: dict[str, Rule] = {
@@ -81,7 +85,9 @@ RULES: dict[str, Rule] = {
     "SCENE_CUT_RATIO": Rule("scale", 1.3, 0.3, 2.0),
     "COARSE_RANGE": Rule("choice", choices=(4, 6, 8, 12, 16), integer=True),
     "BLOCK": Rule("choice", choices=(8, 16), integer=True),  # motion block; planes are padded to 16
-    "DEFAULT_CONFIG.keyint": Rule("choice", choices=(1, 2, 4, 8, 15, 30, 60, 120), integer=True),
+    "DEFAULT_CONFIG.keyint": Rule(
+        "choice", choices=(1, 2, 4, 8, 15, 30, 60, 120), integer=True, saturates_at_frames=True
+    ),
     "DEFAULT_CONFIG.search_range": Rule("choice", choices=(None, 2, 4, 8, 16, 32), integer=True),
     # Encoder effort only: low presets and levels never won in trials, so they are not offered.
     "lzma.preset": Rule("choice", choices=(6, 7, 8, 9), integer=True),
@@ -258,9 +264,12 @@ def _fmt_number(value: float | int, integer: bool) -> str:
     return repr(float(text))
 
 
-def _mutate_number(value, rule: Rule, rng: random.Random):
+def _mutate_number(value, rule: Rule, rng: random.Random, n_frames: int | None = None):
     if rule.kind == "choice":
         options = [c for c in rule.choices if c != value]
+        if rule.saturates_at_frames and n_frames and isinstance(value, int | float):
+            # Only values that act differently on this clip.
+            options = [c for c in options if c is None or min(c, n_frames) != min(value, n_frames)]
         return rng.choice(options) if options else value
     if rule.kind == "shift":
         new = value + rng.uniform(-rule.spread, rule.spread)
@@ -335,8 +344,11 @@ def _indent_of(source: str, node: ast.AST) -> str:
     return line[: len(line) - len(line.lstrip())]
 
 
-def mutate_tunable(source: str, rng: random.Random) -> tuple[str, str] | None:
-    """Change one tunable; None when the module has none."""
+def mutate_tunable(source: str, rng: random.Random, n_frames: int | None = None) -> tuple[str, str] | None:
+    """Change one tunable; None when the module has none or the change would act like the old value.
+
+    ``n_frames``: the clip's frame count, when known (see :attr:`Rule.saturates_at_frames`).
+    """
     tunables = find_tunables(source)
     if not tunables:
         return None
@@ -350,7 +362,7 @@ def mutate_tunable(source: str, rng: random.Random) -> tuple[str, str] | None:
         # the assignment's.
         return _apply(source, [_Edit(start, end, text)]), f"{t.key}: {note}"
     rule = RULES.get(t.rule_key) or (DEFAULT_INT_RULE if isinstance(t.value, int) else DEFAULT_FLOAT_RULE)
-    new = _mutate_number(t.value, rule, rng)
+    new = _mutate_number(t.value, rule, rng, n_frames)
     text = "None" if new is None else _fmt_number(new, rule.integer or isinstance(t.value, int))
     old = "None" if t.value is None else _fmt_number(t.value, rule.integer or isinstance(t.value, int))
     if text == old:
@@ -499,14 +511,16 @@ class OfflineGenerator:
         except (SyntaxError, ValueError):
             return False
 
-    def _mutate(self, code: str, rng: random.Random) -> tuple[str, list[str]]:
+    def _mutate(self, code: str, rng: random.Random, n_frames: int | None = None) -> tuple[str, list[str]]:
         n = 1
         while n < self.max_mutations and rng.random() < 0.5:
             n += 1
         notes = []
         for _ in range(n):
-            op = switch_coder if rng.random() < self.coder_rate else mutate_tunable
-            out = op(code, rng) or mutate_tunable(code, rng)
+            if rng.random() < self.coder_rate:
+                out = switch_coder(code, rng) or mutate_tunable(code, rng, n_frames)
+            else:
+                out = mutate_tunable(code, rng, n_frames) or mutate_tunable(code, rng, n_frames)
             if out is not None:
                 code, note = out
                 notes.append(note)
@@ -537,10 +551,10 @@ class OfflineGenerator:
             if mode == "crossover":
                 code, notes = crossover(base.code, partner.code, rng)
                 if not notes or rng.random() < 0.5:
-                    code, more = self._mutate(code, rng)
+                    code, more = self._mutate(code, rng, request.task.n_frames)
                     notes += more
             else:
-                code, notes = self._mutate(code, rng)
+                code, notes = self._mutate(code, rng, request.task.n_frames)
             if not notes or not self._is_new(code):
                 continue
             if self.validate is not None:

@@ -12,7 +12,7 @@ from _gen_testlib import validate
 
 from evaluation.runner import InProcessRunner
 from evaluation.video import synthetic_clip
-from generation import CandidateInfo, GenerationRequest, OfflineGenerator
+from generation import CandidateInfo, GenerationRequest, OfflineGenerator, TaskSpec
 from generation.offline import RULES, find_tunables, mutate_tunable, normalise
 
 
@@ -133,3 +133,33 @@ def test_comments_and_layout_of_the_parent_survive_a_mutation(seeds):
     kept = [ln for ln in seeds[family].splitlines() if ln.lstrip().startswith("#")]
     assert kept and all(ln in out.code for ln in kept)
     ast.parse(out.code)
+
+
+def test_keyint_is_only_changed_to_a_value_that_acts_differently_on_the_clip(seeds):
+    # On a 4-frame clip every keyframe interval from 4 up means "frame 0 only":
+    # moving 30 -> 8 would reproduce the parent's bitstream (duplicate_output).
+    rng = random.Random(1)
+    proposed = set()
+    for _ in range(400):
+        out = mutate_tunable(seeds["inter_mc"], rng, n_frames=4)
+        if out and out[1].startswith("DEFAULT_CONFIG.keyint"):
+            proposed.add(int(out[1].rsplit("-> ", 1)[1]))
+    assert proposed == {1, 2}
+    # Without the frame count every other choice stays possible.
+    rng = random.Random(1)
+    unaware = set()
+    for _ in range(400):
+        out = mutate_tunable(seeds["inter_mc"], rng)
+        if out and out[1].startswith("DEFAULT_CONFIG.keyint"):
+            unaware.add(int(out[1].rsplit("-> ", 1)[1]))
+    assert unaware == {1, 2, 4, 8, 15, 60, 120}
+
+
+def test_the_generator_passes_the_clip_length_to_its_mutations(seeds):
+    gen = OfflineGenerator(0, seeds, validate=validate)
+    parent = CandidateInfo(code=seeds["inter_mc"], candidate_id=7, family="inter_mc")
+    keyints = []
+    for index in range(60):
+        out = gen.generate(GenerationRequest(task=TaskSpec(n_frames=4), parents=(parent,), index=index))
+        keyints += [int(n.rsplit("-> ", 1)[1]) for n in out.notes if n.startswith("DEFAULT_CONFIG.keyint")]
+    assert keyints and set(keyints) <= {1, 2}
