@@ -128,26 +128,32 @@ def interpret_reply(
 
 
 class _LLMGenerator:
-    """Shared retry loop, prompt building and reply handling; subclasses make one call."""
+    """Shared retry loop, prompt building and reply handling; subclasses make one call.
+
+    Subclasses take ``base_url``, ``model`` and ``api_key`` and pass every other
+    keyword (``timeout``, ``max_retries``, ``max_tokens``, ``temperature``, ...)
+    through to this constructor, where the defaults are.
+    """
 
     name = "llm"
     _errors: Any  # the SDK module whose exception classes _call raises
+    _client: Any  # the SDK client; subclasses make it with the API key
 
     def __init__(
         self,
         *,
         model: str,
         base_url: str,
-        timeout: float,
-        max_retries: int,
-        max_tokens: int,
-        temperature: float | None,
-        pricing: Pricing | None,
-        backoff_base: float,
-        backoff_max: float,
-        default_mode: str,
-        allowed_modules: tuple[str, ...],
-        max_reply_chars: int,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        max_tokens: int = 8192,
+        temperature: float | None = None,
+        pricing: Pricing | None = None,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        default_mode: str = "rewrite",
+        allowed_modules: tuple[str, ...] = ALLOWED_IMPORTS,
+        max_reply_chars: int = MAX_REPLY_CHARS,
     ):
         if not model:
             raise ValueError("an LLM generator needs a model name")
@@ -182,7 +188,11 @@ class _LLMGenerator:
         raise NotImplementedError
 
     def _secret(self) -> str | None:
-        raise NotImplementedError
+        return self._client.api_key  # each subclass's SDK client keeps its key there
+
+    def _sampling(self) -> dict[str, Any]:
+        """Sampling options for the request: the temperature, only when one was set."""
+        return {} if self.temperature is None else {"temperature": self.temperature}
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -321,43 +331,24 @@ class OpenAIGenerator(_LLMGenerator):
         model: str,
         *,
         api_key: str | None,
-        timeout: float = 120.0,
-        max_retries: int = 3,
-        max_tokens: int = 8192,
-        temperature: float | None = None,
-        pricing: Pricing | None = None,
-        backoff_base: float = 1.0,
-        backoff_max: float = 30.0,
-        default_mode: str = "rewrite",
-        allowed_modules: tuple[str, ...] = ALLOWED_IMPORTS,
-        max_reply_chars: int = MAX_REPLY_CHARS,
+        **options: Any,
     ):
         import openai
 
         base_url = base_url or OPENAI_DEFAULT_BASE_URL
-        super().__init__(
-            model=model, base_url=base_url, timeout=timeout, max_retries=max_retries, max_tokens=max_tokens,
-            temperature=temperature, pricing=pricing, backoff_base=backoff_base, backoff_max=backoff_max,
-            default_mode=default_mode, allowed_modules=allowed_modules, max_reply_chars=max_reply_chars,
-        )
+        super().__init__(model=model, base_url=base_url, **options)
         if not api_key:
             raise ValueError("OpenAIGenerator needs an API key (any non-empty string for a local server)")
         self._errors = openai
         # Explicit base_url and api_key: the SDK then consults no environment variables for them.
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=self.timeout, max_retries=0)
 
-    def _secret(self) -> str | None:
-        return self._client.api_key
-
     def _call(self, prompt: str, max_tokens: int) -> _Reply:
-        extra: dict[str, Any] = {}
-        if self.temperature is not None:
-            extra["temperature"] = self.temperature
         response = self._client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=max_tokens,
-            **extra,
+            **self._sampling(),
         )
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content if choice and choice.message else None) or ""
@@ -388,42 +379,23 @@ class AnthropicGenerator(_LLMGenerator):
         model: str,
         *,
         api_key: str | None,
-        timeout: float = 120.0,
-        max_retries: int = 3,
-        max_tokens: int = 8192,
-        temperature: float | None = None,
-        pricing: Pricing | None = None,
-        backoff_base: float = 1.0,
-        backoff_max: float = 30.0,
-        default_mode: str = "rewrite",
-        allowed_modules: tuple[str, ...] = ALLOWED_IMPORTS,
-        max_reply_chars: int = MAX_REPLY_CHARS,
+        **options: Any,
     ):
         import anthropic
 
         base_url = base_url or ANTHROPIC_DEFAULT_BASE_URL
-        super().__init__(
-            model=model, base_url=base_url, timeout=timeout, max_retries=max_retries, max_tokens=max_tokens,
-            temperature=temperature, pricing=pricing, backoff_base=backoff_base, backoff_max=backoff_max,
-            default_mode=default_mode, allowed_modules=allowed_modules, max_reply_chars=max_reply_chars,
-        )
+        super().__init__(model=model, base_url=base_url, **options)
         if not api_key:
             raise ValueError("AnthropicGenerator needs an API key")
         self._errors = anthropic
         self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=self.timeout, max_retries=0)
 
-    def _secret(self) -> str | None:
-        return self._client.api_key
-
     def _call(self, prompt: str, max_tokens: int) -> _Reply:
-        extra: dict[str, Any] = {}
-        if self.temperature is not None:
-            extra["temperature"] = self.temperature
         response = self._client.messages.create(
             model=self.model,
             max_tokens=max_tokens,
             messages=[{"role": "user", "content": prompt}],
-            **extra,
+            **self._sampling(),
         )
         text = "".join(getattr(block, "text", "") for block in response.content if block.type == "text")
         usage = response.usage
