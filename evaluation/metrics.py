@@ -545,27 +545,6 @@ def _ssim_constants(data_range: float) -> tuple[float, float]:
     return (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
 
 
-def _fused_ms_ssim(
-    x: np.ndarray, y: np.ndarray, data_range: float, scales: int, first_cs: np.ndarray | None = None
-) -> np.ndarray:
-    """MS-SSIM of float32 ``(N, H, W)`` luma stacks with the fused CPU kernels (as :func:`_ms_ssim_batch`)."""
-    c1, c2 = _ssim_constants(data_range)
-    weights = np.asarray(MS_SSIM_WEIGHTS[:scales], dtype=np.float64)
-    weights = weights / weights.sum()
-    values = []
-    for scale in range(scales):
-        if scale > 0:
-            x, y = fused_cpu.pool_2x2(x), fused_cpu.pool_2x2(y)
-        last = scale == scales - 1
-        if scale == 0 and first_cs is not None and not last:
-            values.append(first_cs)
-            continue
-        ssim_mean, cs_mean = fused_cpu.ssim_sums(x, y, _TAPS_F32, c1, c2, want_ssim=last)
-        values.append(ssim_mean if last else cs_mean)
-    stacked = np.clip(np.stack(values, axis=-1), 0.0, None)
-    return np.prod(stacked**weights, axis=-1)
-
-
 def _cpu_float32(planes: torch.Tensor) -> np.ndarray:
     return planes.detach().to("cpu", torch.float32).contiguous().numpy()
 
@@ -605,31 +584,59 @@ def _average_pool_2x2(planes: torch.Tensor) -> torch.Tensor:
     return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
 
 
-def _ms_ssim_batch(
+def _ms_ssim(planes: tuple, scales: int, pool, terms, first_cs: np.ndarray | None = None) -> np.ndarray:
+    """MS-SSIM per plane from the scale-1 pair ``planes``, whatever form it takes.
+
+    ``pool(planes)`` gives the next scale's pair; ``terms(planes, want_ssim)``
+    gives ``(mean SSIM or None, mean cs)`` per plane as float64 numpy arrays.
+    ``first_cs``: scale 1's mean cs when the caller already has it.
+    """
+    weights = np.asarray(MS_SSIM_WEIGHTS[:scales], dtype=np.float64)
+    weights = weights / weights.sum()
+    values = []
+    for scale in range(scales):
+        if scale > 0:
+            planes = pool(planes)
+        last = scale == scales - 1
+        if scale == 0 and first_cs is not None and not last:
+            values.append(first_cs)
+            continue
+        ssim_mean, cs_mean = terms(planes, last)
+        values.append(ssim_mean if last else cs_mean)
+    # A negative mean cs or SSIM (anti-correlated content) would make the
+    # fractional power NaN; clamp at 0 as TensorFlow and pytorch_msssim do.
+    stacked = np.clip(np.stack(values, axis=-1), 0.0, None)
+    return np.prod(stacked**weights, axis=-1)
+
+
+def _torch_ms_ssim(
     s: torch.Tensor,
     d: torch.Tensor,
     offset: torch.Tensor,
     data_range: float,
     scales: int,
-    first_cs: torch.Tensor | None = None,
-) -> torch.Tensor:
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=torch.float64, device=s.device)
-    weights = weights / weights.sum()
-    values = []
-    for scale in range(scales):
-        if scale > 0:
-            # s and d are linear in x and y, so pooling them equals pooling x and y.
-            s, d = _average_pool_2x2(s), _average_pool_2x2(d)
-        last = scale == scales - 1
-        if scale == 0 and first_cs is not None and not last:
-            values.append(first_cs)
-            continue
-        ssim_mean, cs_mean = _ssim_terms(s, d, offset, data_range, want_ssim=last)
-        values.append(ssim_mean if last else cs_mean)
-    # A negative mean cs or SSIM (anti-correlated content) would make the
-    # fractional power NaN; clamp at 0 as TensorFlow and pytorch_msssim do.
-    stacked = torch.stack(values, dim=-1).clamp_min(0.0)
-    return torch.prod(stacked ** weights, dim=-1)
+    first_cs: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`_ms_ssim` on the centred torch planes of :func:`_centre`."""
+
+    def terms(pair, want_ssim):
+        ssim_mean, cs_mean = _ssim_terms(*pair, offset, data_range, want_ssim)
+        return (None if ssim_mean is None else ssim_mean.cpu().numpy()), cs_mean.cpu().numpy()
+
+    # s and d are linear in x and y, so pooling them equals pooling x and y.
+    return _ms_ssim((s, d), scales, lambda pair: tuple(map(_average_pool_2x2, pair)), terms, first_cs)
+
+
+def _fused_ms_ssim(
+    x: np.ndarray, y: np.ndarray, data_range: float, scales: int, first_cs: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`_ms_ssim` on float32 ``(N, H, W)`` luma stacks with the fused CPU kernels."""
+    c1, c2 = _ssim_constants(data_range)
+
+    def terms(pair, want_ssim):
+        return fused_cpu.ssim_sums(*pair, _TAPS_F32, c1, c2, want_ssim=want_ssim)
+
+    return _ms_ssim((x, y), scales, lambda pair: tuple(map(fused_cpu.pool_2x2, pair)), terms, first_cs)
 
 
 def ssim_luma(
@@ -655,9 +662,9 @@ def ssim_luma(
     dev = resolve_device(device)
     n, h, w = ref.shape
     out = np.empty(n, dtype=np.float64)
+    c1, c2 = _ssim_constants(data_range)
     for batch in _batches(n, h, w, dev):
         if _fused(dev):
-            c1, c2 = _ssim_constants(data_range)
             x, y = _cpu_float32(ref[batch]), _cpu_float32(dist[batch])
             out[batch] = fused_cpu.ssim_sums(x, y, _TAPS_F32, c1, c2, want_ssim=True)[0]
             continue
@@ -709,7 +716,7 @@ def ms_ssim_luma(
         x = ref[batch].to(dev).to(torch.float32)
         y = dist[batch].to(dev).to(torch.float32)
         s, d, offset = _centre(x, y)
-        out[batch] = _ms_ssim_batch(s, d, offset, data_range, scales).cpu().numpy()
+        out[batch] = _torch_ms_ssim(s, d, offset, data_range, scales)
     return out, scales
 
 
@@ -778,12 +785,12 @@ def score_frames(
     nan = np.full(n, np.nan)
     sse_rgb, sse_y, ssim, msssim = nan.copy(), nan.copy(), np.empty(n), nan.copy()
     ref_all, dist_all = _as_tensor(reference), _as_tensor(distorted)
+    c1, c2 = _ssim_constants(DATA_RANGE)
     for batch in _batches(n, h, w, dev):
         if _fused(dev):
             sse_rgb[batch], sse_y[batch], x, y = fused_cpu.luma_and_sse(
                 reference[batch], distorted[batch], want_sse=psnr, want_luma=True
             )
-            c1, c2 = _ssim_constants(DATA_RANGE)
             ssim[batch], cs_mean = fused_cpu.ssim_sums(x, y, _TAPS_F32, c1, c2, want_ssim=True)
             if ms_ssim:
                 msssim[batch] = _fused_ms_ssim(x, y, DATA_RANGE, scales, first_cs=cs_mean)
@@ -798,7 +805,7 @@ def score_frames(
         ssim_mean, cs_mean = _ssim_terms(s, d, offset, DATA_RANGE, want_ssim=True)
         ssim[batch] = ssim_mean.cpu().numpy()
         if ms_ssim:
-            msssim[batch] = _ms_ssim_batch(s, d, offset, DATA_RANGE, scales, first_cs=cs_mean).cpu().numpy()
+            msssim[batch] = _torch_ms_ssim(s, d, offset, DATA_RANGE, scales, first_cs=cs_mean.cpu().numpy())
     mse_rgb = sse_rgb / (3 * h * w)
     mse_y = sse_y / (h * w)
     if psnr:
