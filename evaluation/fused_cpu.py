@@ -274,8 +274,14 @@ def _run(jobs: list) -> list:
     return list(pool.map(lambda job: job[0](*job[1]), jobs))
 
 
-def _strips(rows: int) -> list[tuple[int, int]]:
-    return [(r, min(rows, r + STRIP_ROWS)) for r in range(0, rows, STRIP_ROWS)]
+def _per_frame(n_frames: int, rows: int, job) -> list[list]:
+    """Run ``job(f, r0, r1) -> (fn, args)`` for every frame f and strip r0..r1 of ``rows``.
+
+    Returns the results grouped by frame, each frame's strips in order.
+    """
+    strips = [(r, min(rows, r + STRIP_ROWS)) for r in range(0, rows, STRIP_ROWS)]
+    results = _run([job(f, r0, r1) for f in range(n_frames) for r0, r1 in strips])
+    return [results[f * len(strips) : (f + 1) * len(strips)] for f in range(n_frames)]
 
 
 # --------------------------------------------------------------------------- #
@@ -300,18 +306,13 @@ def luma_and_sse(
         y = np.empty((n, h, w), dtype=np.float32)
     else:
         x = y = np.empty((n, 1, 1), dtype=np.float32)  # untouched placeholder for the kernel's signature
-    jobs = [
-        (_rgb_pair_rows, (ref[f], dist[f], r0, r1, want_sse, want_luma, x[f], y[f]))
-        for f in range(n)
-        for r0, r1 in _strips(h)
-    ]
-    results = _run(jobs)
-    per_frame = len(_strips(h))
+    parts = _per_frame(
+        n, h, lambda f, r0, r1: (_rgb_pair_rows, (ref[f], dist[f], r0, r1, want_sse, want_luma, x[f], y[f]))
+    )
     sse_rgb = np.full(n, np.nan)
     sse_y = np.full(n, np.nan)
     if want_sse:
-        for f in range(n):
-            part = results[f * per_frame : (f + 1) * per_frame]
+        for f, part in enumerate(parts):
             # Python ints: exact whatever the frame size.
             sse_rgb[f] = float(sum(int(r[0]) for r in part))
             sse_y[f] = sum(int(r[1]) for r in part) / 1e8
@@ -334,17 +335,11 @@ def ssim_sums(
     if ntap != NTAP:
         raise ValueError(f"the fused SSIM kernel is built for a window of {NTAP} taps, got {ntap}")
     hv, wv = h - ntap + 1, w - ntap + 1
-    strips = _strips(hv)
-    jobs = [
-        (_ssim_job, (x[f], y[f], r0, r1, taps, np.float32(2 * c1), np.float32(2 * c2), want_ssim))
-        for f in range(n)
-        for r0, r1 in strips
-    ]
-    results = _run(jobs)
+    c1x2, c2x2 = np.float32(2 * c1), np.float32(2 * c2)
+    parts = _per_frame(n, hv, lambda f, r0, r1: (_ssim_job, (x[f], y[f], r0, r1, taps, c1x2, c2x2, want_ssim)))
     ssim = np.full(n, np.nan)
     cs = np.empty(n)
-    for f in range(n):
-        part = results[f * len(strips) : (f + 1) * len(strips)]
+    for f, part in enumerate(parts):
         cs[f] = sum(r[1] for r in part) / (hv * wv)
         if want_ssim:
             ssim[f] = sum(r[0] for r in part) / (hv * wv)
@@ -356,7 +351,7 @@ def pool_2x2(planes: np.ndarray) -> np.ndarray:
     planes = np.ascontiguousarray(planes, dtype=np.float32)
     n, h, w = planes.shape
     out = np.empty((n, h // 2, w // 2), dtype=np.float32)
-    _run([(_pool_rows, (planes[f], out[f], r0, r1)) for f in range(n) for r0, r1 in _strips(h // 2)])
+    _per_frame(n, h // 2, lambda f, r0, r1: (_pool_rows, (planes[f], out[f], r0, r1)))
     return out
 
 
