@@ -516,11 +516,10 @@ class OfflineGenerator:
         while n < self.max_mutations and rng.random() < 0.5:
             n += 1
         notes = []
+        mutate = functools.partial(mutate_tunable, n_frames=n_frames)
         for _ in range(n):
-            if rng.random() < self.coder_rate:
-                out = switch_coder(code, rng) or mutate_tunable(code, rng, n_frames)
-            else:
-                out = mutate_tunable(code, rng, n_frames) or mutate_tunable(code, rng, n_frames)
+            op = switch_coder if rng.random() < self.coder_rate else mutate
+            out = op(code, rng) or mutate(code, rng)
             if out is not None:
                 code, note = out
                 notes.append(note)
