@@ -16,12 +16,13 @@ from alembic.script import ScriptDirectory
 import db
 
 
-
 def _migrations_dir() -> Path:
     package = Path(db.__file__).resolve().parent
     source_tree = package.parent / "migrations"  # a checkout or an editable install
     installed = package / "migrations"  # a wheel (see [tool.setuptools] in pyproject.toml)
-    return source_tree if (source_tree / "env.py").is_file() or not (installed / "env.py").is_file() else installed
+    if not (source_tree / "env.py").is_file() and (installed / "env.py").is_file():
+        return installed
+    return source_tree  # also when neither exists: alembic_config's error names the source path
 
 
 #: The Alembic script directory: ``migrations/`` beside the ``db`` package in a
