@@ -15,9 +15,13 @@ from evaluation.video import (
     SYNTHETIC_NAMES,
     Clip,
     VideoError,
+    draw_secret_seed,
     load_clip,
+    public_source,
     read_video,
+    spec_seed,
     synthetic_clip,
+    with_secret_seed,
     write_video,
 )
 
@@ -438,9 +442,52 @@ def test_load_clip_synthetic_start_frame_is_a_window_of_the_longer_clip():
     np.testing.assert_array_equal(window.frames, whole.frames[2:])
 
 
-def test_synthetic_source_loads_back_to_the_same_clip():
+def test_synthetic_spec_loads_back_to_the_same_clip():
     clip = synthetic_clip("cut", width=64, height=48, frames=3, seed=7)
-    assert load_clip(clip.source, frames=3).sha256 == clip.sha256
+    assert clip.spec == "synthetic:cut@64x48,seed=7"
+    again = load_clip(clip.spec, frames=3)
+    assert again.sha256 == clip.sha256 and again.seed == 7 and again.spec == clip.spec
+
+
+def test_a_synthetic_clips_source_is_its_public_name_without_the_seed():
+    clip = load_clip("synthetic:mix@64x48,seed=123456789", frames=2, start_frame=1)
+    assert clip.source == "synthetic:mix@64x48"
+    assert "123456789" not in clip.source
+    assert (clip.seed, clip.spec) == (123456789, "synthetic:mix@64x48,seed=123456789")
+    # The seed matters: the public name alone (seed 0) is other frames.
+    assert load_clip(clip.source, frames=2, start_frame=1).sha256 != clip.sha256
+    file_clip = Clip(source="some/file.mkv", frames=np.zeros((1, 16, 16, 3), np.uint8), fps=25.0)
+    assert file_clip.seed is None and file_clip.spec == "some/file.mkv"
+
+
+def test_with_secret_seed_draws_a_fresh_seed_unless_one_is_named():
+    spec, seed = with_secret_seed("synthetic:mix@64x48")
+    assert spec == f"synthetic:mix@64x48,seed={seed}" and 0 <= seed < 2**63
+    assert with_secret_seed("synthetic:mix@64x48")[1] != seed  # 63 random bits: never equal in practice
+    assert with_secret_seed("synthetic:mix@64x48", 42) == ("synthetic:mix@64x48,seed=42", 42)
+    assert with_secret_seed("synthetic:pan,seed=3") == ("synthetic:pan,seed=3", 3)  # the user's choice stands
+    assert with_secret_seed("synthetic:pan,seed=3", 42) == ("synthetic:pan,seed=3", 3)
+    assert with_secret_seed("clip.mkv") == ("clip.mkv", None)
+    assert draw_secret_seed() != draw_secret_seed()
+
+
+def test_public_source_and_spec_seed():
+    assert public_source("synthetic:mix@176x144,seed=987") == "synthetic:mix@176x144"
+    assert public_source("synthetic:mix,seed=1") == "synthetic:mix"
+    assert public_source("synthetic:mix@176x144") == "synthetic:mix@176x144"
+    assert public_source("videos/a,seed=1.mkv") == "videos/a,seed=1.mkv"  # files are not touched
+    assert spec_seed("synthetic:mix@176x144,seed=987") == 987
+    assert spec_seed("synthetic:mix@176x144") is None
+    assert spec_seed("clip.mkv") is None
+
+
+def test_errors_about_a_seeded_spec_do_not_repeat_the_seed():
+    with pytest.raises(VideoError) as info:
+        load_clip("synthetic:mix@64x48,seed=55555", width=32)
+    assert "55555" not in str(info.value) and info.value.source == "synthetic:mix@64x48"
+    with pytest.raises(VideoError) as info:
+        load_clip("synthetic:mix@64x48,seed=55555", frames=0)
+    assert "55555" not in str(info.value)
 
 
 def test_load_clip_rejects_contradicting_sizes():
