@@ -3,27 +3,33 @@ evolution, replay and parent selection. Takes and returns plain data; imports no
 of the database, the sandbox or the evaluation."""
 
 from generation.base import (
+    DEFAULT_PROMPT_BUDGET_CHARS,
     FAILURE_OUTCOME,
+    AnchorPoint,
     CandidateInfo,
     FailureInfo,
     GenerationFailure,
     GenerationRequest,
     Generated,
     Generator,
+    LineageStep,
+    Limits,
     RatePoint,
     TaskSpec,
 )
 from generation.diffs import DiffError, apply_search_replace, has_edit_blocks
-from generation.factory import GenerationConfigError, generator_from_env
+from generation.factory import GenerationConfigError, generator_from_env, prompt_budget_from_env
 from generation.llm import AnthropicGenerator, OpenAIGenerator, Pricing, interpret_reply
 from generation.offline import OfflineError, OfflineGenerator
-from generation.prompts import ALLOWED_IMPORTS, PromptBudgetError, build_prompt
+from generation.prompts import ALLOWED_IMPORTS, PromptBudgetError, build_prompt, change_summary, unified_diff
 from generation.replay import ReplayExhausted, ReplayGenerator, StoredReply
 from generation.selection import Record, Selection, build_archive, select_parents
 
 __all__ = [
     "ALLOWED_IMPORTS",
+    "DEFAULT_PROMPT_BUDGET_CHARS",
     "FAILURE_OUTCOME",
+    "AnchorPoint",
     "AnthropicGenerator",
     "CandidateInfo",
     "DiffError",
@@ -33,6 +39,8 @@ __all__ = [
     "GenerationRequest",
     "Generated",
     "Generator",
+    "LineageStep",
+    "Limits",
     "OfflineError",
     "OfflineGenerator",
     "OpenAIGenerator",
@@ -48,8 +56,11 @@ __all__ = [
     "apply_search_replace",
     "build_archive",
     "build_prompt",
+    "change_summary",
     "generator_from_env",
     "has_edit_blocks",
     "interpret_reply",
+    "prompt_budget_from_env",
     "select_parents",
+    "unified_diff",
 ]

@@ -32,7 +32,14 @@ FAILURE_OUTCOME: dict[str, str] = {
     "bad_diff": "rejected",  # SEARCH/REPLACE blocks that do not apply to the parent
     "invalid_program": "rejected",  # an offline program the validator refused (a bug)
     "exhausted": "failed",  # the offline generator found no new distinct program
+    "prompt_too_large": "failed",  # no prompt could be built within the size budget, with any parent
 }
+
+#: Prompt size budget in characters when nothing else is said. Sized for today's
+#: long-context models (128k tokens and more; code runs about 3-4 characters a token)
+#: and above what the largest accepted parent (100 kB of code, the sanitizer's cap)
+#: needs with the task, the contract and its numbers, so a parent always fits whole.
+DEFAULT_PROMPT_BUDGET_CHARS = 160_000
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,48 @@ class RatePoint:
     ssim_y: float | None = None
     encode_fps: float | None = None
     decode_fps: float | None = None
+    #: Payload bytes of every frame at this rate point, in frame order (container
+    #: framing excluded); empty when not known.
+    frame_bytes: tuple[int, ...] = ()
+    #: Per-frame PSNR-Y in dB, in frame order; empty when not stored.
+    frame_psnr_y: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnchorPoint:
+    """One point of a classic anchor's rate-distortion sweep on the task's clip."""
+
+    crf: int
+    kbps: float
+    psnr_y: float
+    ssim_y: float | None = None
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One step of a candidate's ancestry, oldest first in :attr:`CandidateInfo.lineage`:
+    who made it, how, what changed against its own parent and the BD-rate it reached."""
+
+    name: str  # "candidate 12" or "seed intra_dct"
+    bd_rate: float | None = None  # against the task's first anchor, percent
+    generator: str | None = None
+    mode: str | None = None  # rewrite, diff, mutation, crossover, seed
+    change: str | None = None  # a summary of the change against its parent (see prompts.change_summary)
+    diff: str | None = None  # the unified diff against its parent (model-written code; fenced when shown)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits a candidate runs under, stated in the prompt. None: not stated."""
+
+    call_seconds: float | None = None  # one compress or decompress call (wall clock)
+    import_seconds: float | None = None  # interpreter start plus importing the module
+    session_seconds: float | None = None  # a whole encode or decode session (all frames)
+    max_code_bytes: int | None = None  # the module's source
+    max_payload_bytes: int | None = None  # one frame's compressed bytes
+    max_bitstream_bytes: int | None = None  # one rate point's whole bitstream
+    memory_bytes: int | None = None  # address space or memory of one sandboxed process
+    tmp_bytes: int | None = None  # the only writable directory (/tmp)
 
 
 @dataclass(frozen=True)
@@ -64,6 +113,8 @@ class CandidateInfo:
     generator: str | None = None
     bd_rate: Mapping[str, float] = field(default_factory=dict)
     points: tuple[RatePoint, ...] = ()
+    #: The last few steps of its ancestry, oldest first, ending with this candidate.
+    lineage: tuple[LineageStep, ...] = ()
 
     @property
     def name(self) -> str:
@@ -110,6 +161,11 @@ class TaskSpec:
     anchors: tuple[str, ...] = ("x264",)
     metric: str = "psnr_y"
     device: str = "cpu"
+    #: Each anchor's measured sweep on this clip (codec -> points by CRF); empty when unknown.
+    anchor_points: Mapping[str, tuple[AnchorPoint, ...]] = field(default_factory=dict)
+    limits: Limits | None = None
+    #: The config keys the system sets for encoder and decoder, with what they hold.
+    config_keys: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,8 +182,11 @@ class GenerationRequest:
     mode: Mode | None = None  # None: the generator chooses
     index: int = 0
     seed: int | None = None
-    budget_chars: int = 40_000  # prompt size budget, characters
+    budget_chars: int = DEFAULT_PROMPT_BUDGET_CHARS  # prompt size budget, characters
     max_tokens: int | None = None  # completion budget for this call (None: the generator's default)
+    #: Remarks of the system about this request (e.g. why another parent was chosen),
+    #: shown in the prompt as codecfleet's own words. Never put candidate text here.
+    notes: tuple[str, ...] = ()
 
     @property
     def parent(self) -> CandidateInfo | None:

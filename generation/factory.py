@@ -16,6 +16,9 @@ CODECFLEET_LLM_TEMPERATURE      sampling temperature (default: the server's)
 CODECFLEET_LLM_MODE             ``rewrite`` (default) or ``diff`` when a parent exists
 CODECFLEET_LLM_PRICE_INPUT      USD per million prompt tokens (with PRICE_OUTPUT: cost)
 CODECFLEET_LLM_PRICE_OUTPUT     USD per million completion tokens
+CODECFLEET_LLM_PROMPT_BUDGET    prompt size budget in characters (default 160000);
+                                read by :func:`prompt_budget_from_env`, stated in
+                                every prompt
 CODECFLEET_OFFLINE_SEED         seed of the offline generator (default 0)
 ==============================  ======================================================
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from generation.base import Generator
+from generation.base import DEFAULT_PROMPT_BUDGET_CHARS, Generator
 from generation.llm import AnthropicGenerator, OpenAIGenerator, Pricing
 from generation.offline import OfflineGenerator
 from generation.prompts import ALLOWED_IMPORTS
@@ -46,6 +49,21 @@ def _number(environ: Mapping[str, str], name: str, default: float | None, kind=f
         raise GenerationConfigError(f"{name} must be a number, got {raw!r}") from None
     if value < 0:
         raise GenerationConfigError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
+#: Below this a prompt cannot hold the task, the contract and a seed parent.
+MIN_PROMPT_BUDGET_CHARS = 20_000
+
+
+def prompt_budget_from_env(environ: Mapping[str, str]) -> int:
+    """The prompt size budget in characters: ``CODECFLEET_LLM_PROMPT_BUDGET``, else
+    :data:`~generation.base.DEFAULT_PROMPT_BUDGET_CHARS`."""
+    value = int(_number(environ, "CODECFLEET_LLM_PROMPT_BUDGET", DEFAULT_PROMPT_BUDGET_CHARS, int))
+    if value < MIN_PROMPT_BUDGET_CHARS:
+        raise GenerationConfigError(
+            f"CODECFLEET_LLM_PROMPT_BUDGET must be at least {MIN_PROMPT_BUDGET_CHARS} characters, got {value}"
+        )
     return value
 
 

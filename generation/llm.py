@@ -29,7 +29,7 @@ from typing import Any
 
 from generation.base import GenerationFailure, GenerationRequest, Generated
 from generation.diffs import DiffError, apply_search_replace, has_edit_blocks
-from generation.prompts import ALLOWED_IMPORTS, build_prompt
+from generation.prompts import ALLOWED_IMPORTS, PromptBudgetError, request_prompt
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
 #: 100 kB); they are stored cut to this length and rejected.
 MAX_REPLY_CHARS = 200_000
 MAX_RETRY_AFTER_S = 60.0
+#: Characters of Python per token, on the low side (code tokenises densely), for
+#: judging whether a full module fits in a reply.
+CHARS_PER_TOKEN = 3.0
+
+
+def rewrite_fits(parent_code: str, max_tokens: int) -> bool:
+    """Whether a complete rewrite of ``parent_code`` (with 20 % room to grow and a
+    short explanation) fits in a reply of ``max_tokens`` tokens."""
+    return len(parent_code) * 1.2 + 2000 <= max_tokens * CHARS_PER_TOKEN
 
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.M)
 
@@ -258,23 +267,39 @@ class _LLMGenerator:
                 )
                 time.sleep(delay)
 
-    def generate(self, request: GenerationRequest) -> Generated:
+    def _mode(self, request: GenerationRequest, max_tokens: int) -> tuple[str, tuple[str, ...]]:
+        """The answer format to ask for, and a note for the prompt when it was switched.
+
+        A full rewrite must come back whole within the reply limit; when the parent is
+        too large for that (at :data:`CHARS_PER_TOKEN` characters a token, with room to
+        grow), the request asks for SEARCH/REPLACE blocks against the parent instead, so
+        the model is never asked for a complete module it cannot send."""
         parent = request.parent
         mode = request.mode or (self.default_mode if parent is not None else "rewrite")
         if mode not in ("rewrite", "diff"):
             raise ValueError(f"{self.name} generates 'rewrite' or 'diff' candidates, not {mode!r}")
         if mode == "diff" and parent is None:
             mode = "rewrite"
-        prompt = build_prompt(
-            request.task,
-            parent,
-            request.top_k,
-            request.failures,
-            mode,
-            request.budget_chars,
-            allowed_modules=self.allowed_modules,
-        )
+        if mode == "rewrite" and parent is not None and not rewrite_fits(parent.code, max_tokens):
+            return "diff", (
+                f"The parent is {len(parent.code)} characters: a complete rewrite would not fit in your reply "
+                f"limit of {max_tokens} tokens, so this request asks for SEARCH/REPLACE blocks against it.",
+            )
+        return mode, ()
+
+    def generate(self, request: GenerationRequest) -> Generated:
+        parent = request.parent
         max_tokens = request.max_tokens or self.max_tokens
+        mode, notes = self._mode(request, max_tokens)
+        try:
+            prompt = request_prompt(
+                request, mode, allowed_modules=self.allowed_modules, notes=notes, max_reply_tokens=max_tokens
+            )
+        except PromptBudgetError as exc:
+            return Generated(
+                generator=self.name, mode=mode, prompt="", code=None, model=self.model,
+                parent_ids=request.parent_ids, error=GenerationFailure("prompt_too_large", str(exc)), attempts=0,
+            )
         started = time.monotonic()
         common = dict(generator=self.name, prompt=prompt, model=self.model, parent_ids=request.parent_ids)
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from generation.base import GenerationFailure, GenerationRequest, Generated
 from generation.llm import MAX_REPLY_CHARS, interpret_reply
-from generation.prompts import ALLOWED_IMPORTS, build_prompt
+from generation.prompts import ALLOWED_IMPORTS, PromptBudgetError, request_prompt
 
 
 class ReplayExhausted(IndexError):
@@ -76,10 +76,10 @@ class ReplayGenerator:
         if stored.mode in ("mutation", "crossover"):
             prompt = stored.prompt or f"replay of an offline {stored.mode}"
         else:
-            prompt = build_prompt(
-                request.task, parent, request.top_k, request.failures, mode, request.budget_chars,
-                allowed_modules=self.allowed_modules,
-            )
+            try:
+                prompt = request_prompt(request, mode, allowed_modules=self.allowed_modules)
+            except PromptBudgetError as exc:
+                prompt = f"(no prompt could be built: {exc})"
         notes = [f"replayed from candidate {stored.candidate_id}" if stored.candidate_id is not None else "replayed"]
         if stored.prompt is not None and stored.mode not in ("mutation", "crossover"):
             notes.append("prompt matches the original" if stored.prompt == prompt else "prompt differs from the original")

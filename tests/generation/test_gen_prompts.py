@@ -60,8 +60,10 @@ def test_the_prompt_shows_measured_numbers_of_parent_and_top_k():
 
 def test_the_prompt_shows_failure_reasons_stages_and_snippets():
     text = build_prompt(TASK, candidate(1), [], FAILURES, "rewrite", 50_000)
-    assert "candidate 21: rejected at sanitize: line 3: import of os is not allowed" in text
-    assert "candidate 22: failed at encode: compress_video_frame raised ValueError on frame 2: boom" in text
+    assert "candidate 21: rejected at sanitize." in text
+    assert "```text\nline 3: import of os is not allowed\n```" in text
+    assert "candidate 22: failed at encode." in text
+    assert "compress_video_frame raised ValueError on frame 2: boom" in text
     assert "timed_out at decode" in text and "duplicate_output at score" in text
     assert "import os" in text
 
@@ -85,19 +87,19 @@ def test_over_budget_the_worst_top_k_code_goes_first_and_the_parent_stays():
     budget = len(full) - 3000
     text = build_prompt(TASK, candidate(1), top, FAILURES, "rewrite", budget)
     assert len(text) <= budget
-    assert "(code of candidate 5 omitted for space)" in text
+    assert "(the code of candidate 5 is not shown: prompt size budget)" in text
     assert "LEVEL = 2" in text  # the best top-K candidate keeps its code
     assert candidate(1).code.strip() in text
     assert "import of os is not allowed" in text  # failure reasons outrank top-K code
-    assert "left out to fit the size budget" in text
+    assert f"This prompt is limited to {budget} characters" in text
 
 
 def test_a_tight_budget_keeps_the_newest_failures_longest():
     base = build_prompt(TASK, candidate(1), [], [], "rewrite", 1_000_000)
-    text = build_prompt(TASK, candidate(1), [], FAILURES, "rewrite", len(base) + 400)
-    assert len(text) <= len(base) + 400
+    text = build_prompt(TASK, candidate(1), [], FAILURES, "rewrite", len(base) + 700)
+    assert len(text) <= len(base) + 700
     assert "import of os is not allowed" in text
-    assert "```\n  import os" not in text  # snippets go before reasons
+    assert "```text\nimport os" not in text  # snippets go before reasons
     assert "bitstream identical to experiment 5" not in text
 
 
