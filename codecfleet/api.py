@@ -9,7 +9,7 @@ from codecfleet.settings import Settings, get_settings, resolve_device
 from evaluation.pipeline import DEFAULT_RATE_POINTS, new_result
 from evaluation.pipeline import evaluate_candidate as _evaluate
 from evaluation.runner import InProcessRunner
-from evaluation.video import Clip, load_clip
+from evaluation.video import Clip, load_clip, with_secret_seed
 
 RUNNERS = ("sandbox", "in-process")
 
@@ -33,12 +33,17 @@ def evaluate_candidate(
     ``runner="sandbox"`` (the default) sanitizes the code and runs encoder and
     decoder in two fresh sandboxes with ``limits`` (a ``sandbox.runner.Limits``);
     ``runner="in-process"`` runs it unisolated and is for trusted code only.
-    Returns the dict that ``codecfleet evaluate --json`` prints.
+    Returns the dict that ``codecfleet evaluate --json`` prints. For a synthetic
+    clip, ``result["clip"]["source"]`` is its seedless name and
+    ``result["clip"]["seed"]`` the seed that reproduces it (``SPEC,seed=S``):
+    a secret, for the operator only.
     """
     settings = settings or get_settings()
     device = resolve_device(device or settings.device)
     if isinstance(clip, str):
-        clip = load_clip(clip)
+        # A synthetic clip gets a fresh secret seed unless the spec names one: the
+        # public generator must not let a candidate regenerate what it is measured on.
+        clip = load_clip(with_secret_seed(clip)[0])
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; expected one of {RUNNERS}")
     if runner == "in-process":
@@ -53,7 +58,7 @@ def evaluate_candidate(
         if not sanitized.ok:
             result = new_result(clip, isolation=runner_obj.isolation, device=device)
             result.update(status="failed", stage="sanitize", reason=sanitized.reason)
-            return result
+            return _with_seed(result, clip)
         code = sanitized.code
     result = _evaluate(
         code,
@@ -68,4 +73,10 @@ def evaluate_candidate(
     )
     if sanitized is not None:
         result["ast_hash"] = sanitized.ast_hash
+    return _with_seed(result, clip)
+
+
+def _with_seed(result: dict, clip: Clip) -> dict:
+    if clip.seed is not None:
+        result["clip"]["seed"] = clip.seed
     return result

@@ -268,8 +268,15 @@ def campaign(
     failures_shown: int = 6,
     wait_timeout: float = 3600.0,
     on_event: Callable[[str, dict], None] | None = None,
+    clip_seed: int | None = None,
 ) -> CampaignReport:
     """Run (or resume) the campaign called ``name`` and return its per-generation report.
+
+    Synthetic clips are generated with a secret seed (``clip_seed``, else drawn
+    with ``secrets`` when the campaign starts; a replay campaign takes the
+    replayed campaign's), stored on the campaign so that resuming measures the
+    same frames, and never shown to the generator or a candidate: prompts name
+    the clip by its seedless name. A clip spec with ``,seed=S`` keeps its seed.
 
     ``clips``: clip specs measured for every candidate (fitness is the mean
     BD-rate against ``anchor`` on PSNR-Y over them). ``generator``: see
@@ -295,15 +302,18 @@ def campaign(
         "frames": frames, "rate_points": rate_points, "anchor": anchor, "strategy": strategy,
     }
     from evaluation.anchors import ANCHOR_CODECS
-    from evaluation.video import load_clip
+    from evaluation.video import load_clip, public_source, with_secret_seed
 
     # Everything the user named is checked before the campaign is recorded, so a
     # typo never leaves a campaign whose stored settings block the corrected rerun.
-    loaded = [load_clip(spec, frames=frames) for spec in clips]
-    seed_codes = _seed_codes(seeds)
     fleet._ensure_database()
+    clip_seed = _campaign_clip_seed(name, generator, clip_seed)
+    loaded = [load_clip(with_secret_seed(spec, clip_seed)[0], frames=frames) for spec in clips]
+    seed_codes = _seed_codes(seeds)
     with _db.transaction() as session:
         row = q.get_or_create_campaign(session, name)
+        if q.campaign_clip_seed(session, row.id, lambda: clip_seed) != clip_seed:
+            raise CampaignError(f"campaign {name!r} was started at the same time by another process; run it again")
         if row.description:
             stored = json.loads(row.description)
             changed = {k: (stored.get(k), v) for k, v in params.items() if stored.get(k) != v}
@@ -384,7 +394,8 @@ def campaign(
                 clip0 = loaded[0]
                 request = GenerationRequest(
                     task=TaskSpec(
-                        clip=clip0.source, width=clip0.width, height=clip0.height, n_frames=clip0.n_frames,
+                        # The public, seedless name: the seed never reaches a prompt.
+                        clip=public_source(clip0.source), width=clip0.width, height=clip0.height, n_frames=clip0.n_frames,
                         fps=clip0.fps, rate_points=tuple(fleet._qualities(rate_points)), anchors=(anchor,),
                     ),
                     parents=parents,
@@ -427,6 +438,33 @@ def campaign(
             break
     report.leaderboard = _leaderboard(cands, n_clips)
     return report
+
+
+def _campaign_clip_seed(name: str, generator, given: int | None) -> int:
+    """The secret seed of the campaign's synthetic clips: the stored one when the
+    campaign exists (a different ``given`` one is refused), else ``given``, else the
+    replayed campaign's (a replay measures the same frames), else a fresh draw."""
+    from db.campaign_queries import stored_clip_seed
+    from evaluation.video import draw_secret_seed
+    from tasks import _db
+
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < 0):
+        raise CampaignError("clip_seed must be an int >= 0")
+    with _db.transaction() as session:
+        stored = stored_clip_seed(session, name)
+        replayed = None
+        if isinstance(generator, str) and generator.startswith("replay:"):
+            replayed = stored_clip_seed(session, generator.split(":", 1)[1])
+    if stored is not None:
+        if given is not None and given != stored:
+            # The values are not repeated: the stored one is a secret.
+            raise CampaignError(f"campaign {name!r} was started with another clip seed; resume it without one")
+        return stored
+    if given is not None:
+        return given
+    if replayed is not None:
+        return replayed
+    return draw_secret_seed()
 
 
 def _generation_of(cands: dict[int, _Candidate], population: int) -> dict[int, int]:

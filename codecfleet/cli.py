@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from codecfleet.settings import get_settings, resolve_device
+from codecfleet.untrusted import clean, markup, text
 
 
 class UsageError(Exception):
@@ -23,21 +24,23 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clip",
         default="synthetic:mix",
-        help="a video file PyAV can read, or synthetic:NAME[@WxH] (default: synthetic:mix, 352x288)",
+        help="a video file PyAV can read, or synthetic:NAME[@WxH][,seed=S] (default: synthetic:mix, 352x288; "
+        "a secret seed is drawn unless S is given)",
     )
     p.add_argument("--frames", type=int, default=None, help="number of frames (synthetic default: 8; file: all)")
     p.add_argument("--start-frame", type=int, default=0, help="first frame to use (files only)")
 
 
 def _load_clip(args: argparse.Namespace):
-    from evaluation.video import load_clip
+    from evaluation.video import load_clip, with_secret_seed
 
     frames = args.frames
     if frames is None and args.clip.startswith("synthetic:"):
         frames = 8
     if frames is not None and frames < 1:
         raise UsageError(f"--frames must be at least 1, got {frames}")
-    return load_clip(args.clip, frames=frames, start_frame=args.start_frame)
+    # A synthetic clip without an explicit seed gets a fresh secret one: no candidate can regenerate it.
+    return load_clip(with_secret_seed(args.clip)[0], frames=frames, start_frame=args.start_frame)
 
 
 def _read_candidate(spec: str) -> tuple[str, str]:
@@ -50,10 +53,11 @@ def _read_candidate(spec: str) -> tuple[str, str]:
 def _console():
     from rich.console import Console
 
-    console = Console()
+    # No emoji codes: candidate text such as ":warning:" is shown as written.
+    console = Console(emoji=False)
     if not console.is_terminal:
         # Piped or logged output keeps whole numbers rather than rich's 80-column ellipses.
-        console = Console(width=200)
+        console = Console(width=200, emoji=False)
     return console
 
 
@@ -72,10 +76,11 @@ def _print_evaluation(result: dict, candidate: str) -> None:
 
     console = _console()
     clip = result["clip"]
+    # Everything not made here is escaped: names, sources, reasons and notes are data, not markup.
     console.print(
-        f"[bold]{candidate}[/] on {clip['source']} "
+        f"[bold]{markup(candidate, 300)}[/] on {markup(clip['source'], 300)} "
         f"({clip['width']}x{clip['height']}, {clip['frames']} frames @ {clip['fps']:g} fps, sha256 {clip['sha256'][:12]}), "
-        f"isolation: {result['isolation']}, device: {result['device']}"
+        f"isolation: {markup(result['isolation'], 200)}, device: {markup(result['device'], 100)}"
     )
     table = Table(title="candidate rate points")
     for col in ("quality", "bytes", "kbps", "bpp", "PSNR-RGB", "PSNR-Y", "SSIM-Y", "MS-SSIM", "enc fps", "dec fps"):
@@ -95,19 +100,24 @@ def _print_evaluation(result: dict, candidate: str) -> None:
         )
     console.print(table)
     if result["anchors"]:
-        anchors = Table(title=f"BD against classic anchors (curve: kbps vs {result['bd'][next(iter(result['bd']))]['metric']})")
+        metric = result["bd"][next(iter(result["bd"]))]["metric"]
+        anchors = Table(title=f"BD against classic anchors (curve: kbps vs {markup(metric, 50)})")
         for col in ("anchor", "points (kbps / PSNR-Y)", "BD-rate %", "BD-PSNR dB", "note"):
             anchors.add_column(col)
         for codec, points in result["anchors"].items():
             bd = result["bd"][codec]
             pts = ", ".join(f"{p['kbps']:.0f}/{p['psnr_y']:.2f}" for p in points)
             note = bd.get("error") or "; ".join(bd["warnings"])
-            anchors.add_row(codec, pts, _fmt(bd["bd_rate_pct"], "+.2f"), _fmt(bd["bd_psnr_db"], "+.3f"), note)
+            anchors.add_row(text(codec, 50), pts, _fmt(bd["bd_rate_pct"], "+.2f"), _fmt(bd["bd_psnr_db"], "+.3f"), text(note, 500))
         console.print(anchors)
     if result["status"] != "succeeded":
-        console.print(f"[bold red]status: {result['status']}  stage: {result['stage']}  reason: {result['reason']}[/]")
+        # The reason is the candidate's text (capped, controls shown, never markup), after the system's words.
+        console.print(
+            f"[bold red]status: {markup(result['status'], 50)}  stage: {markup(result['stage'], 50)}  reason:[/]",
+            text(result["reason"]),
+        )
     else:
-        console.print(f"status: succeeded in {result['seconds']:.1f} s; bitstreams in {result['run_dir']}")
+        console.print(f"status: succeeded in {result['seconds']:.1f} s; bitstreams in {markup(result['run_dir'], 500)}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -186,7 +196,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{args.distorted} vs {args.reference} ({ref.width}x{ref.height}, {ref.n_frames} frames)")
+    table = Table(title=f"{markup(args.distorted, 300)} vs {markup(args.reference, 300)} ({ref.width}x{ref.height}, {ref.n_frames} frames)")
     for col in ("frame", "PSNR-RGB", "PSNR-Y", "SSIM-Y", "MS-SSIM"):
         table.add_column(col, justify="right")
     for row in per_frame:
@@ -215,15 +225,17 @@ def cmd_sanitize(args: argparse.Namespace) -> int:
     else:
         verdict = "accepted" if result.ok else "rejected"
         print(f"verdict: {verdict}")
+        # The reason and the code quote the candidate: control characters are shown, never sent.
         if result.reason:
-            print(f"reason: {result.reason}")
+            print(f"reason: {clean(result.reason, one_line=True)}")
         if result.ast_hash:
             print(f"ast_hash: {result.ast_hash}")
         for note in result.removed:
-            print(f"removed: {note}")
+            print(f"removed: {clean(note, 500, one_line=True)}")
         if result.code is not None:
+            code = clean(result.code, None)
             print("--- cleaned code ---")
-            print(result.code, end="" if result.code.endswith("\n") else "\n")
+            print(code, end="" if code.endswith("\n") else "\n")
     return 0 if result.ok else 1
 
 
@@ -257,7 +269,8 @@ def _job_args(args: argparse.Namespace) -> dict:
 def _status_line(status) -> str:
     line = f"experiment {status.id}: {status.status}"
     if status.stage or status.reason:
-        line += f" (stage {status.stage}: {status.reason})"
+        # One line: a reason cannot forge a line of its own, nor send control sequences.
+        line += f" (stage {clean(status.stage, 50, one_line=True)}: {clean(status.reason, 500, one_line=True)})"
     return line
 
 
@@ -329,8 +342,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_column(col)
     for r in rows:
         table.add_row(
-            str(r["id"]), r["status"], r["stage"] or "", str(r["attempts"]), r["worker"] or "", r["queued_at"],
-            (r["reason"] or "")[:80],
+            str(r["id"]), r["status"], text(r["stage"] or "", 50), str(r["attempts"]), text(r["worker"] or "", 100),
+            r["queued_at"], text(r["reason"] or "", 80, one_line=True),
         )
     _console().print(table)
     return 0
@@ -398,6 +411,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from codecfleet.campaigns import Budget, CampaignError, campaign
     from codecfleet.progress import progress
+    from evaluation.video import public_source
 
     console = _console()
     clips = [c.strip() for c in args.clip.split(",") if c.strip()]
@@ -410,8 +424,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     name = args.name or f"run-seed{args.seed}-p{args.population}"
     console.print(
-        f"campaign [bold]{name}[/]: {args.generations} generations of {args.population} on {', '.join(clips)} "
-        f"({args.frames} frames), seeds {', '.join(seeds)}, fitness = BD-rate vs {args.anchor} (PSNR-Y)"
+        f"campaign [bold]{markup(name, 200)}[/]: {args.generations} generations of {args.population} on "
+        f"{markup(', '.join(public_source(c) for c in clips), 500)} ({args.frames} frames), seeds "
+        f"{markup(', '.join(seeds), 200)}, fitness = BD-rate vs {markup(args.anchor, 50)} (PSNR-Y)"
     )
     total = len(seeds) + args.population * args.generations
     with progress(total, "candidates") as advance:
@@ -426,7 +441,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 best = "-" if g.best_so_far is None else f"{g.best_so_far:+.2f} %"
                 here = "-" if g.best_bd_rate is None else f"{g.best_bd_rate:+.2f} %"
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items()))
-                console.print(f"generation {g.generation}: best here {here}, best so far {best} ({counts})")
+                console.print(f"generation {g.generation}: best here {here}, best so far {best} ({markup(counts, 300)})")
 
         try:
             report = campaign(
@@ -442,10 +457,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 rate_points=args.rate_points,
                 anchor=args.anchor,
                 on_event=on_event,
+                clip_seed=args.clip_seed,
             )
         except CampaignError as exc:
             raise UsageError(str(exc)) from exc
-    table = Table(title=f"best BD-rate vs {report.anchor} by generation (campaign {report.name})")
+    table = Table(title=f"best BD-rate vs {markup(report.anchor, 50)} by generation (campaign {markup(report.name, 200)})")
     for col in ("generation", "candidates", "best in generation", "best so far", "statuses"):
         table.add_column(col, justify="right")
     for g in report.generations:
@@ -454,18 +470,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             str(g.candidates),
             _fmt(g.best_bd_rate, "+.2f"),
             _fmt(g.best_so_far, "+.2f"),
-            ", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())),
+            text(", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())), 300),
         )
     console.print(table)
     board = Table(title="leaderboard")
     for col in ("rank", "candidate", "family", "generator", "parents", f"BD-rate vs {report.anchor} %", "kbps", "PSNR-Y dB"):
-        board.add_column(col)
+        board.add_column(text(col, 100))
     for rank, row in enumerate(report.leaderboard, 1):
         board.add_row(
             str(rank),
             str(row["candidate_id"]),
-            row["family"] or "-",
-            row["generator"] or "-",
+            text(row["family"] or "-", 100),
+            text(row["generator"] or "-", 200),
             ",".join(map(str, row["parents"])) or "-",
             f"{row['bd_rate']:+.2f}",
             " / ".join(f"{k:.0f}" for k in row["kbps"]),
@@ -473,9 +489,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     console.print(board)
     if report.stopped_by:
-        console.print(f"stopped early: {report.stopped_by}")
+        console.print("stopped early: ", text(report.stopped_by, 500))
     console.print(f"spent: {', '.join(f'{k} {v:g}' for k, v in report.spent.items())}")
-    console.print("see it all with: codecfleet report --campaign " + report.name)
+    console.print("see it all with: codecfleet report --campaign ", text(report.name, 200))
     return 0
 
 
@@ -549,7 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--frames", type=int, default=4)
     ru.add_argument("--population", type=int, default=6)
     ru.add_argument("--generations", type=int, default=5)
-    ru.add_argument("--seed", type=int, default=0)
+    ru.add_argument("--seed", type=int, default=0, help="seed of parent selection and the offline generator")
+    ru.add_argument("--clip-seed", type=int, default=None,
+                    help="seed of the synthetic clips (default: a secret one drawn when the campaign starts, "
+                         "stored with it and reused on resume)")
     ru.add_argument("--seeds", default="intra_dct,inter_mc", help="reference candidates of generation 0")
     ru.add_argument("--name", default=None, help="campaign name (rerun with the same name to resume)")
     ru.add_argument("--generator", default=None,
@@ -586,15 +605,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except WaitTimeout as exc:
-        print(f"codecfleet {args.command}: {exc}", file=sys.stderr)
+        print(f"codecfleet {args.command}: {clean(exc, one_line=True)}", file=sys.stderr)
         return 1
     except IsolationError as exc:
         # Not the candidate's fault and not silently weakened: say what is missing.
-        print(f"codecfleet {args.command}: error: sandbox unavailable: {exc}", file=sys.stderr)
+        print(f"codecfleet {args.command}: error: sandbox unavailable: {clean(exc, one_line=True)}", file=sys.stderr)
         return 3
     except (UsageError, FleetError, VideoError, ContainerError, ValueError, KeyError, FileNotFoundError, LookupError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"codecfleet {args.command}: error: {message}", file=sys.stderr)
+        print(f"codecfleet {args.command}: error: {clean(message, one_line=True)}", file=sys.stderr)
         return 2
     except Exception as exc:
         # The database or the broker is unreachable: say which, in one line.

@@ -93,6 +93,45 @@ def _qualities(rate_points: int | Sequence[float]) -> list[float]:
     return qualities
 
 
+#: Scope of the database-wide secret clip seed used by submissions outside any campaign.
+DEFAULT_SEED_SCOPE = "default"
+
+
+def secret_clip_spec(session, spec: str, campaign_id: int | None) -> str:
+    """``spec`` with the secret seed its synthetic clip is measured with.
+
+    A synthetic spec that names no seed gets the campaign's stored seed (drawn
+    with ``secrets`` on first use), or, outside any campaign, the database's
+    default one: the same spec measures the same frames within a campaign (and
+    a resumed campaign measures what it measured before) while no candidate can
+    regenerate them. A seed the user named, and a file, are kept as given.
+    """
+    import db.queries as q
+    from evaluation.video import draw_secret_seed, spec_seed, with_secret_seed
+
+    if not spec.startswith("synthetic:") or spec_seed(spec) is not None:
+        return spec
+    if campaign_id is not None:
+        seed = q.campaign_clip_seed(session, campaign_id, draw_secret_seed)
+    else:
+        seed = q.scoped_clip_seed(session, DEFAULT_SEED_SCOPE, draw_secret_seed)
+    return with_secret_seed(spec, seed)[0]
+
+
+def experiment_clip_spec(clip, start_frame: int) -> dict:
+    """``experiments.config["clip"]``: how a worker finds the frames again, without the seed.
+
+    ``name`` is the public name (what a prompt may show). A seeded synthetic
+    clip has no ``source`` here: the worker re-creates it from the clip row's
+    trusted spec instead, so the seed is never part of an experiment's config,
+    which prompts are built from.
+    """
+    spec = {"name": clip.source, "frames": clip.n_frames, "start_frame": start_frame}
+    if clip.seed is None:
+        spec["source"] = clip.source
+    return spec
+
+
 def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None = None) -> tuple[int, str | None]:
     """Insert one experiment (and its clip, candidate, campaign rows); returns (id, first task).
 
@@ -110,23 +149,23 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     experiment_mod, _, _, _ = _tasks()
     clip = job["clip"]
     frames, start_frame = job.get("frames"), job.get("start_frame", 0)
-    if isinstance(clip, Clip):
-        spec = {"source": clip.source, "frames": clip.n_frames, "start_frame": start_frame}
-    else:
-        if frames is None and str(clip).startswith("synthetic:"):
-            frames = 8
-        clip = load_clip(str(clip), frames=frames, start_frame=start_frame)
-        spec = {"source": clip.source, "frames": clip.n_frames, "start_frame": start_frame}
+    campaign_id = None
+    if job.get("campaign"):
+        campaign_id = q.get_or_create_campaign(session, str(job["campaign"])).id
+    if not isinstance(clip, Clip):
+        clip = load_clip(
+            secret_clip_spec(session, str(clip), campaign_id), start_frame=start_frame,
+            frames=8 if frames is None and str(clip).startswith("synthetic:") else frames,
+        )
+    spec = experiment_clip_spec(clip, start_frame)
     anchors = list(job.get("anchors") or ())
     unknown = [a for a in anchors if a not in ANCHOR_CODECS]
     if unknown:
         raise FleetError(f"unknown anchor {unknown[0]!r}; expected some of {', '.join(ANCHOR_CODECS)}")
     qualities = _qualities(job.get("rate_points", 4))
-    campaign_id = None
-    if job.get("campaign"):
-        campaign_id = q.get_or_create_campaign(session, str(job["campaign"])).id
+    # The clip row keeps the trusted spec (with the seed): what reproduces the frames.
     clip_row = q.get_or_create_clip(
-        session, sha256=clip.sha256, source=clip.source, width=clip.width, height=clip.height,
+        session, sha256=clip.sha256, source=clip.spec, width=clip.width, height=clip.height,
         n_frames=clip.n_frames, fps=float(clip.fps),
     )
     candidate_id = None
@@ -343,8 +382,11 @@ def experiment_result(session, experiment_id: int) -> dict:
 
     e = q.get_experiment(session, experiment_id)
     clip = e.clip
+    from evaluation.video import public_source
+
+    spec = e.config.get("clip") or {}
     summary = {
-        "source": (e.config.get("clip") or {}).get("source", clip.source),
+        "source": public_source(spec.get("name") or spec.get("source") or clip.source),
         "sha256": clip.sha256, "width": clip.width, "height": clip.height, "fps": clip.fps, "frames": clip.n_frames,
     }
     out: dict[str, Any] = {

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from codecfleet.untrusted import clean, markup, text
 from db import report_queries as rq
 from db.models import ExperimentStatus
 
@@ -337,22 +338,23 @@ def _scope(session, campaign: str | None, experiment_id: int | None) -> tuple[st
 
 def _reload_clip(info: rq.ClipInfo) -> tuple[Any, str | None]:
     """The clip's frames re-read from its source, only if their sha256 is the stored one."""
-    from evaluation.video import VideoError, load_clip
+    from evaluation.video import VideoError, load_clip, public_source
 
+    shown = public_source(info.source)  # the stored spec may carry a secret seed: never shown
     try:
         clip = load_clip(info.source, frames=info.n_frames)
     except (VideoError, OSError) as exc:
-        return None, f"the source {info.source} could not be re-loaded: {exc}"
+        return None, f"the source {shown} could not be re-loaded: {exc}"
     if clip.sha256 != info.sha256:
         return None, (
-            f"the source {info.source} re-loads as frames with sha256 {clip.sha256[:12]}…, not the stored "
+            f"the source {shown} re-loads as frames with sha256 {clip.sha256[:12]}…, not the stored "
             f"{info.sha256[:12]}…: it is not the clip that was measured"
         )
     if abs(clip.fps - info.fps) > 1e-9:
         # The pixels match; kbps depends on the frame rate the measurement used.
         from evaluation.video import Clip
 
-        clip = Clip(source=clip.source, frames=clip.frames, fps=info.fps)
+        clip = Clip(source=clip.source, frames=clip.frames, fps=info.fps, seed=clip.seed)
     return clip, None
 
 
@@ -389,7 +391,7 @@ def _compute_anchor_curves(section: ClipSection, clip: Any, options: ReportOptio
         return
     if clip is None:
         return
-    with progress(len(missing), f"anchor curves for {clip.source}", console=console) as advance:
+    with progress(len(missing), f"anchor curves for {markup(clip.source, 200)}", console=console) as advance:
         for codec in missing:
             try:
                 pts = anchors_mod.anchor_curve(clip, codec, cache_dir=options.anchor_cache_dir, device=options.device)
@@ -405,7 +407,7 @@ def _compute_anchor_curves(section: ClipSection, clip: Any, options: ReportOptio
                     metrics_version=pts[0].metrics_version if pts else None,
                     note="no anchor results stored for this clip; measured now from the re-loaded clip, not stored",
                 )
-            advance(description=f"anchor {codec} on {clip.source}")
+            advance(description=f"anchor {markup(codec, 50)} on {markup(clip.source, 200)}")
 
 
 # --- figures ------------------------------------------------------------------
@@ -701,7 +703,7 @@ def build_report(
             for clip in clips.values():
                 ranked = _best_per_candidate([r for r in rows if r.experiment.clip.id == clip.id])
                 if not ranked:
-                    notes.append(f"clip {clip.source} ({clip.sha256[:12]}…): no succeeded experiment in scope")
+                    notes.append(f"clip {_clip_name(clip)} ({clip.sha256[:12]}…): no succeeded experiment in scope")
                     continue
                 section = ClipSection(clip, ranked[: options.top], len(ranked), anchors=_anchor_curves(session, clip))
                 section.lineage = _lineage(session, ranked[0])
@@ -761,7 +763,7 @@ def _finish_section(section: ClipSection, out_dir: Path, options: ReportOptions,
             )
     series = rd_series(section, options.curves)
     for metric in RD_METRICS:
-        fig = rd_figure(series, metric, title=f"{RD_METRICS[metric]} against rate, {section.clip.source}")
+        fig = rd_figure(series, metric, title=f"{RD_METRICS[metric]} against rate, {_clip_name(section.clip)}")
         file = f"{prefix}_rd_{metric}.png"
         _save_figure(fig, out_dir / file)
         section.figures[metric] = file
@@ -815,12 +817,24 @@ code { font-size: .85em; }
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+#: Cap on candidate-sourced text (failure reasons, notes quoting them) in the page.
+HTML_TEXT_LIMIT = 4000
+
+
+def _e(value: Any, limit: int | None = None) -> str:
+    """HTML-escaped text with control characters shown as escapes (and capped at ``limit``)."""
+    return html.escape(clean(value, limit), quote=True)
+
+
+def _clip_name(clip: Any) -> str:
+    """A clip's name for display: the stored spec without its (secret) seed."""
+    from evaluation.video import public_source
+
+    return public_source(clip.source)
 
 
 def _nm(reason: str | None) -> str:
-    why = f'<span class="why">{_e(reason)}</span>' if reason else ""
+    why = f'<span class="why">{_e(reason, HTML_TEXT_LIMIT)}</span>' if reason else ""
     return f'<span class="nm">{NOT_MEASURED}{why}</span>'
 
 
@@ -930,7 +944,7 @@ def _anchor_table_html(section: ClipSection) -> str:
 
 def _crops_html(section: ClipSection) -> str:
     if section.crops is None:
-        return f'<p class="note">{_e(section.crops_note or "no crops")}</p>'
+        return f'<p class="note">{_e(section.crops_note or "no crops", HTML_TEXT_LIMIT)}</p>'
     c = section.crops
     x, y, w, h = c.box
     figs = "".join(
@@ -938,7 +952,7 @@ def _crops_html(section: ClipSection) -> str:
         f"<figcaption><b>{_e(p.title)}</b><br>{_e(p.caption)}</figcaption></figure>"
         for p in c.panels
     )
-    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in c.notes)
+    notes = "".join(f'<p class="note">{_e(n, HTML_TEXT_LIMIT)}</p>' for n in c.notes)
     return (
         f'<p class="meta">Frame {c.frame_index}, region x={x}..{x + w - 1}, y={y}..{y + h - 1} '
         f"(the most detailed {w}x{h} window), shown at {c.zoom}x, nearest neighbour.</p>"
@@ -1009,7 +1023,9 @@ def _failures_html(report: Report) -> str:
         return "<p>No experiment in scope ended in failure.</p>"
     rows = []
     for g in report.failures:
-        examples = "<br>".join(f"exp {eid}: {_e(err)}" for eid, err in g.examples) or _nm("no error text stored")
+        examples = "<br>".join(f"exp {eid}: {_e(err, HTML_TEXT_LIMIT)}" for eid, err in g.examples) or _nm(
+            "no error text stored"
+        )
         rows.append(
             f"<tr><td class=l>{_e(g.status.value)}</td><td class=l>{_e(g.failure_stage or '–')}</td>"
             f"<td>{g.count}</td><td class=l>{examples}</td></tr>"
@@ -1034,7 +1050,7 @@ def _provenance_html(report: Report) -> str:
             f"<td class=l>{_e(_versions(points, 'evaluator_version'))}</td>"
             f"<td class=l>{_e(_versions(points, 'metrics_version'))}</td>"
             f'<td class=l><code title="{_e(e.clip.sha256)}">{_e(e.clip.sha256[:16])}…</code><br>'
-            f"{_e(e.clip.source)}</td>"
+            f"{_e(_clip_name(e.clip))}</td>"
             f"<td class=l>{_e(e.worker_host or '–')}</td><td class=l>{_e(e.device or '–')}</td>"
             f"<td class=l>{_e(e.isolation or '–')}</td>"
             f"<td class=l>{_e(e.queued_at.isoformat(timespec='seconds'))}<br>"
@@ -1061,16 +1077,16 @@ def render_html(report: Report) -> str:
         f"{_e(report.generated_at.isoformat(timespec='seconds'))}</p>",
         f"<p>Experiments: {_e(counts) if counts else 'none'}.</p>",
     ]
-    body += [f'<p class="note">{_e(n)}</p>' for n in report.notes]
+    body += [f'<p class="note">{_e(n, HTML_TEXT_LIMIT)}</p>' for n in report.notes]
     if not report.sections:
         body.append('<p class="note">No succeeded experiment in scope yet: nothing to rank or plot.</p>')
     for s in report.sections:
         c = s.clip
         body.append(
-            f'<h2 id="clip{c.id}">Clip {_e(c.source)}</h2><p class="meta">{c.width}x{c.height}, {c.n_frames} frames '
+            f'<h2 id="clip{c.id}">Clip {_e(_clip_name(c))}</h2><p class="meta">{c.width}x{c.height}, {c.n_frames} frames '
             f"at {c.fps:g} fps, sha256 <code>{_e(c.sha256)}</code></p>"
         )
-        body += [f'<p class="note">{_e(n)}</p>' for n in s.notes]
+        body += [f'<p class="note">{_e(n, HTML_TEXT_LIMIT)}</p>' for n in s.notes]
         body.append("<h3>Leaderboard</h3>" + _leaderboard_html(s))
         body.append("<h3>Rate–distortion curves</h3>")
         body.append(
@@ -1107,16 +1123,19 @@ def print_summary(report: Report, console: Any = None, *, rows: int = 10) -> Non
     from rich.console import Console
     from rich.table import Table
 
+    # Names, notes and reasons are data: escaped (markup) or literal (Text), capped, controls shown.
     if console is None:
-        console = Console()
+        console = Console(emoji=False)
         if not console.is_terminal:
-            console = Console(width=200)
+            console = Console(width=200, emoji=False)
     counts = ", ".join(f"{s.value} {n}" for s, n in sorted(report.status_counts.items(), key=lambda kv: kv[0].value))
-    console.print(f"[bold]codecfleet report[/] — {report.scope}: {counts or 'no experiments'}")
+    console.print(f"[bold]codecfleet report[/] — {markup(report.scope, 300)}: {counts or 'no experiments'}")
     for note in report.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(text(note, 1000, style="yellow"))
     for s in report.sections:
-        table = Table(title=f"{s.clip.source} ({s.clip.width}x{s.clip.height}, {s.clip.n_frames} frames)")
+        table = Table(
+            title=f"{markup(_clip_name(s.clip), 300)} ({s.clip.width}x{s.clip.height}, {s.clip.n_frames} frames)"
+        )
         for col in ("rank", "cand", "exp", *(f"BD {c} %" for c in ANCHOR_ORDER), "kbps", "PSNR-Y", "SSIM-Y", "status"):
             table.add_column(col, justify="right")
         for r in s.ranked[:rows]:
@@ -1132,23 +1151,23 @@ def print_summary(report: Report, console: Any = None, *, rows: int = 10) -> Non
                 f"{min(kbps):.0f}-{max(kbps):.0f}" if kbps else NOT_MEASURED,
                 f"{min(psnr):.2f}-{max(psnr):.2f}" if psnr else NOT_MEASURED,
                 f"{min(ssim):.3f}-{max(ssim):.3f}" if ssim else NOT_MEASURED,
-                _status_text(r.experiment),
+                text(_status_text(r.experiment), 200),
             )
         console.print(table)
         missing = [c for c in ANCHOR_ORDER if not s.anchors.get(c) or not s.anchors[c].points]
         if missing:
             console.print(f"[yellow]anchors without a curve: {', '.join(missing)}[/]")
         if s.crops is None:
-            console.print(f"[yellow]{s.crops_note}[/]")
+            console.print(text(s.crops_note, 1000, style="yellow"))
     if report.failures:
         table = Table(title="failures by stage")
         for col in ("status", "stage", "count", "example"):
             table.add_column(col)
         for g in report.failures:
             example = f"exp {g.examples[0][0]}: {g.examples[0][1]}" if g.examples else ""
-            table.add_row(g.status.value, g.failure_stage or "-", str(g.count), example[:160])
+            table.add_row(text(g.status.value, 50), text(g.failure_stage or "-", 50), str(g.count), text(example, 160))
         console.print(table)
-    console.print(f"report: {report.html_path.resolve()}")
+    console.print("report:", text(report.html_path.resolve(), 1000))
 
 
 # --- the command ------------------------------------------------------------------

@@ -163,6 +163,14 @@ def campaign_id_by_name(session: Session, name: str) -> int:
     return campaign_id
 
 
+def stored_clip_seed(session: Session, name: str) -> int | None:
+    """The secret clip seed stored for the campaign called ``name``; None when the
+    campaign does not exist or has drawn none yet."""
+    from db.models import Campaign
+
+    return session.scalar(sa.select(Campaign.clip_seed).where(Campaign.name == name))
+
+
 @dataclass(frozen=True)
 class StoredCandidate:
     candidate_id: int

@@ -157,6 +157,21 @@ class Campaign(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
     description: Mapped[str | None] = mapped_column(sa.Text)
+    #: Secret seed of the campaign's synthetic clips (drawn with ``secrets`` when the
+    #: campaign starts, unless the user named one), so that a resumed campaign measures
+    #: the same frames. Trusted side only: never in a prompt, a config or a sandbox.
+    clip_seed: Mapped[int | None] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClipSeed(Base):
+    """A secret seed for synthetic clips outside any campaign, one per ``scope``
+    (``"default"``: submissions without a campaign), drawn once per database."""
+
+    __tablename__ = "clip_seeds"
+
+    scope: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -519,6 +534,7 @@ __all__ = [
     "Campaign",
     "Candidate",
     "Clip",
+    "ClipSeed",
     "Experiment",
     "ExperimentStatus",
     "Measurement",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from db.models import (
     Campaign,
     Candidate,
     Clip,
+    ClipSeed,
     Experiment,
     ExperimentStatus,
     Measurement,
@@ -1187,6 +1188,37 @@ def get_or_create_campaign(session: Session, name: str) -> Campaign:
         if existing is None:
             raise
     return existing
+
+
+def campaign_clip_seed(session: Session, campaign_id: int, draw: Callable[[], int]) -> int:
+    """The campaign's secret clip seed; ``draw()`` is stored as it the first time
+    (the first writer wins when two race, and both get the stored one)."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise LookupError(f"no campaign with id {campaign_id}")
+    if campaign.clip_seed is None:
+        session.execute(
+            sa.update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.clip_seed.is_(None))
+            .values(clip_seed=int(draw()))
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(campaign, ["clip_seed"])
+    return int(campaign.clip_seed)
+
+
+def scoped_clip_seed(session: Session, scope: str, draw: Callable[[], int]) -> int:
+    """The database's secret clip seed for ``scope`` (e.g. ``"default"``), drawn once
+    with ``draw()`` and stored (safe when two submitters race)."""
+    existing = session.get(ClipSeed, scope)
+    if existing is None:
+        try:
+            with session.begin_nested():
+                session.add(ClipSeed(scope=scope, seed=int(draw())))
+        except IntegrityError:
+            pass
+        existing = session.scalar(sa.select(ClipSeed).where(ClipSeed.scope == scope))
+    return int(existing.seed)
 
 
 def take_over(
