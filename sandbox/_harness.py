@@ -1,7 +1,9 @@
 """The code that runs inside the sandbox, next to the candidate.
 
 Started by :mod:`sandbox.runner` as ``python -I -S -B harness.py REQ_FD RESP_FD`` inside
-bubblewrap. It is trusted only until the candidate is imported: after that the
+bubblewrap, as the sandbox's pid 1 and only process (``--as-pid-1``), already
+under the outer seccomp filter that bubblewrap loaded before executing Python,
+as an unprivileged host uid, inside the session's cgroup. It is trusted only until the candidate is imported: after that the
 candidate shares this interpreter and may rewrite anything here, so the trusted
 side believes nothing from this process except bytes it then checks itself
 (lengths, shapes, dtypes); it times every call with its own clock.
@@ -14,9 +16,12 @@ Order of work, and why:
    capture pipes the trusted side drains, so a candidate's ``print`` cannot
    corrupt the protocol; map the shared frame slot (read-only for the encoder);
 3. set rlimits (the candidate cannot raise hard limits: no CAP_SYS_RESOURCE);
-4. load the seccomp denylist (no fork/exec/sockets/ptrace...), threads allowed;
-5. import the candidate as a real module named ``candidate`` from a file;
-6. serve encode/decode requests until told to stop.
+4. make the process non-dumpable (no ``/proc/1/mem`` writes, no core) and stack
+   the inner seccomp program (no ``execve``) on bubblewrap's outer one;
+5. report ``A`` (armed) or ``S`` (set-up failed): the last word this process
+   has on its isolation, sent before any candidate code runs;
+6. import the candidate as a real module named ``candidate`` from a file;
+7. serve encode/decode requests until told to stop.
 
 Stdlib only (plus numpy from the bound site-packages; the seccomp filter arrives
 compiled as BPF bytes, so libseccomp is not needed in here): this file
@@ -26,8 +31,9 @@ Wire format, both directions: 1 byte kind, 8 bytes little-endian length, body.
 
 * ``I``: 8-byte length of a JSON header, the header (``role``, ``config``,
   ``sys_path``, ``seccomp``, ``seccomp_bpf``, ``limits``, ``slot``: ``{"fd",
-  "bytes"}``), then the candidate's source. Answer ``R`` (ready), ``X``
-  (candidate failed to import) or ``S`` (sandbox set-up failed).
+  "bytes"}``), then the candidate's source. Answer ``A`` (sandbox set up) or
+  ``S`` (set-up failed, and stop); after ``A``, ``R`` (ready) or ``X`` (the
+  candidate failed to import).
 * ``E``: ``<qqq`` index, height, width; the frame is in the slot (H*W*3 bytes
   from offset 0). Answer ``B`` with the payload, or ``X``.
 * ``D``: ``<q`` index, then the payload. Answer ``F`` whose body is JSON
@@ -79,7 +85,8 @@ def _send(fd, kind, *parts):
 
 
 def _error(fd, message):
-    _send(fd, b"X", message[:2000].encode("utf-8", "replace"))
+    # The trusted side takes at most 4096 bytes and calls anything longer a forgery.
+    _send(fd, b"X", message.encode("utf-8", "replace")[:4000])
 
 
 def _short_exception(exc):
@@ -115,6 +122,36 @@ def _set_rlimits(limits):
     cap("RLIMIT_CORE", 0)
     cap("RLIMIT_AS", limits.get("address_space_bytes"))
     cap("RLIMIT_NPROC", limits.get("max_processes"))
+
+
+def _close_other_fds(keep):
+    """Close every inherited descriptor but ``keep`` and the frame slot's (bwrap's
+    seccomp descriptor, anything a launcher leaked): none may reach the candidate."""
+    slot = None
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in keep:
+            continue
+        try:
+            target = os.readlink("/proc/self/fd/%d" % fd)
+        except OSError:
+            continue  # the listing's own descriptor, already closed
+        if slot is None and target.startswith("/memfd:cf-frame-slot"):
+            slot = fd
+            continue
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _set_not_dumpable():
+    """PR_SET_DUMPABLE 0: nothing of the same uid may ptrace or write /proc/<pid>/mem."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 def _load_seccomp(bpf):
@@ -171,6 +208,8 @@ def main(argv):
     os.close(req_fd)
     os.close(resp_fd)
 
+    _close_other_fds({0, 1, 2, req, resp})
+
     kind, body = _recv(req)
     if kind != b"I":
         _error(resp, "harness: expected init message")
@@ -194,6 +233,7 @@ def main(argv):
 
     try:
         _set_rlimits(init["limits"])
+        _set_not_dumpable()
         if init["seccomp"] == "on":
             import base64
 
@@ -201,6 +241,7 @@ def main(argv):
     except Exception as exc:  # the sandbox is not what was asked for: never run the candidate
         _send(resp, b"S", ("%s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
         return 4
+    _send(resp, b"A", b"")
 
     try:
         module = _import_candidate(code)

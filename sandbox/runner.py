@@ -69,17 +69,28 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from evaluation.runner import CandidateError, DecodeOutput, EncodeOutput, check_frame, check_payload
+from sandbox import cgroup as cgroups
 from sandbox import seccomp_policy
 
 HARNESS_PATH = Path(__file__).with_name("_harness.py")
 HEADER = struct.Struct("<cQ")
 
-#: ``strict`` needs bubblewrap and seccomp; the others are weaker on purpose and
-#: only ever used when named explicitly. Every result then says so.
-MODES = ("strict", "no-seccomp", "unsandboxed")
+#: ``strict`` needs bubblewrap, seccomp, a session cgroup and an unprivileged
+#: host uid; the others are weaker on purpose and only ever used when named
+#: explicitly. Every result then says so.
+MODES = ("strict", "no-cgroup", "no-seccomp", "unsandboxed")
+
+#: The unprivileged system user candidates run as when the worker is root
+#: (``scripts/setup.sh`` creates it); ``CODECFLEET_SANDBOX_USER`` overrides the name.
+SANDBOX_USER = "codecfleet-sandbox"
+
+#: Failure reasons that come from inside the sandbox are cut to this many bytes.
+MAX_REASON_BYTES = 4096
 
 _F_SETPIPE_SZ = 1031
 _SANDBOX_ROOT = "/sandbox"
@@ -110,9 +121,14 @@ class Limits:
     shm_bytes: int = 64 << 20  # /dev/shm
     max_file_bytes: int = 256 << 20  # RLIMIT_FSIZE
     max_open_files: int = 256  # RLIMIT_NOFILE
-    max_processes: int = 4096  # RLIMIT_NPROC (threads count; ineffective for host root, see README)
+    max_processes: int = 4096  # pids.max of the session cgroup, and RLIMIT_NPROC (threads count)
+    memory_bytes: int = 8 << 30  # the session cgroup's memory limit: anon, shmem/memfd, tmpfs, page cache
+    cpu_cores: float | None = 4.0  # the session cgroup's CPU ceiling, in cores (None: no ceiling)
     max_output_bytes: int = 1 << 20  # stdout and stderr, each; more fails the candidate
     max_payload_bytes: int = 64 << 20  # one compressed frame
+    #: a whole bitstream may hold at most ratio x the raw frames' bytes, plus extra
+    max_bitstream_ratio: float = 2.0
+    max_bitstream_extra_bytes: int = 64 << 10
     threads: int | None = None  # OMP/MKL/torch thread count inside; None leaves the libraries' default
 
 
@@ -125,10 +141,16 @@ class IsolationReport:
     bwrap_ok: bool
     seccomp_ok: bool
     problems: list[str] = field(default_factory=list)
+    #: a session cgroup (memory, pids, CPU) could be made and held the sandbox
+    cgroup_ok: bool = False
+    cgroup: str | None = None
+    #: the host uid candidate code runs as, and whether it is unprivileged
+    sandbox_uid: int | None = None
+    uid_ok: bool = False
 
     @property
     def strict_ok(self) -> bool:
-        return self.bwrap_ok and self.seccomp_ok
+        return self.bwrap_ok and self.seccomp_ok and self.cgroup_ok and self.uid_ok
 
     def to_dict(self) -> dict:
         return {**asdict(self), "strict_ok": self.strict_ok}
@@ -145,7 +167,12 @@ class CallLog:
     stdout_total: int = 0
     stderr_total: int = 0
     returncode: int | None = None
+    #: peak memory of the session's cgroup (None without one: nothing trustworthy to report)
     peak_rss_bytes: int | None = None
+    #: the session cgroup was empty at the end (None: no cgroup, not checked)
+    session_empty: bool | None = None
+    #: host pids the session's cgroup held while it ran (for tests and post-mortems)
+    pids_seen: list[int] = field(default_factory=list)
     #: seconds from the start of the call that timed out to the kill (None: no timeout)
     timed_out_after: float | None = None
 
@@ -153,7 +180,7 @@ class CallLog:
 # --------------------------------------------------------------------------- probing
 
 _PROBE_CANDIDATE = """
-import os, socket
+import ctypes, os, socket
 def _denied(fn):
     try:
         fn()
@@ -167,12 +194,39 @@ def _fork():
     os.waitpid(pid, 0)
 FORK_DENIED = _denied(_fork)
 SOCKET_DENIED = _denied(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+EXEC_DENIED = _denied(lambda: os.execv("/usr/bin/true", ["true"]))
 HOST_VISIBLE = os.path.exists(%r)
+with open("/proc/self/status") as fh:
+    STATUS = dict(line.split(":", 1) for line in fh if ":" in line)
+FILTERED = STATUS.get("Seccomp", "").strip() == "2"
+NO_NEW_PRIVS = STATUS.get("NoNewPrivs", "").strip() == "1"
+ALONE = os.getpid() == 1 and sorted(p for p in os.listdir("/proc") if p.isdigit()) == ["1"]
+NOT_DUMPABLE = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE
 def compress_video_frame(frame, frame_index, config):
-    return bytes([FORK_DENIED, SOCKET_DENIED, HOST_VISIBLE])
+    return bytes([FORK_DENIED, SOCKET_DENIED, HOST_VISIBLE, EXEC_DENIED, FILTERED, NO_NEW_PRIVS, ALONE, NOT_DUMPABLE])
 def decompress_video_frame(compressed_data, frame_index, config):
     return None
 """
+
+
+def _sandbox_credentials() -> tuple[tuple[int, int] | None, str | None]:
+    """``((uid, gid), None)`` to switch to, ``(None, None)`` when this process is
+    already unprivileged, or ``(None, problem)`` when root and the user is missing."""
+    if os.geteuid() != 0:
+        return None, None
+    import pwd
+
+    name = os.environ.get("CODECFLEET_SANDBOX_USER", SANDBOX_USER)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None, (
+            f"the worker is root and the unprivileged sandbox user {name!r} does not exist, "
+            "so candidate code would run as host uid 0 (create it: scripts/setup.sh)"
+        )
+    if entry.pw_uid == 0:
+        return None, f"the sandbox user {name!r} is uid 0"
+    return (entry.pw_uid, entry.pw_gid), None
 
 
 @functools.lru_cache(maxsize=8)
@@ -180,46 +234,74 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
     bwrap = shutil.which(bwrap_name)
     problems: list[str] = []
     version = None
+    creds, uid_problem = _sandbox_credentials()
+    sandbox_uid = creds[0] if creds else os.geteuid()
+    uid_ok = uid_problem is None
+    if uid_problem:
+        problems.append(uid_problem)
+    cgroup_ok, cgroup_note = cgroups.available()
+    if not cgroup_ok:
+        problems.append(f"no per-session cgroup: {cgroup_note}")
     if bwrap is None:
-        return IsolationReport(None, None, False, False, ["bubblewrap (bwrap) is not installed"])
+        problems.insert(0, "bubblewrap (bwrap) is not installed")
+        return IsolationReport(None, None, False, False, problems, cgroup_ok, cgroup_note, sandbox_uid, uid_ok)
     try:
         version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         problems.append(f"bwrap --version failed: {exc}")
-    limits = Limits(call_seconds=20, import_seconds=20, total_seconds=30)
+    limits = Limits(call_seconds=20, import_seconds=20, total_seconds=30, memory_bytes=1 << 30)
     code = _PROBE_CANDIDATE % str(HARNESS_PATH.resolve())
     frame = np.zeros((2, 2, 3), np.uint8)
     bwrap_ok = seccomp_ok = False
     try:
-        session = _Session("probe", "strict", device, limits, bwrap)
+        session = _Session("probe", "strict" if cgroup_ok else "no-cgroup", device, limits, bwrap)
         try:
             session.start(code, {"width": 2, "height": 2})
             flags, _ = session.encode_frame(frame, 0)
+            flags = bytes(flags)
+            session.finish()
         finally:
             session.close()
-        fork_denied, socket_denied, host_visible = flags[0], flags[1], flags[2]
-        bwrap_ok = not host_visible
-        seccomp_ok = bool(fork_denied and socket_denied)
-        if host_visible:
-            problems.append("the host file system is visible inside the sandbox")
-        if not fork_denied:
-            problems.append("fork() is not denied inside the sandbox (seccomp not active)")
-        if not socket_denied:
-            problems.append("socket() is not denied inside the sandbox (seccomp not active)")
-    except (CandidateError, OSError, IsolationError) as exc:
+        fork_denied, socket_denied, host_visible, exec_denied, filtered, nnp, alone, undumpable = flags[:8]
+        bwrap_ok = bool(not host_visible and alone)
+        seccomp_ok = bool(fork_denied and socket_denied and exec_denied and filtered and nnp)
+        for bad, what in (
+            (host_visible, "the host file system is visible inside the sandbox"),
+            (not fork_denied, "fork() is not denied inside the sandbox (seccomp not active)"),
+            (not socket_denied, "socket() is not denied inside the sandbox (seccomp not active)"),
+            (not exec_denied, "execve() is not denied inside the sandbox"),
+            (not filtered, "the sandboxed process is not under a seccomp filter"),
+            (not nnp, "no_new_privs is not set inside the sandbox"),
+            (not alone, "the sandbox holds a process besides the harness (an init not under the filter)"),
+            (not undumpable, "the sandboxed process is dumpable"),
+        ):
+            if bad:
+                problems.append(what)
+        if cgroup_ok:
+            if not session.log.pids_seen:
+                cgroup_ok = False
+                problems.append("the sandbox's processes did not appear in the session cgroup")
+            elif session.log.session_empty is not True:
+                cgroup_ok = False
+                problems.append("the session cgroup was not empty after the session")
+    except (CandidateError, OSError, IsolationError, cgroups.CgroupError) as exc:
         reason = exc.reason if isinstance(exc, CandidateError) else str(exc)
         problems.append(f"a sandboxed probe process failed: {reason}")
         if "pyseccomp" in reason or "seccomp" in reason.lower():
             bwrap_ok = True
-    return IsolationReport(bwrap, version, bwrap_ok, seccomp_ok, problems)
+    return IsolationReport(bwrap, version, bwrap_ok, seccomp_ok, problems, cgroup_ok, cgroup_note, sandbox_uid, uid_ok)
 
 
 def probe_isolation(device: str = "cpu", *, bwrap: str = "bwrap", refresh: bool = False) -> IsolationReport:
-    """Start one real sandboxed process and check from inside that the layers hold.
+    """Start one real sandboxed process and check from inside and outside that the layers hold.
 
-    The probe candidate tries ``fork()``, ``socket()`` and looks for a host
-    file; strict mode needs all three to fail. Cached per process (``refresh``
-    re-probes).
+    Inside, the probe candidate tries ``fork()``, ``socket()`` and ``execve()``,
+    looks for a host file, reads its own seccomp and no_new_privs status, checks
+    that it is alone in its pid namespace (pid 1, no separate init) and not
+    dumpable. Outside, the trusted side checks that the sandbox ran as an
+    unprivileged host uid inside its session cgroup, and that the cgroup was
+    empty at the end. Strict mode needs all of it. Cached per process
+    (``refresh`` re-probes).
     """
     if refresh:
         _probe_cached.cache_clear()
@@ -228,7 +310,12 @@ def probe_isolation(device: str = "cpu", *, bwrap: str = "bwrap", refresh: bool 
 
 def describe_mode(mode: str) -> str:
     if mode == "strict":
-        return "bubblewrap+seccomp+rlimits"
+        return "bubblewrap+seccomp+rlimits"  # with a session cgroup and an unprivileged uid: strict needs both
+    if mode == "no-cgroup":
+        return (
+            "WEAKER MODE 'no-cgroup': bubblewrap+seccomp+rlimits, NO session cgroup (memfd/shared memory, "
+            "threads and CPU bounded by rlimits only; peak memory not measured)"
+        )
     if mode == "no-seccomp":
         return "WEAKER MODE 'no-seccomp': bubblewrap+rlimits, NO seccomp filter (fork/exec/sockets possible inside the namespaces)"
     if mode == "unsandboxed":
@@ -243,9 +330,10 @@ class SandboxRunner:
     """The :class:`evaluation.runner.CandidateRunner` for untrusted code.
 
     ``mode`` is ``"strict"`` (default: refuses to exist unless the probe finds
-    bubblewrap and seccomp working), or one of the named weaker modes
-    ``"no-seccomp"`` and ``"unsandboxed"``, which work without the probe and
-    say so in :attr:`isolation` (and so in every result).
+    bubblewrap, seccomp, a session cgroup and an unprivileged uid working), or
+    one of the named weaker modes ``"no-cgroup"``, ``"no-seccomp"`` and
+    ``"unsandboxed"``, which work without the probe and say so in
+    :attr:`isolation` (and so in every result).
     """
 
     def __init__(
@@ -268,10 +356,19 @@ class SandboxRunner:
                 raise IsolationError(
                     "refusing to run candidates: strict isolation is unavailable ("
                     + "; ".join(report.problems)
-                    + "). Install bubblewrap and libseccomp, or choose a weaker mode by name."
+                    + "). Install bubblewrap and libseccomp, create the sandbox user and give the worker "
+                    "a writable cgroup (scripts/setup.sh, Delegate=yes), or choose a weaker mode by name."
                 )
-        elif mode == "no-seccomp" and self._bwrap is None:
-            raise IsolationError("mode 'no-seccomp' still needs bubblewrap, which is not installed")
+        elif mode in ("no-seccomp", "no-cgroup") and self._bwrap is None:
+            raise IsolationError(f"mode {mode!r} still needs bubblewrap, which is not installed")
+        if mode != "unsandboxed":
+            creds, problem = _sandbox_credentials()
+            if problem:
+                if mode == "strict":
+                    raise IsolationError(f"refusing to run candidates: {problem}")
+                self.isolation += f"; CANDIDATE RUNS AS HOST ROOT ({problem})"
+        if mode != "no-cgroup":
+            cgroups.sweep_stale()
 
     def _session(self, role: str, slot_bytes: int) -> "_Session":
         with self._abort_lock:
@@ -310,19 +407,26 @@ class SandboxRunner:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
         session = self._session("encoder", frames[0].nbytes if len(frames) else 1)
-        payloads: list[bytes] = []
+        cap = bitstream_cap(frames.nbytes, self.limits)
+        payloads = SpooledPayloads()
         frame_seconds: list[float] = []
         try:
             session.start(code, config)
             for i in range(frames.shape[0]):
-                payload, seconds = session.encode_frame(frames[i], i)
+                # Checked against the header before a byte of the payload is read.
+                budget = cap - payloads.total_bytes
+                payload, seconds = session.encode_frame(frames[i], i, total_budget=(budget, cap))
                 payloads.append(check_payload(payload, i, self.limits.max_payload_bytes))
                 frame_seconds.append(seconds)
             session.finish()
+        except BaseException:
+            payloads.close()
+            raise
         finally:
             session.close()
             self._done(session)
             self.logs.append(session.log)
+            _check_empty(session)
         return EncodeOutput(payloads, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
 
     def decode(self, code: str, payloads: list[bytes], config: dict, n_frames: int) -> DecodeOutput:
@@ -334,8 +438,8 @@ class SandboxRunner:
         session = self._session("decoder", _max_decoded_bytes(height, width))
         try:
             session.start(code, config)
-            for i, payload in enumerate(payloads):
-                frame, seconds = session.decode_frame(bytes(payload), i, height, width, into=out[i])
+            for i in range(n_frames):  # in index order, whatever the candidate does
+                frame, seconds = session.decode_frame(payloads[i], i, height, width, into=out[i])
                 check_frame(frame, i, height, width)
                 frame_seconds.append(seconds)
             session.finish()
@@ -343,10 +447,90 @@ class SandboxRunner:
             session.close()
             self._done(session)
             self.logs.append(session.log)
+            _check_empty(session)
         return DecodeOutput(out, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
 
 
+def bitstream_cap(raw_bytes: int, limits: Limits) -> int:
+    """The most bytes one bitstream may hold: ``ratio x raw + extra`` (see :class:`Limits`)."""
+    return int(limits.max_bitstream_ratio * raw_bytes) + int(limits.max_bitstream_extra_bytes)
+
+
+def _check_empty(session: "_Session") -> None:
+    """After a session: its cgroup must have been emptied, or the worker stops trusting itself."""
+    if session.log.session_empty is False:
+        raise IsolationError(
+            f"the {session.role} session's cgroup still held processes after it was killed: "
+            "refusing to go on (the host needs attention)"
+        )
+
+
+class SpooledPayloads(Sequence):
+    """Per-frame payloads kept in an unlinked temporary file, not in this process's memory.
+
+    A list of ``bytes`` to every reader (indexing reads one payload back; it
+    compares equal to a list of the same payloads), so however much a
+    candidate returns, the trusted side holds one payload at a time.
+    """
+
+    def __init__(self):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(prefix="cf-payloads-")
+        self._spans: list[tuple[int, int]] = []
+        self.total_bytes = 0
+
+    def append(self, payload: bytes) -> None:
+        self._file.write(payload)
+        self._spans.append((self.total_bytes, len(payload)))
+        self.total_bytes += len(payload)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        offset, length = self._spans[index]
+        self._file.flush()
+        return os.pread(self._file.fileno(), length, offset)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or len(other) != len(self):
+            return NotImplemented if not isinstance(other, Sequence) else False
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SpooledPayloads({len(self)} payloads, {self.total_bytes} bytes)"
+
+    def close(self) -> None:
+        self._file.close()
+
+
 # --------------------------------------------------------------------------- one sandboxed process
+
+
+def _cap_reason(text: str, limit: int = MAX_REASON_BYTES) -> str:
+    """A reason from inside the sandbox, cut to ``limit`` bytes of UTF-8."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore") + f" [... cut at {limit} bytes]"
+
+
+def _parse_frame_meta(data: bytes) -> dict:
+    """The decoder's ``{"shape": [...], "dtype": "..."}``, with the nesting bounded
+    *before* parsing (a legitimate one opens exactly one object and one list)."""
+    if len(data) > 256:
+        raise ValueError(f"{len(data)}-byte frame description")
+    if data.count(b"[") + data.count(b"{") > 2:
+        raise ValueError("frame description nested too deep")
+    meta = json.loads(data)
+    if not isinstance(meta, dict):
+        raise ValueError("frame description is not an object")
+    return meta
 
 
 def _signal_name(number: int) -> str:
@@ -440,6 +624,7 @@ class _Session:
         self.stage = "import"
         self.proc: subprocess.Popen | None = None
         self._req_w = self._resp_r = -1
+        self._seccomp_fd = -1
         self._deadline_total = 0.0
         self._killed_for: str | None = None
         self._lock = threading.Lock()
@@ -448,6 +633,7 @@ class _Session:
         #: bytes of the shared frame slot; None: sized at start from the config
         self._slot_bytes = slot_bytes
         self._slot: _Slot | None = None
+        self._cgroup: cgroups.SessionCgroup | None = None
 
     # ------------------------------------------------------------ process start
 
@@ -458,8 +644,10 @@ class _Session:
         if self.mode == "unsandboxed":
             return [python, "-I", "-S", "-B", harness], site_dirs
         lim = self.limits
+        # --as-pid-1: the harness is the sandbox's only process; bwrap starts no
+        # separate init, which would run outside the seccomp filter.
         argv = [
-            self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            self.bwrap, "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox", "--clearenv",
             "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
             "--ro-bind", "/usr", "/usr",
@@ -468,18 +656,21 @@ class _Session:
         if lim.threads is not None:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 argv += ["--setenv", var, str(lim.threads)]
+        # bwrap runs as the unprivileged sandbox user, which must be able to look
+        # these paths up (scripts/setup.sh grants search permission on the way to
+        # an interpreter under /root, say).
         if not prefix.startswith("/usr/"):
-            argv += ["--ro-bind", prefix, prefix]
+            argv += self._ro_bind(prefix, prefix)
         if not python.startswith((prefix + "/", "/usr/")):
-            argv += ["--ro-bind", python, python]
+            argv += self._ro_bind(python, python)
         if os.path.exists("/etc/ld.so.cache"):
-            argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+            argv += self._ro_bind("/etc/ld.so.cache", "/etc/ld.so.cache")
         inside_sites = []
         for n, site in enumerate(site_dirs):
             target = f"{_SANDBOX_SITE}{n}"
-            argv += ["--ro-bind", site, target]
+            argv += self._ro_bind(site, target)
             inside_sites.append(target)
-        argv += ["--ro-bind", harness, f"{_SANDBOX_ROOT}/harness.py"]
+        argv += self._ro_bind(harness, f"{_SANDBOX_ROOT}/harness.py")
         argv += ["--proc", "/proc", "--dev", "/dev"]
         if self.device == "cuda":
             for dev in _nvidia_devices():
@@ -489,12 +680,40 @@ class _Session:
         argv += ["--size", str(lim.shm_bytes), "--tmpfs", "/dev/shm"]
         argv += ["--size", str(lim.tmpfs_bytes), "--tmpfs", "/tmp"]
         argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+        if self._seccomp_fd >= 0:
+            argv += ["--seccomp", str(self._seccomp_fd)]
         argv += ["--", python, "-I", "-S", "-B", f"{_SANDBOX_ROOT}/harness.py"]
         return argv, inside_sites
+
+    @staticmethod
+    def _ro_bind(source: str, dest: str) -> list[str]:
+        return ["--ro-bind", source, dest]
+
+    def _seccomp_program_fd(self) -> int:
+        """A memfd holding the outer BPF program, for ``bwrap --seccomp FD`` (read once, there)."""
+        program = seccomp_policy.compile_bpf("outer")
+        fd = os.memfd_create("cf-seccomp", os.MFD_CLOEXEC)
+        os.write(fd, program)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
 
     def start(self, code: str, config: dict) -> None:
         if self.mode != "unsandboxed" and not self.bwrap:
             raise IsolationError("bubblewrap is not installed")
+        lim = self.limits
+        creds = None
+        if self.mode != "unsandboxed":
+            creds, problem = _sandbox_credentials()
+            if problem and self.mode == "strict" and self.role != "probe":
+                raise IsolationError(f"refusing to run candidates: {problem}")
+        if self.mode != "no-cgroup":
+            try:
+                self._cgroup = cgroups.SessionCgroup(lim.memory_bytes, lim.max_processes, lim.cpu_cores)
+            except cgroups.CgroupError as exc:
+                if self.mode == "strict":
+                    raise IsolationError(f"refusing to run candidates: {exc}") from exc
+                self._cgroup = None  # the weaker modes take a cgroup where there is one
+        self._seccomp_fd = self._seccomp_program_fd() if self.mode in ("strict", "no-cgroup") else -1
         site_dirs = _site_dirs()
         argv, inside_sites = self._argv(site_dirs)
         if self._slot_bytes is None:
@@ -518,17 +737,24 @@ class _Session:
             env["HOME"] = workdir
         self._workdir = workdir
         self._deadline_total = time.monotonic() + self.limits.total_seconds
+        pass_fds = [req_r, resp_w, self._slot.fd] + ([self._seccomp_fd] if self._seccomp_fd >= 0 else [])
+        # Between fork and exec the child joins the session cgroup (descriptors
+        # opened here), so bwrap and everything after it are inside from the start.
+        join_fds = self._cgroup.open_join_fds() if self._cgroup is not None else []
+        user_args = {"user": creds[0], "group": creds[1], "extra_groups": []} if creds else {}
         try:
             self.proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(req_r, resp_w, self._slot.fd),
+                pass_fds=pass_fds,
                 env=env,
                 cwd=workdir or "/",
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=functools.partial(cgroups.SessionCgroup.join_in_child, join_fds) if join_fds else None,
+                **user_args,
             )
         except BaseException:
             os.close(req_w)
@@ -539,6 +765,13 @@ class _Session:
             os.close(resp_w)
             slot_fd = self._slot.fd
             self._slot.close_fd()
+            if self._seccomp_fd >= 0:
+                os.close(self._seccomp_fd)
+                self._seccomp_fd = -1
+            if self._cgroup is not None:
+                self._cgroup.close_join_fds()
+        if self._cgroup is not None:
+            self.log.pids_seen = self._cgroup.pids()
         self._req_w, self._resp_r = req_w, resp_r
         with self._lock:
             aborted_before_start = self._killed_for is not None
@@ -549,15 +782,14 @@ class _Session:
             t.start()
             self._drains.append(t)
 
-        lim = self.limits
         init = {
             "role": self.role,
             "config": config,
             "sys_path": inside_sites if self.mode != "unsandboxed" else site_dirs,
             "slot": {"fd": slot_fd, "bytes": self._slot.size},
-            "seccomp": "off" if self.mode != "strict" else "on",
-            "seccomp_bpf": base64.b64encode(seccomp_policy.compile_bpf()).decode("ascii")
-            if self.mode == "strict"
+            "seccomp": "on" if self._seccomp_on else "off",
+            "seccomp_bpf": base64.b64encode(seccomp_policy.compile_bpf("inner")).decode("ascii")
+            if self._seccomp_on
             else None,
             "limits": {
                 "cpu_seconds": lim.cpu_seconds,
@@ -572,14 +804,34 @@ class _Session:
         code_bytes = code.encode("utf-8")
         deadline = time.monotonic() + lim.import_seconds
         self._send(b"I", struct.pack("<Q", len(head)), head, code_bytes, deadline=deadline)
-        kind, body = self._recv(deadline, "importing the candidate", max_len=1 << 16)
+        # The harness says whether the sandbox is set up *before* it imports the
+        # candidate; from then on no message can speak for the sandbox (an "S"
+        # later is the candidate's forgery, a candidate failure).
+        self.stage = "setup"
+        kind, body = self._recv(deadline, "setting up the sandbox", expect=b"A", max_len=0)
+        if kind != b"A":
+            self._fail_from_message(kind, body)
+        self.stage = "import"
+        kind, body = self._recv(deadline, "importing the candidate", expect=b"R", max_len=0)
         if kind != b"R":
             self._fail_from_message(kind, body)
         self.stage = "encode" if self.role in ("encoder", "probe") else "decode"
 
+    @property
+    def _blame(self) -> str:
+        """The stage a candidate failure is filed under (set-up counts as import)."""
+        return "import" if self.stage == "setup" else self.stage
+
+    @property
+    def _seccomp_on(self) -> bool:
+        return self.mode in ("strict", "no-cgroup")
+
     # ------------------------------------------------------------ calls
 
-    def encode_frame(self, frame: np.ndarray, index: int) -> tuple[bytes, float]:
+    def encode_frame(
+        self, frame: np.ndarray, index: int, *, total_budget: tuple[int, int] | None = None
+    ) -> tuple[bytes, float]:
+        """Encode one frame; ``total_budget`` is (bytes left, whole cap) of the bitstream."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
         height, width = frame.shape[:2]
@@ -591,7 +843,9 @@ class _Session:
         deadline = time.monotonic() + self.limits.call_seconds
         np.copyto(self._slot.array[: frame.nbytes].reshape(frame.shape), frame)
         self._send(b"E", struct.pack("<qqq", index, height, width), deadline=deadline)
-        kind, body = self._recv(deadline, what, max_len=self.limits.max_payload_bytes)
+        kind, body = self._recv(
+            deadline, what, expect=b"B", max_len=self.limits.max_payload_bytes, total_budget=total_budget
+        )
         seconds = time.perf_counter() - t0
         if kind != b"B":
             self._fail_from_message(kind, body)
@@ -609,13 +863,13 @@ class _Session:
         t0 = time.perf_counter()
         deadline = time.monotonic() + self.limits.call_seconds
         self._send(b"D", struct.pack("<q", index), payload, deadline=deadline)
-        kind, body = self._recv(deadline, what, max_len=1 << 12)
+        kind, body = self._recv(deadline, what, expect=b"F", max_len=256)
         seconds = time.perf_counter() - t0
         if kind != b"F":
             self._fail_from_message(kind, body)
         assert self._slot is not None
         try:
-            meta = json.loads(bytes(body))
+            meta = _parse_frame_meta(bytes(body))
             dtype = np.dtype(str(meta["dtype"]))
             shape = tuple(int(s) for s in meta["shape"])
             if dtype.kind not in "biuf" or dtype.hasobject or dtype.itemsize > 8:
@@ -629,8 +883,8 @@ class _Session:
                 # Only a tampered harness gets here: it checks the size before writing.
                 raise ValueError(f"{count * dtype.itemsize} bytes claimed, the slot holds {self._slot.size}")
             view = self._slot.array[: count * dtype.itemsize].view(dtype).reshape(shape)
-        except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
-            raise CandidateError("verify", f"{what} returned a malformed frame ({exc})") from None
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, json.JSONDecodeError) as exc:
+            raise CandidateError("verify", f"{what} returned a malformed frame ({_cap_reason(str(exc), 300)})") from None
         if into is not None and shape == into.shape and dtype == into.dtype:
             np.copyto(into, view)
             return into, seconds
@@ -638,7 +892,7 @@ class _Session:
 
     def finish(self) -> None:
         self._send(b"Q", b"")
-        kind, body = self._recv(time.monotonic() + 5.0, "shutting down", max_len=16)
+        kind, body = self._recv(time.monotonic() + 5.0, "shutting down", expect=b"q", max_len=0)
         if kind != b"q":
             self._fail_from_message(kind, body)
         self._finished = True
@@ -688,14 +942,14 @@ class _Session:
                 return
 
     def _timeout(self, what: str, call_deadline: float) -> None:
-        seconds = self.limits.import_seconds if self.stage == "import" else self.limits.call_seconds
+        seconds = self.limits.import_seconds if self.stage in ("setup", "import") else self.limits.call_seconds
         self.log.timed_out_after = time.monotonic() - (call_deadline - seconds)
         if call_deadline <= self._deadline_total:
             reason = f"{what} did not finish within {seconds:g} s (wall-clock limit); the process was killed"
         else:
             reason = f"the {self.role} session ran past its total limit of {self.limits.total_seconds:g} s; the process was killed"
         self._kill(reason)
-        raise CandidateError(self.stage, reason)
+        raise CandidateError(self._blame, reason)
 
     def _read_exact(self, n: int, what: str, deadline: float) -> memoryview:
         buf = bytearray(n)
@@ -709,26 +963,69 @@ class _Session:
             got += k
         return view
 
-    def _recv(self, deadline: float, what: str, *, max_len: int) -> tuple[bytes, memoryview]:
+    def _recv(
+        self,
+        deadline: float,
+        what: str,
+        *,
+        expect: bytes,
+        max_len: int,
+        total_budget: tuple[int, int] | None = None,
+    ) -> tuple[bytes, memoryview]:
+        """One message, its length checked against its kind's cap before the body is read.
+
+        ``expect`` may be up to ``max_len`` bytes (and, for a payload, no more
+        than the bitstream's bytes left); a failure report ``X`` up to
+        :data:`MAX_REASON_BYTES`; anything else, or a longer report, is a
+        forgery (the candidate wrote to the protocol pipe): a candidate failure,
+        decided from the header alone. During set-up, an ``S`` report is read too.
+        """
         kind, length = HEADER.unpack(self._read_exact(HEADER.size, what, deadline))
-        if length > max_len + (1 << 12):
-            reason = f"{what} produced a {length}-byte message; the cap is {max_len}"
+        if self.stage == "setup" and kind == b"S" and length <= MAX_REASON_BYTES:
+            return kind, self._read_exact(length, what, deadline)
+        if kind == expect:
+            if total_budget is not None and length > total_budget[0]:
+                reason = (
+                    f"{what} returned {length} bytes, which takes the bitstream past its total cap of "
+                    f"{total_budget[1]} bytes ({self.limits.max_bitstream_ratio:g} x the raw frames' size + "
+                    f"{self.limits.max_bitstream_extra_bytes} bytes)"
+                )
+                self._kill(reason)
+                raise CandidateError(self._blame, reason)
+            if length > max_len:
+                reason = f"{what} produced a {length}-byte message; the cap is {max_len}"
+                self._kill(reason)
+                raise CandidateError(self._blame, reason)
+            return kind, self._read_exact(length, what, deadline)
+        if kind != b"X" or length > MAX_REASON_BYTES:
+            # Not what was asked, or a failure report longer than the harness ever
+            # sends: a forgery. Nothing of it is read.
+            what_kind = "failure report" if kind == b"X" else f"unexpected {kind!r} message"
+            reason = f"{what} was answered by a {length}-byte {what_kind}; the harness was tampered with"
             self._kill(reason)
-            raise CandidateError(self.stage, reason)
+            raise CandidateError(self._blame, reason)
         return kind, self._read_exact(length, what, deadline)
 
     def _fail_from_message(self, kind: bytes, body) -> None:
-        if kind == b"S" and self.stage == "import":
+        """Turn a reply that is not the expected one into an exception; never returns.
+
+        Only during set-up, before any candidate code ran, can a message make
+        this an :class:`IsolationError` (the system's voice). Everything after is
+        the candidate's: a :class:`CandidateError` with a capped reason.
+        """
+        text = _cap_reason(bytes(body).decode("utf-8", "replace"))
+        if self.stage == "setup":
             self._kill()
-            raise IsolationError("the sandbox could not be set up: " + bytes(body).decode("utf-8", "replace"))
+            if kind == b"S":
+                raise IsolationError("the sandbox could not be set up: " + text)
+            raise IsolationError(f"the sandbox's harness answered {kind!r} instead of its set-up report")
         if kind == b"X":
-            reason = bytes(body).decode("utf-8", "replace")
             if self.stage == "import":
-                reason = f"importing the candidate failed: {reason}"
-            raise CandidateError(self.stage, reason)
+                text = f"importing the candidate failed: {text}"
+            raise CandidateError(self._blame, text)
         reason = f"the sandboxed process sent an unexpected message ({kind!r}); the harness was tampered with"
         self._kill(reason)
-        raise CandidateError(self.stage, reason)
+        raise CandidateError(self._blame, reason)
 
     def abort(self, reason: str) -> None:
         """Kill the process from any thread; the call in flight raises :class:`AbortedError`."""
@@ -740,7 +1037,7 @@ class _Session:
         assert self.proc is not None
         code = self._wait(2.0)
         if self._killed_for:
-            raise (AbortedError if self._aborted else CandidateError)(self.stage, self._killed_for)
+            raise (AbortedError if self._aborted else CandidateError)(self._blame, self._killed_for)
         if code is None:
             reason = f"the sandboxed process closed its pipes while {what}"
             self._kill(reason)
@@ -751,10 +1048,12 @@ class _Session:
             reason = f"the process was killed by {_signal_name(sig)}{extra} while {what}"
         else:
             reason = f"the process exited with status {code} while {what}"
+        if self._cgroup is not None and self._cgroup.oom_killed():
+            reason += f" (the session's memory limit of {self.limits.memory_bytes} bytes was reached)"
         tail = self._stderr_tail()
         if tail and self.mode != "strict" or (tail and "bwrap:" in tail):
             reason += f"; stderr: {tail}"
-        raise CandidateError(self.stage, reason)
+        raise CandidateError(self._blame, _cap_reason(reason))
 
     def _stderr_tail(self) -> str:
         for t in self._drains:
@@ -786,6 +1085,8 @@ class _Session:
             # the process group holds only bwrap: kill the whole tree by pid too.
             # Killing the pid namespace's init ends every process inside it.
             victims = self._descendants(self.proc.pid)
+            if self._cgroup is not None:
+                victims += self._cgroup.pids()
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -811,12 +1112,9 @@ class _Session:
                 return proc.returncode
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                # ru_maxrss (KiB) of bwrap and everything it reaped: the peak of the
-                # largest process in the tree, i.e. the sandboxed interpreter.
-                # Only after a clean exit: a killed tree is reaped by others and its
-                # usage never reaches us.
-                if self._finished:
-                    self.log.peak_rss_bytes = int(usage.ru_maxrss) * 1024
+                # Not ru_maxrss: the child was forked from this worker, so its
+                # figure starts at the worker's size. Peak memory comes from the
+                # session cgroup in close().
                 self.log.returncode = proc.returncode
                 return proc.returncode
             if time.monotonic() >= deadline:
@@ -842,6 +1140,14 @@ class _Session:
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream is not None:
                     stream.close()
+        if self._cgroup is not None:
+            # Prove the session is over: kill whatever is left in its cgroup, check
+            # that it is empty, then read its peak memory and remove it.
+            self.log.session_empty = self._cgroup.kill()
+            self.log.peak_rss_bytes = self._cgroup.peak_memory()
+            if self.log.session_empty:
+                self._cgroup.remove()
+            self._cgroup = None
         if self._slot is not None:
             self._slot.close()
             self._slot = None

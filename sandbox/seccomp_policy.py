@@ -12,10 +12,30 @@ Threads stay allowed (``clone`` with ``CLONE_THREAD``), since BLAS and torch
 use thread pools. ``clone3`` answers ENOSYS, so glibc falls back to ``clone``,
 whose flags seccomp can inspect (``clone3`` passes them in memory it cannot read).
 
+Page-cache probes are denied too, so that an encoder cannot leave bits in the
+host's page cache for a later decoder to read (issue 12, finding 2): ``mincore``
+and ``cachestat`` (ask which pages are resident), ``fadvise64`` and
+``readahead`` (evict or load pages on purpose), ``madvise`` with ``MADV_COLD``
+or ``MADV_PAGEOUT`` (evict file pages mapped only here), ``preadv2`` and
+``pwritev2`` with ``RWF_NOWAIT`` (a read that fails instead of waiting for the
+disk is a residency probe). What remains is timing a read, see
+``deploy/README.md``.
+
 Denied calls fail with an errno rather than killing the process, so the
 candidate sees a Python exception and the reason that reaches the LLM says
-which call was refused. Syscalls of a foreign ABI (``int 0x80``) are killed by
-libseccomp's bad-architecture default.
+which call was refused. Syscalls of a foreign ABI (``int 0x80``, x32 numbers
+``nr | 0x40000000``) kill the whole *process* at once (``SECCOMP_RET_KILL_PROCESS``):
+killing only the calling thread, libseccomp's default, left the harness hung
+until the per-call timeout.
+
+Two programs are built (:func:`compile_bpf`):
+
+* ``outer``: everything above except ``execve``/``execveat``. bubblewrap loads
+  it (``--seccomp FD``) in the sandbox's only process (``--as-pid-1``: there is
+  no separate init) just before it executes the interpreter, so nothing in the
+  sandbox ever runs unfiltered;
+* ``inner``: ``execve``/``execveat`` only. The harness stacks it on top before
+  it imports the candidate (the interpreter had to be executed first).
 """
 
 from __future__ import annotations
@@ -48,7 +68,20 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "iopl", "ioperm", "vhangup",
     # the clock
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    # page-cache residency probes and evictions (an encoder-to-decoder channel)
+    "mincore", "cachestat", "fadvise64", "readahead",
 )
+
+#: Denied last, by the ``inner`` program: bubblewrap must still execute the interpreter.
+EXEC_SYSCALLS: tuple[str, ...] = ("execve", "execveat")
+
+#: syscall numbers libseccomp may not know yet (x86_64 / aarch64 share these)
+_BY_NUMBER = {"cachestat": 451}
+
+MADV_COLD, MADV_PAGEOUT = 20, 21
+RWF_NOWAIT = 0x00000008
+#: (syscall, index of its ``flags`` argument) for RWF_NOWAIT
+_RWF_CALLS = (("preadv2", 5), ("pwritev2", 5))
 
 
 #: Without these the sandbox is not what it claims: the harness refuses to run
@@ -56,48 +89,47 @@ DENIED_SYSCALLS: tuple[str, ...] = (
 REQUIRED: frozenset[str] = frozenset({
     "fork", "vfork", "execve", "execveat", "clone3", "socket", "socketpair", "ptrace",
     "process_vm_readv", "process_vm_writev", "io_uring_setup", "unshare", "setns", "mount",
+    "mincore", "fadvise64", "readahead",
 })
 
 
 def policy() -> dict:
-    """The policy as plain JSON for the harness: names with their errno values."""
+    """The policy as plain JSON: names with their errno values."""
     deny = [[name, errno.EPERM] for name in DENIED_SYSCALLS]
     deny.append(["clone3", errno.ENOSYS])
     return {
         "deny": deny,
+        "exec": [[name, errno.EPERM] for name in EXEC_SYSCALLS],
         "required": sorted(REQUIRED),
         "clone_thread_flag": CLONE_THREAD,
         "clone_errno": errno.EPERM,
     }
 
 
-@lru_cache(maxsize=1)
-def compile_bpf() -> bytes:
-    """The policy compiled to a classic-BPF program by libseccomp, on the trusted side.
-
-    The harness loads these bytes with one ``seccomp()`` system call, so the
-    sandboxed process needs neither libseccomp nor ``ctypes.util.find_library``
-    (which spawns ``ldconfig`` subprocesses: about 100 ms of start-up per
-    sandbox). Raises ``RuntimeError`` when a required syscall cannot be denied.
-    """
-    import pyseccomp as seccomp
-
-    pol = policy()
+def _new_filter(seccomp):
     flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    required = set(pol["required"])
-    for name, errno_value in pol["deny"]:
-        try:
-            flt.add_rule(seccomp.ERRNO(errno_value), name)
-        except (RuntimeError, ValueError, OSError) as exc:
-            if name in required:
-                raise RuntimeError(f"seccomp: cannot deny required syscall {name}: {exc}") from exc
-            # otherwise a syscall this kernel or libseccomp does not know
-    # clone() without CLONE_THREAD makes a process (fork); with it, a thread.
-    flt.add_rule(
-        seccomp.ERRNO(pol["clone_errno"]),
-        "clone",
-        seccomp.Arg(0, seccomp.MASKED_EQ, pol["clone_thread_flag"], 0),
-    )
+    # A foreign-ABI call (i386 int 0x80, x32) ends the process at once, not just the thread.
+    flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+    return flt
+
+
+def _deny(seccomp, flt, name: str, errno_value: int, required: set[str]) -> None:
+    try:
+        flt.add_rule(seccomp.ERRNO(errno_value), name)
+    except (RuntimeError, ValueError, OSError) as exc:
+        number = _BY_NUMBER.get(name)
+        if number is not None:
+            try:
+                flt.add_rule(seccomp.ERRNO(errno_value), number)
+                return
+            except (RuntimeError, ValueError, OSError):
+                pass
+        if name in required:
+            raise RuntimeError(f"seccomp: cannot deny required syscall {name}: {exc}") from exc
+        # otherwise a syscall this kernel or libseccomp does not know
+
+
+def _export(flt) -> bytes:
     with tempfile.TemporaryFile() as fh:
         flt.export_bpf(fh)
         fh.seek(0)
@@ -105,3 +137,39 @@ def compile_bpf() -> bytes:
     if not program or len(program) % 8:
         raise RuntimeError(f"seccomp: libseccomp exported a malformed BPF program ({len(program)} bytes)")
     return program
+
+
+@lru_cache(maxsize=2)
+def compile_bpf(which: str = "outer") -> bytes:
+    """One of the two programs (``"outer"`` or ``"inner"``, see the module docstring),
+    compiled to classic BPF by libseccomp on the trusted side.
+
+    The sandbox needs neither libseccomp nor ``ctypes.util.find_library`` (which
+    spawns ``ldconfig``: about 100 ms of start-up per sandbox). Raises
+    ``RuntimeError`` when a required syscall cannot be denied.
+    """
+    import pyseccomp as seccomp
+
+    pol = policy()
+    required = set(pol["required"])
+    flt = _new_filter(seccomp)
+    if which == "inner":
+        for name, errno_value in pol["exec"]:
+            _deny(seccomp, flt, name, errno_value, required)
+        return _export(flt)
+    if which != "outer":
+        raise ValueError(f"unknown seccomp program {which!r}")
+    for name, errno_value in pol["deny"]:
+        if name not in EXEC_SYSCALLS:
+            _deny(seccomp, flt, name, errno_value, required)
+    # clone() without CLONE_THREAD makes a process (fork); with it, a thread.
+    flt.add_rule(
+        seccomp.ERRNO(pol["clone_errno"]),
+        "clone",
+        seccomp.Arg(0, seccomp.MASKED_EQ, pol["clone_thread_flag"], 0),
+    )
+    for advice in (MADV_COLD, MADV_PAGEOUT):
+        flt.add_rule(seccomp.ERRNO(errno.EPERM), "madvise", seccomp.Arg(2, seccomp.EQ, advice))
+    for name, arg in _RWF_CALLS:
+        flt.add_rule(seccomp.ERRNO(errno.EOPNOTSUPP), name, seccomp.Arg(arg, seccomp.MASKED_EQ, RWF_NOWAIT, RWF_NOWAIT))
+    return _export(flt)
