@@ -247,6 +247,217 @@ def _over_budget(budget: Budget | None, spent: dict[str, float]) -> str | None:
     return None
 
 
+# --- what the prompt is told ---------------------------------------------------------
+
+#: How many steps of a parent's ancestry its prompt shows (the parent included).
+LINEAGE_STEPS = 5
+
+
+def _prompt_budget(given: int | None) -> int:
+    """The prompt size budget: ``prompt_budget=``, else ``CODECFLEET_LLM_PROMPT_BUDGET``,
+    else the default. Not a stored campaign setting: a resume may raise it."""
+    from generation import GenerationConfigError, prompt_budget_from_env
+
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise CampaignError(f"prompt_budget must be a positive number of characters, got {given!r}")
+        return given
+    try:
+        return prompt_budget_from_env(os.environ)
+    except GenerationConfigError as exc:
+        raise CampaignError(str(exc)) from exc
+
+
+def _anchor_points(clip_sha256: str) -> dict:
+    """Each anchor's stored sweep on the clip (codec -> AnchorPoint tuple by CRF), for
+    the current anchor and metrics versions; the newest row per CRF."""
+    import sqlalchemy as sa
+
+    from db.models import AnchorResult
+    from evaluation.anchors import ANCHOR_VERSION
+    from evaluation.metrics import METRICS_VERSION
+    from generation import AnchorPoint
+    from tasks import _db
+
+    out: dict[str, dict[int, AnchorPoint]] = {}
+    with _db.transaction() as session:
+        rows = session.execute(
+            sa.select(AnchorResult.codec, AnchorResult.crf, AnchorResult.kbps, AnchorResult.psnr_y, AnchorResult.ssim_y)
+            .where(
+                AnchorResult.clip_sha256 == clip_sha256,
+                AnchorResult.anchor_version == ANCHOR_VERSION,
+                AnchorResult.metrics_version == METRICS_VERSION,
+            )
+            .order_by(AnchorResult.codec, AnchorResult.crf, AnchorResult.id.desc())
+        ).all()
+    for codec, crf, kbps, psnr_y, ssim_y in rows:
+        out.setdefault(codec, {}).setdefault(crf, AnchorPoint(crf, kbps, psnr_y, ssim_y))
+    return {codec: tuple(points[c] for c in sorted(points)) for codec, points in out.items()}
+
+
+def _limits(device: str):
+    """The limits candidates run under (the sandbox's and the sanitizer's defaults)."""
+    from generation import Limits
+    from sandbox.runner import Limits as SandboxLimits
+    from sandbox.sanitize import MAX_BYTES_DEFAULT
+
+    lim = SandboxLimits()
+    return Limits(
+        call_seconds=lim.call_seconds,
+        import_seconds=lim.import_seconds,
+        session_seconds=lim.total_seconds,
+        max_code_bytes=MAX_BYTES_DEFAULT,
+        max_payload_bytes=lim.max_payload_bytes,
+        max_bitstream_bytes=getattr(lim, "max_bitstream_bytes", None),
+        memory_bytes=lim.address_space_bytes if device == "cpu" else None,
+        tmp_bytes=lim.tmpfs_bytes,
+    )
+
+
+def _frame_sizes(path: str, *, max_frames: int = 100_000) -> tuple[int, ...]:
+    """Payload bytes of each frame in a stored bitstream (evaluation.container layout),
+    read from the length prefixes alone; empty when the file is not here (a fleet
+    worker's disk) or not in that layout."""
+    import struct
+
+    from evaluation.container import HEADER_SIZE, MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_SIZE)
+            if len(head) != HEADER_SIZE or head[:4] != MAGIC:
+                return ()
+            (n,) = struct.unpack_from("<I", head, 5)
+            if n > max_frames:
+                return ()
+            sizes = []
+            for _ in range(n):
+                raw = f.read(4)
+                if len(raw) != 4:
+                    return ()
+                (length,) = struct.unpack("<I", raw)
+                sizes.append(length)
+                f.seek(length, os.SEEK_CUR)
+            return tuple(sizes)
+    except OSError:
+        return ()
+
+
+def _with_frame_sizes(info, member):
+    """``info`` with the payload bytes per frame of each rate point of ``member``'s
+    measured bitstreams (following a reuse to the original experiment)."""
+    import dataclasses
+
+    import db.queries as q
+    from tasks import _db
+
+    with _db.transaction() as session:
+        rows = q.experiment_measurements(session, member.experiment_id)
+        sizes = {m.rate_index: _frame_sizes(m.artifact.path) for m in rows}
+    points = tuple(
+        dataclasses.replace(p, frame_bytes=sizes.get(i, ())) for i, p in enumerate(info.points)
+    )
+    return dataclasses.replace(info, points=points)
+
+
+def _lineage(c: _Candidate, cands: dict[int, _Candidate], n_clips: int):
+    """The last :data:`LINEAGE_STEPS` steps of ``c``'s ancestry, oldest first: who made
+    each, how (mode), what changed against its own parent and its BD-rate."""
+    from db.campaign_queries import stored_candidate
+    from generation import LineageStep, change_summary, unified_diff
+    from tasks import _db
+
+    chain = [c]
+    while len(chain) < LINEAGE_STEPS and chain[-1].parent_ids and chain[-1].parent_ids[0] in cands:
+        nxt = cands[chain[-1].parent_ids[0]]
+        if nxt in chain:
+            break
+        chain.append(nxt)
+    chain.reverse()
+    steps = []
+    with _db.transaction() as session:
+        for i, step in enumerate(chain):
+            seed = _is_seed(step.generator)
+            mode = "seed" if seed else stored_candidate(session, step.candidate_id).mode
+            parent = cands.get(step.parent_ids[0]) if step.parent_ids else None
+            change = diff = None
+            if parent is not None and parent.code and step.code:
+                change = change_summary(parent.code, step.code)
+                if i == len(chain) - 1:
+                    diff = unified_diff(parent.code, step.code)
+                change = f"against candidate {parent.candidate_id}: {change}"
+            steps.append(
+                LineageStep(
+                    name=f"seed {step.family}" if seed else f"candidate {step.candidate_id}",
+                    bd_rate=step.fitness(n_clips),
+                    generator=None if seed else step.generator,
+                    mode=mode,
+                    change=change,
+                    diff=diff,
+                )
+            )
+    return tuple(steps)
+
+
+def _distinct(ranked: list[_Candidate]) -> list[_Candidate]:
+    """Best first, each program once (a seed measured again, a reused identical program)."""
+    seen: set[str] = set()
+    out = []
+    for c in ranked:
+        key = (c.code or "").strip()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(c)
+    return out
+
+
+def _generate(gen, request, fallbacks, emit):
+    """``gen.generate(request)``; when its prompt does not fit the size budget, again
+    with each of ``fallbacks`` (CandidateInfo, smallest useful parents last) as the
+    parent, then with no parent, saying why in the prompt and in an event. Never
+    raises for a generator's error: it becomes a failed generation with the reason."""
+    import dataclasses
+
+    from generation import GenerationFailure, Generated, ReplayExhausted
+
+    tried = [request.parent] if request.parent is not None else []
+    options = [f for f in fallbacks if request.parent is None or f.code != request.parent.code]
+    notes: list[str] = list(request.notes)
+    while True:
+        try:
+            out = gen.generate(request)
+        except ReplayExhausted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a generator's bug must not end the campaign
+            import logging
+
+            logging.getLogger(__name__).exception("generator %r failed", gen)
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            return Generated(
+                generator=getattr(gen, "name", "generator"), mode=request.mode or "rewrite", prompt="",
+                code=None, model=getattr(gen, "model", None), parent_ids=request.parent_ids,
+                error=GenerationFailure("generator_error", reason), attempts=0,
+            )
+        if out.ok or out.error is None or out.error.status != "prompt_too_large" or request.parent is None:
+            return out
+        failed = request.parent
+        smaller = [o for o in options if len(o.code) < len(failed.code) and o not in tried]
+        nxt = smaller[0] if smaller else None
+        why = (
+            f"The best choice of parent, {failed.name}, is {len(failed.code)} characters of code and does not fit "
+            f"this prompt's size budget of {request.budget_chars} characters"
+        )
+        if nxt is not None:
+            notes.append(why + f"; {nxt.name} is the parent instead.")
+            tried.append(nxt)
+            request = dataclasses.replace(request, parents=(nxt,), notes=tuple(notes))
+        else:
+            notes.append(why + "; no smaller parent fits either, so write a new module from the numbers below.")
+            request = dataclasses.replace(request, parents=(), mode=None, notes=tuple(notes))
+        emit("parent_replaced", {"index": request.index, "reason": notes[-1]})
+
+
 # --- the loop ---------------------------------------------------------------------
 
 
@@ -266,6 +477,7 @@ def campaign(
     strategy: str = "map_elites",
     top_k: int = 3,
     failures_shown: int = 6,
+    prompt_budget: int | None = None,
     wait_timeout: float = 3600.0,
     on_event: Callable[[str, dict], None] | None = None,
     clip_seed: int | None = None,
@@ -281,12 +493,19 @@ def campaign(
     ``clips``: clip specs measured for every candidate (fitness is the mean
     BD-rate against ``anchor`` on PSNR-Y over them). ``generator``: see
     :func:`resolve_generator`. ``on_event(kind, data)`` is told of each
-    candidate and generation as it ends (for progress display).
+    candidate and generation as it ends (for progress display), and of a
+    parent replaced because its prompt did not fit (``parent_replaced``).
+    ``prompt_budget``: the prompt size budget in characters (else
+    ``CODECFLEET_LLM_PROMPT_BUDGET``, else 160000); not a stored setting, so a
+    resume may change it.
     """
+    import dataclasses
+
     import db.queries as q
     from codecfleet import fleet
+    from codecfleet.settings import resolve_device
     from db.campaign_queries import campaign_members
-    from generation import FailureInfo, GenerationRequest, TaskSpec, select_parents
+    from generation import FailureInfo, GenerationRequest, ReplayExhausted, TaskSpec, select_parents
     from tasks import _db
 
     if population < 1 or generations < 0:
@@ -295,6 +514,9 @@ def campaign(
         raise CampaignError("a campaign needs at least one clip")
     if rate_points < 4:
         raise CampaignError("BD-rate needs at least 4 rate points")
+    budget_chars = _prompt_budget(prompt_budget)
+    device = resolve_device(get_settings().device)
+    limits = _limits(device)
     name = name or f"campaign-seed{seed}"
     emit = on_event or (lambda kind, data: None)
     params = {
@@ -371,6 +593,7 @@ def campaign(
         done_in_gen = sum(1 for gen in _generation_of(cands, population).values() if gen == g) if g > 0 else 0
         if g > 0:
             handles = []
+            anchor_points = _anchor_points(loaded[0].sha256)
             for slot in range(min(done_in_gen, population), population):
                 reason = _over_budget(budget, spent)
                 if reason:
@@ -385,7 +608,16 @@ def campaign(
                     family = seeds[index % len(seeds)]
                     seed_cand = next(c for c in cands.values() if c.family == family and _is_seed(c.generator))
                     parents = (_info(seed_cand, n_clips, anchor),)
-                ranked = _ranked(cands, n_clips)[:top_k]
+                # The parent whole, with where its bits go and its lineage.
+                first = cands[parents[0].candidate_id]
+                parents = (
+                    dataclasses.replace(
+                        _with_frame_sizes(parents[0], first.members[0]), lineage=_lineage(first, cands, n_clips)
+                    ),
+                    *parents[1:],
+                )
+                distinct = _distinct(_ranked(cands, n_clips))
+                ranked = distinct[:top_k]  # may hold the parent: the prompt marks it
                 failures = [
                     FailureInfo(m.status.value, m.error or "", m.failure_stage, m.candidate_id)
                     for m in reversed(current)
@@ -404,7 +636,24 @@ def campaign(
                     index=index,
                     seed=seed,
                 )
-                out = gen.generate(request)
+                request = dataclasses.replace(
+                    request,
+                    task=dataclasses.replace(
+                        request.task,
+                        anchors=(anchor, *sorted(a for a in anchor_points if a != anchor)),
+                        anchor_points=anchor_points,
+                        limits=limits,
+                        device=device,
+                    ),
+                    budget_chars=budget_chars,
+                )
+                fallbacks = [_info(c, n_clips, anchor) for c in distinct]
+                fallbacks += [_info(c, n_clips, anchor) for c in cands.values() if _is_seed(c.generator)]
+                try:
+                    out = _generate(gen, request, fallbacks, emit)
+                except ReplayExhausted as exc:
+                    report.stopped_by = str(exc)
+                    break
                 meta = {
                     "generator": out.generator, "model": out.model, "prompt": out.prompt,
                     "raw_reply": out.raw_reply, "prompt_tokens": out.prompt_tokens,

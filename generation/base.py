@@ -33,6 +33,7 @@ FAILURE_OUTCOME: dict[str, str] = {
     "invalid_program": "rejected",  # an offline program the validator refused (a bug)
     "exhausted": "failed",  # the offline generator found no new distinct program
     "prompt_too_large": "failed",  # no prompt could be built within the size budget, with any parent
+    "generator_error": "failed",  # the generator raised (a bug); the campaign records it and goes on
 }
 
 #: Prompt size budget in characters when nothing else is said. Sized for today's

@@ -6,8 +6,8 @@ protocols, answering from a script, for testing the real SDK clients end to end.
 ``{"error": {"message", "type", ...}}``); ``POST /v1/messages`` as Anthropic does
 (``content[0].text``, ``stop_reason``, ``usage.input_tokens``/``output_tokens``, errors
 as ``{"type": "error", "error": {...}}``). Each request takes the next behaviour from the
-script: a :class:`Reply`, an :class:`HttpError` (429 with ``retry-after``, 500, 401 ...)
-or a :class:`Hang` (holds the connection, bounded, so the server thread always ends).
+script: a :class:`Reply`, an :class:`HttpError` (429 with ``retry-after``, 500, 401 ...),
+a :class:`Respond` (a function of the prompt) or a :class:`Hang` (holds the connection, bounded, so the server thread always ends).
 Every request is recorded (path, headers, JSON body) for assertions.
 """
 
@@ -34,6 +34,16 @@ class HttpError:
     message: str
     headers: dict = field(default_factory=dict)
     echo_auth: bool = False  # append the request's credentials to the message (a careless server)
+
+
+@dataclass(frozen=True)
+class Respond:
+    """Answer from the prompt: ``fn(prompt)`` returns the :class:`Reply` (or another
+    behaviour). With ``repeat``, it stays at the head of the script and answers every
+    later request too (a model that reads what it is sent)."""
+
+    fn: object
+    repeat: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ class FakeLLMServer:
                 with outer._lock:
                     outer.requests.append(record)
                     behaviour = outer._queue.popleft() if outer._queue else HttpError(500, "script exhausted")
+                    if isinstance(behaviour, Respond) and behaviour.repeat:
+                        outer._queue.appendleft(behaviour)
+                if isinstance(behaviour, Respond):
+                    behaviour = behaviour.fn(record.prompt)
                 outer._answer(self, record, behaviour)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
