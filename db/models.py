@@ -290,6 +290,13 @@ class Experiment(Base):
         ),
         # The reaper's query: running experiments whose lease ran out.
         sa.Index("ix_experiments_status_lease_expires_at", "status", "lease_expires_at"),
+        # The reaper's sweep for lost hand-off messages: waiting the longest.
+        sa.Index("ix_experiments_waiting_since", "waiting_since"),
+        # A holder is a running worker; a waiting experiment has none and no lease.
+        sa.CheckConstraint(
+            "waiting_since IS NULL OR (lease_expires_at IS NULL AND waiting_for IS NOT NULL)",
+            name="waiting_has_no_lease",
+        ),
         # Prompts: recent failures.
         sa.Index("ix_experiments_status_finished_at", "status", "finished_at"),
         # Dedup lookup and per-clip leaderboards.
@@ -333,6 +340,12 @@ class Experiment(Base):
     #: What isolated the candidate while it was measured (``CandidateRunner.isolation``).
     isolation: Mapped[str | None] = mapped_column(sa.String(200))
     lease_expires_at: Mapped[datetime | None]
+    #: Waiting is not running. Set while the message of the experiment's next step
+    #: (``waiting_for``: generate, sanitize, encode_decode or score) sits in a broker
+    #: queue and no worker holds the experiment: no lease runs meanwhile, so a backlog
+    #: of any length never times it out. Cleared when a worker claims it.
+    waiting_since: Mapped[datetime | None]
+    waiting_for: Mapped[str | None] = mapped_column(sa.String(32))
 
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     generate_started_at: Mapped[datetime | None]
@@ -521,6 +534,28 @@ class Score(Base):
     experiment: Mapped[Experiment] = relationship(back_populates="scores")
 
 
+class InternalError(Base):
+    """One unexpected exception in a step: a bug of codecfleet, never a candidate's fault.
+
+    Counted here (``codecfleet status`` lists them); the experiment itself is
+    re-queued within its attempt budget instead of being failed for it.
+    """
+
+    __tablename__ = "internal_errors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("experiments.id"), index=True)
+    task: Mapped[str] = mapped_column(sa.String(128))
+    stage: Mapped[str] = mapped_column(sa.String(32))
+    worker_host: Mapped[str | None] = mapped_column(sa.String(255))
+    #: ``"<ExceptionType>: <message>"``, capped.
+    error: Mapped[str] = mapped_column(sa.Text)
+    traceback: Mapped[str | None] = mapped_column(sa.Text)
+    #: What the experiment became: re-queued, failed (budget spent) or left alone (held elsewhere).
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "FAILURES",
     "NAMING_CONVENTION",
@@ -537,6 +572,7 @@ __all__ = [
     "ClipSeed",
     "Experiment",
     "ExperimentStatus",
+    "InternalError",
     "Measurement",
     "Score",
     "candidate_parents",

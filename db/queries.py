@@ -36,6 +36,7 @@ from db.models import (
     ClipSeed,
     Experiment,
     ExperimentStatus,
+    InternalError,
     Measurement,
     Score,
     candidate_parents,
@@ -247,6 +248,8 @@ def create_experiment(
         campaign_id=campaign_id,
         status=S.QUEUED,
         queued_at=_now(now),
+        waiting_since=_now(now),
+        waiting_for=first_step(candidate_id),
     )
     session.add(experiment)
     session.flush()
@@ -352,7 +355,7 @@ def _transition(
     if (to is S.DUPLICATE_OUTPUT) != (duplicate_of_id is not None):
         raise ValueError("duplicate_of_id goes with status duplicate_output, and only with it")
     now = _now(now)
-    values: dict[str, Any] = {"status": to, STAGE_TIMESTAMPS[to]: now}
+    values: dict[str, Any] = {"status": to, STAGE_TIMESTAMPS[to]: now, "waiting_since": None, "waiting_for": None}
     if to in TERMINAL:
         values["lease_expires_at"] = None
     elif lease_seconds is not None:
@@ -389,7 +392,7 @@ def renew_lease(session: Session, experiment_id: int, *, lease_seconds: float, n
     """
     result = session.execute(
         sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status.in_(RUNNING))
+        .where(Experiment.id == experiment_id, Experiment.status.in_(RUNNING), Experiment.waiting_since.is_(None))
         .values(lease_expires_at=_now(now) + timedelta(seconds=lease_seconds)),
         execution_options={"synchronize_session": False},
     )
@@ -434,6 +437,8 @@ def requeue(
             worker_host=None,
             device=None,
             queued_at=now,
+            waiting_since=now,
+            waiting_for=sa.case((Experiment.candidate_id.is_(None), "generate"), else_="sanitize"),
         ),
         execution_options={"synchronize_session": False},
     )
@@ -561,7 +566,10 @@ def reuse_result(session: Session, experiment_id: int, original_id: int, *, now:
     result = session.execute(
         sa.update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status == S.SANITIZING)
-        .values(status=S.SUCCEEDED, reused_from_id=original_id, finished_at=now, lease_expires_at=None),
+        .values(
+            status=S.SUCCEEDED, reused_from_id=original_id, finished_at=now, lease_expires_at=None,
+            waiting_since=None, waiting_for=None,
+        ),
         execution_options={"synchronize_session": False},
     )
     if result.rowcount == 1:
@@ -1252,7 +1260,12 @@ def take_over(
     result = session.execute(
         sa.update(Experiment)
         .where(*conditions)
-        .values(worker_host=new_holder, lease_expires_at=now + timedelta(seconds=lease_seconds)),
+        .values(
+            worker_host=new_holder,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            waiting_since=None,
+            waiting_for=None,
+        ),
         execution_options={"synchronize_session": False},
     )
     _expire(session, Experiment, experiment_id)
@@ -1269,6 +1282,278 @@ def cancel_experiment(session: Session, experiment_id: int, *, reason: str, now:
         return _transition(session, experiment_id, S.CANCELLED, error=reason, now=now)
     except IllegalTransition:
         return False
+
+
+# --- waiting is not running: claims and hand-offs ------------------------------
+#
+# A worker *holds* an experiment while it works on it: ``worker_host`` and a
+# lease its heartbeat renews. Between two steps nobody holds it: the step that
+# finished *hands it off* (lease and holder cleared, ``waiting_since`` and
+# ``waiting_for`` set) in the same transaction that records its work, and the
+# next step *claims* it when a worker takes the message. The reaper only looks
+# at leases, so time spent in a queue never counts against an attempt; a lost
+# hand-off message is found by :func:`waiting_experiments` and sent again.
+
+#: The step whose message an experiment in each status waits for, when nobody holds it.
+WAITING_FOR: dict[ExperimentStatus, str] = {
+    S.GENERATING: "sanitize",   # generated; sanitize is next
+    S.SANITIZING: "encode_decode",
+    S.SCORING: "score",        # on the private queue of the node that decoded
+}
+
+
+def first_step(candidate_id: int | None) -> str:
+    """The first step of a (re-)queued experiment: generate unless its code is there."""
+    return "generate" if candidate_id is None else "sanitize"
+
+
+def claim(
+    session: Session,
+    experiment_id: int,
+    *,
+    step: str,
+    to: ExperimentStatus,
+    holder: str,
+    lease_seconds: float,
+    node: str | None = None,
+    now: datetime | None = None,
+    **values: Any,
+) -> bool:
+    """Take a *waiting* experiment whose next step is ``step``: it becomes ``to``, held
+    by ``holder`` with a fresh lease. One conditional UPDATE on (waiting_for, status):
+    of two deliveries of one message exactly one wins; True when this call did.
+
+    ``node``: the experiment must also wait on that node (``score``, which runs where
+    the frames were decoded).
+    """
+    to = ExperimentStatus(to)
+    now = _now(now)
+    sources = {src for src in (S.QUEUED, *WAITING_FOR) if src is to or src in TRANSITIONS.get(to, ())}
+    conditions = [
+        Experiment.id == experiment_id,
+        Experiment.status.in_(sources),
+        Experiment.waiting_since.is_not(None),
+        Experiment.waiting_for == step,
+    ]
+    if node is not None:
+        conditions.append(Experiment.worker_host == node)
+    result = session.execute(
+        sa.update(Experiment)
+        .where(*conditions)
+        .values(
+            status=to,
+            worker_host=holder,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            waiting_since=None,
+            waiting_for=None,
+            **{STAGE_TIMESTAMPS[to]: now},
+            **{k: v for k, v in values.items() if v is not None},
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return result.rowcount == 1
+
+
+def hand_off(
+    session: Session,
+    experiment_id: int,
+    *,
+    status: ExperimentStatus,
+    holder: str,
+    step: str,
+    to: ExperimentStatus | None = None,
+    keep_node: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """The step that holds the experiment in ``status`` is done; it now waits for ``step``.
+
+    Clears the lease (waiting is not running), releases the holder (or keeps
+    ``keep_node`` when the next step must run on that node), optionally moves it
+    to ``to``. False when ``holder`` no longer holds it (cancelled, reaped, taken
+    over): then nothing changes and the caller sends nothing.
+    """
+    status = ExperimentStatus(status)
+    now = _now(now)
+    values: dict[str, Any] = {
+        "worker_host": keep_node,
+        "lease_expires_at": None,
+        "waiting_since": now,
+        "waiting_for": step,
+    }
+    if to is not None and ExperimentStatus(to) is not status:
+        to = ExperimentStatus(to)
+        if status not in TRANSITIONS[to]:
+            raise IllegalTransition(experiment_id, status, to)
+        values["status"] = to
+    result = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.worker_host == holder)
+        .values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class WaitingExperiment:
+    experiment_id: int
+    status: ExperimentStatus
+    waiting_for: str
+    waiting_since: datetime
+    attempts: int
+    #: The node a ``score`` waits on, else None.
+    node: str | None
+
+
+def waiting_experiments(
+    session: Session, *, older_than_seconds: float = 0.0, now: datetime | None = None, limit: int = 1000
+) -> list[WaitingExperiment]:
+    """Experiments waiting in a queue for longer than ``older_than_seconds``, longest first."""
+    cutoff = _now(now) - timedelta(seconds=older_than_seconds)
+    rows = session.execute(
+        sa.select(
+            Experiment.id, Experiment.status, Experiment.waiting_for, Experiment.waiting_since,
+            Experiment.attempts, Experiment.worker_host,
+        )
+        .where(Experiment.waiting_since.is_not(None), Experiment.waiting_since <= cutoff,
+               Experiment.status.not_in(TERMINAL))
+        .order_by(Experiment.waiting_since, Experiment.id)
+        .limit(limit)
+    ).all()
+    return [WaitingExperiment(r[0], ExperimentStatus(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def requeue_from_anywhere(
+    session: Session,
+    experiment_id: int,
+    *,
+    max_attempts: int,
+    holder: str | None,
+    stage: str,
+    reason: str,
+    now: datetime | None = None,
+) -> str:
+    """Start a non-terminal experiment over (spending one attempt), or fail it when
+    its budget is spent. Used where no lease can speak for the experiment: an
+    internal error in a step, or a waiting ``score`` whose node is gone.
+
+    Only when nobody else holds it: it is waiting, queued, or held by ``holder``.
+    Returns ``"requeued"``, ``"failed"``, or ``"left"`` (ended, or held by another
+    worker: that worker's outcome stands).
+    """
+    now = _now(now)
+    row = session.execute(
+        sa.select(Experiment.status, Experiment.attempts, Experiment.worker_host, Experiment.waiting_since)
+        .where(Experiment.id == experiment_id)
+    ).one_or_none()
+    if row is None:
+        raise ExperimentNotFound(experiment_id)
+    status, attempts, host, waiting = row
+    if status in TERMINAL:
+        return "left"
+    free = status is S.QUEUED or waiting is not None or (holder is not None and host == holder)
+    if not free:
+        return "left"
+    ownership = sa.or_(
+        Experiment.status == S.QUEUED,
+        Experiment.waiting_since.is_not(None),
+        (Experiment.worker_host == holder) if holder is not None else sa.false(),
+    )
+    if attempts + 1 < max_attempts:
+        result = session.execute(
+            sa.update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.attempts == attempts,
+                   ownership)
+            .values(
+                status=S.QUEUED, attempts=attempts + 1, lease_expires_at=None, worker_host=None, device=None,
+                queued_at=now, waiting_since=now,
+                waiting_for=sa.case((Experiment.candidate_id.is_(None), "generate"), else_="sanitize"),
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        _expire(session, Experiment, experiment_id)
+        return "requeued" if result.rowcount == 1 else "left"
+    result = session.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.attempts == attempts,
+               ownership)
+        .values(
+            status=S.FAILED, finished_at=now, lease_expires_at=None, waiting_since=None, waiting_for=None,
+            failure_stage=stage,
+            error=f"{reason} (attempt {attempts + 1} of {max_attempts}, none left)"[:4000],
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return "failed" if result.rowcount == 1 else "left"
+
+
+def record_internal_error(
+    session: Session,
+    experiment_id: int | None,
+    *,
+    task: str,
+    stage: str,
+    holder: str | None,
+    error: str,
+    traceback: str | None,
+    max_attempts: int,
+    now: datetime | None = None,
+) -> str:
+    """Count an unexpected exception (a bug of codecfleet) and re-queue its experiment
+    within its attempt budget instead of failing it. Returns the outcome."""
+    outcome = "none"
+    if experiment_id is not None:
+        try:
+            outcome = requeue_from_anywhere(
+                session, experiment_id, max_attempts=max_attempts, holder=holder, stage=stage,
+                reason=f"internal error: {error}", now=now,
+            )
+        except ExperimentNotFound:
+            experiment_id, outcome = None, "no such experiment"
+    session.add(
+        InternalError(
+            experiment_id=experiment_id, task=task[:128], stage=stage[:32], worker_host=holder,
+            error=error[:4000], traceback=(traceback or "")[-16000:] or None, outcome=outcome,
+            created_at=_now(now),
+        )
+    )
+    session.flush()
+    return outcome
+
+
+@dataclass(frozen=True)
+class InternalErrorSummary:
+    experiment_id: int | None
+    count: int
+    last_error: str
+    last_stage: str
+    last_at: datetime
+    status: ExperimentStatus | None
+
+
+def internal_errors(session: Session, *, limit: int = 50) -> list[InternalErrorSummary]:
+    """Experiments that met an internal error, most recent first, with how many."""
+    last = (
+        sa.select(InternalError.experiment_id, sa.func.count().label("n"), sa.func.max(InternalError.id).label("last_id"))
+        .group_by(InternalError.experiment_id)
+        .subquery()
+    )
+    rows = session.execute(
+        sa.select(last.c.experiment_id, last.c.n, InternalError.error, InternalError.stage, InternalError.created_at,
+                  Experiment.status)
+        .join(InternalError, InternalError.id == last.c.last_id)
+        .outerjoin(Experiment, Experiment.id == last.c.experiment_id)
+        .order_by(last.c.last_id.desc())
+        .limit(limit)
+    ).all()
+    return [InternalErrorSummary(r[0], r[1], r[2], r[3], r[4], ExperimentStatus(r[5]) if r[5] else None) for r in rows]
+
+
+def internal_error_count(session: Session) -> int:
+    return session.scalar(sa.select(sa.func.count()).select_from(InternalError)) or 0
 
 
 def campaign_experiment_ids(session: Session, campaign: str, *, only_unfinished: bool = False) -> list[int]:
@@ -1318,16 +1603,20 @@ __all__ = [
     "ExperimentNotFound",
     "FailureSummary",
     "IllegalTransition",
+    "InternalErrorSummary",
     "RankedCandidate",
     "RatePointResult",
     "RatePointSummary",
     "RecordOutcome",
     "ResultMismatch",
     "ScoreResult",
+    "WAITING_FOR",
+    "WaitingExperiment",
     "anchor_results",
     "attach_candidate",
     "campaign_experiment_ids",
     "cancel_experiment",
+    "claim",
     "canonical_json",
     "config_hash",
     "create_campaign",
@@ -1337,21 +1626,28 @@ __all__ = [
     "experiment_measurements",
     "experiment_scores",
     "find_reusable_experiment",
+    "first_step",
     "get_experiment",
     "get_or_create_campaign",
     "get_or_create_clip",
+    "hand_off",
+    "internal_error_count",
+    "internal_errors",
     "leaderboard",
     "reap",
     "record_anchor_result",
+    "record_internal_error",
     "record_result",
     "record_sanitizer_verdict",
     "recent_experiments",
     "recent_failures",
     "renew_lease",
     "requeue",
+    "requeue_from_anywhere",
     "reuse_result",
     "settings_hash",
     "stale_queued",
     "take_over",
     "top_k_candidates",
+    "waiting_experiments",
 ]

@@ -10,8 +10,16 @@ step with ``ctx.send_after_commit(...)``. :meth:`FleetTask.run_step` then
 * turns transient infrastructure errors (database or broker unreachable) into
   ``self.retry`` with exponential backoff; every step is idempotent, so a
   retry repeats nothing that was done;
-* records anything else as the experiment's failure (stage and reason) and
-  does not retry it: a candidate's fault stays the candidate's fault.
+* records a :class:`StepFailed` (the candidate's fault, or an input that
+  cannot be measured) as the experiment's failure with its stage and reason,
+  and does not retry it: a candidate's fault stays the candidate's fault;
+* treats :class:`db.queries.IllegalTransition` from an experiment this step
+  no longer holds as what it is, a lost race (cancelled, reaped, taken over
+  meanwhile): it logs it and changes nothing;
+* treats anything else as a **bug of codecfleet** ("internal error"): it is
+  counted in ``internal_errors`` (``codecfleet status`` lists them) and the
+  experiment is re-queued within its attempt budget, never failed for it while
+  attempts remain.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import logging
 import os
 import random
 import socket
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -164,14 +173,52 @@ class FleetTask(celery.Task):
                     (self.request.retries or 0) + 1, countdown,
                 )
                 raise self.retry(exc=exc, countdown=countdown) from exc
-            log.exception("%s experiment %s: unexpected error", self.name, experiment_id)
-            self._fail(
-                experiment_id, STEP_STAGE.get(self.name, self.name), f"internal error: {type(exc).__name__}: {exc}"
-            )
+            from db.queries import IllegalTransition
+
+            if isinstance(exc, IllegalTransition) and experiment_id is not None and not self._holds(experiment_id, ctx):
+                log.info("%s experiment %s: lost a race, the experiment moved on meanwhile (%s); nothing to do",
+                         self.name, experiment_id, exc)
+                return
+            self._internal_error(experiment_id, ctx, exc)
+
+    def _holds(self, experiment_id: int, ctx: StepContext) -> bool:
+        from db.queries import get_experiment
+
+        with ctx.transaction() as session:
+            experiment = get_experiment(session, experiment_id)
+            return experiment.worker_host == ctx.holder and experiment.waiting_since is None
+
+    def _internal_error(self, experiment_id: int | None, ctx: StepContext, exc: Exception) -> None:
+        """A bug: count it, and give the experiment another attempt (or fail it, budget spent)."""
+        from codecfleet.settings import get_settings
+        from db.queries import first_step, get_experiment, record_internal_error
+
+        stage = STEP_STAGE.get(self.name, self.name)
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("%s experiment %s: INTERNAL ERROR (a bug of codecfleet): %s", self.name, experiment_id, error)
+        resend = None
+        try:
+            with ctx.transaction() as session:
+                outcome = record_internal_error(
+                    session, experiment_id, task=self.name, stage=stage, holder=ctx.holder, error=error,
+                    traceback="".join(traceback.format_exception(exc)), max_attempts=get_settings().max_attempts,
+                )
+                if outcome == "requeued":
+                    experiment = get_experiment(session, experiment_id)
+                    resend = (first_step(experiment.candidate_id), experiment.attempts)
+        except Exception:  # noqa: BLE001 - the database itself may be what failed
+            log.exception("%s experiment %s: could not record the internal error", self.name, experiment_id)
+            return
+        log.warning("%s experiment %s: internal error recorded; experiment %s", self.name, experiment_id, outcome)
+        if resend is not None:
+            from tasks.experiment import STEP_TASKS, task_id
+
+            task = STEP_TASKS[resend[0]]
+            _enqueue.send(task, experiment_id, task_id=task_id(experiment_id, resend[1], task))
 
     def _fail(self, experiment_id: int | None, stage: str, reason: str) -> None:
         if experiment_id is None:
             return
         from tasks.experiment import end_failed
 
-        end_failed(experiment_id, stage, reason)
+        end_failed(experiment_id, stage, reason, holder=holder_id(self.node_name()))

@@ -57,6 +57,8 @@ SANITIZE = "codecfleet.experiment.sanitize"
 ENCODE_DECODE = "codecfleet.experiment.encode_decode"
 SCORE = "codecfleet.experiment.score"
 STAGES = {GENERATE: "generate", SANITIZE: "sanitize", ENCODE_DECODE: "encode_decode", SCORE: "score"}
+#: Step name (``experiments.waiting_for``) -> task name.
+STEP_TASKS = {stage: task for task, stage in STAGES.items()}
 
 
 def task_id(experiment_id: int, attempt: int, task: str) -> str:
@@ -67,17 +69,25 @@ def task_id(experiment_id: int, attempt: int, task: str) -> str:
 
 def first_task(experiment: Experiment) -> str:
     """Where the chain starts: generate unless the code is already there."""
-    return SANITIZE if experiment.candidate_id is not None else GENERATE
+    return STEP_TASKS[q.first_step(experiment.candidate_id)]
 
 
 # --- recording ends ---------------------------------------------------------
 
 
-def end_failed(experiment_id: int, stage: str, reason: str) -> None:
+def end_failed(experiment_id: int, stage: str, reason: str, *, holder: str | None = None) -> None:
     """Record ``failed`` with stage and reason, unless the experiment already ended
-    (cancelled or reaped meanwhile: that outcome stands)."""
+    (cancelled or reaped meanwhile: that outcome stands) or, with ``holder``, another
+    worker holds it now (it was re-queued and taken: that run's outcome will stand)."""
     with _db.transaction() as session:
         try:
+            if holder is not None:
+                experiment = q.get_experiment(session, experiment_id)
+                ours = experiment.worker_host == holder or experiment.waiting_since is not None
+                if experiment.status is not S.QUEUED and not ours:
+                    log.info("experiment %s: not recording failure %s: %s; %s holds it now (%s)",
+                             experiment_id, stage, reason, experiment.worker_host, experiment.status.value)
+                    return
             q.transition(session, experiment_id, S.FAILED, failure_stage=stage, error=reason[:4000])
         except q.IllegalTransition as exc:
             log.info("experiment %s: not recording failure (%s): %s", experiment_id, reason, exc)
@@ -102,6 +112,48 @@ def _holder_gone(holder: str | None, ctx: StepContext) -> bool:
     return False
 
 
+def enter(session, experiment: Experiment, ctx: StepContext, *, step: str, status: ExperimentStatus,
+          node: str | None = None, **values) -> bool:
+    """The one way a step starts work on its experiment; True when this delivery now holds it.
+
+    Exactly one of three things happens, and the log says which:
+
+    * **claim**: the experiment waits for ``step`` (``waiting_for``), and this
+      delivery takes it (one conditional UPDATE; of two deliveries one wins);
+    * **take over**: it is already in ``status``, held by a worker that is gone
+      (its lease ran out, or it is this node and its process is dead or is this
+      one), as after a killed worker's message is redelivered;
+    * **nothing**: a live worker holds it, it waits for another step, or it
+      ended. A stale or duplicate delivery changes nothing.
+    """
+    settings = get_settings()
+    eid = experiment.id
+    if experiment.waiting_for == step and (node is None or experiment.worker_host == node):
+        if q.claim(session, eid, step=step, to=status, holder=ctx.holder, lease_seconds=settings.lease_seconds,
+                   node=node, **values):
+            log.info("experiment %s: %s claimed by %s", eid, step, ctx.holder)
+            return True
+        log.info("experiment %s: another delivery of %s claimed it first; nothing to do", eid, step)
+        return False
+    if experiment.status is status and experiment.waiting_since is None:
+        holder = experiment.worker_host
+        if node is not None and parse_holder(holder)[0] != node:
+            log.info("experiment %s: %s runs on %s, not here; nothing to do", eid, step, holder)
+            return False
+        gone = _holder_gone(holder, ctx)
+        if q.take_over(session, eid, status=status, holder=holder, new_holder=ctx.holder,
+                       lease_seconds=settings.lease_seconds, require_expired_lease=not gone):
+            log.warning("experiment %s: %s taken over from %s (%s)", eid, step, holder,
+                        "its process is gone" if gone else "its lease ran out")
+            return True
+        log.info("experiment %s: %s is held by live %s; dropping this delivery", eid, step, holder)
+        return False
+    log.info("experiment %s: a delivery of %s finds it %s%s (attempt %d); nothing to do", eid, step,
+             experiment.status.value, f", waiting for {experiment.waiting_for}" if experiment.waiting_for else "",
+             experiment.attempts + 1)
+    return False
+
+
 # --- generate ---------------------------------------------------------------
 
 
@@ -113,27 +165,25 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
     minutes). A generation that yields no code ends the experiment with the
     generator's own status and reason (stage ``generate``), which later prompts show.
     """
-    settings = get_settings()
     with ctx.transaction() as session:
         experiment = q.get_experiment(session, experiment_id)
-        if experiment.status is S.QUEUED:
-            q.transition(
-                session, experiment_id, S.GENERATING, worker_host=ctx.holder, lease_seconds=settings.lease_seconds
-            )
-        elif experiment.status is not S.GENERATING:
-            return  # done already, or ended
-        if experiment.candidate_id is not None:  # supplied code, or generated before a redelivery
-            ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, SANITIZE))
+        if not enter(session, experiment, ctx, step="generate", status=S.GENERATING):
             return
+        if experiment.candidate_id is not None:  # cannot happen: attach and hand-off are one transaction
+            raise RuntimeError(f"experiment {experiment_id} holds candidate {experiment.candidate_id} while generating")
         request = _generation_request(session, experiment)
         seen = campaign_codes(session, experiment.campaign_id) if experiment.campaign_id is not None else []
 
-    generated = _generator(seen).generate(request)
+    # An LLM call can take minutes: the lease is renewed meanwhile.
+    with Heartbeat(experiment_id, S.GENERATING, ctx.holder, on_lost=lambda: None) as heartbeat:
+        generated = _generator(seen).generate(request)
+    if heartbeat.lost:
+        return
 
     with ctx.transaction() as session:
         experiment = q.get_experiment(session, experiment_id)
-        if experiment.status is not S.GENERATING or experiment.candidate_id is not None:
-            return  # cancelled or reaped meanwhile, or another delivery got there first
+        if experiment.status is not S.GENERATING or experiment.worker_host != ctx.holder:
+            return  # cancelled or reaped meanwhile
         candidate = q.create_candidate(
             session,
             generator=generated.generator,
@@ -153,7 +203,9 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
             q.transition(session, experiment_id, generated.error.outcome, failure_stage="generate",
                          error=str(generated.error))
             return
-        ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, SANITIZE))
+        attempt = experiment.attempts
+        if q.hand_off(session, experiment_id, status=S.GENERATING, holder=ctx.holder, step="sanitize"):
+            ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, attempt, SANITIZE))
 
 
 def _generator(seen: list[str]):
@@ -213,15 +265,10 @@ def _generation_request(session, experiment: Experiment):
 def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
     from sandbox.sanitize import sanitize
 
-    settings = get_settings()
     with ctx.transaction() as session:
         experiment = q.get_experiment(session, experiment_id)
-        if experiment.status in (S.QUEUED, S.GENERATING):
-            q.transition(
-                session, experiment_id, S.SANITIZING, worker_host=ctx.holder, lease_seconds=settings.lease_seconds
-            )
-        elif experiment.status is not S.SANITIZING:
-            return  # a later stage has it, or it ended
+        if not enter(session, experiment, ctx, step="sanitize", status=S.SANITIZING):
+            return
         candidate = experiment.candidate
         if candidate is None:
             raise StepFailed("sanitize", "the experiment has no candidate to sanitize")
@@ -246,9 +293,9 @@ def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
         if original is not None and original.id != experiment_id:
             q.reuse_result(session, experiment_id, original.id)
             return
-        ctx.send_after_commit(
-            ENCODE_DECODE, experiment_id, task_id=task_id(experiment_id, experiment.attempts, ENCODE_DECODE)
-        )
+        attempt = experiment.attempts
+        if q.hand_off(session, experiment_id, status=S.SANITIZING, holder=ctx.holder, step="encode_decode"):
+            ctx.send_after_commit(ENCODE_DECODE, experiment_id, task_id=task_id(experiment_id, attempt, ENCODE_DECODE))
 
 
 # --- encode_decode ----------------------------------------------------------
@@ -392,43 +439,18 @@ class Heartbeat:
                 return
 
 
-def _claim(session, experiment: Experiment, ctx: StepContext, status: ExperimentStatus, **values) -> bool:
-    """Enter ``status`` from the previous stage, or take it over from a holder that is gone."""
-    settings = get_settings()
-    if experiment.status is status:
-        gone = _holder_gone(experiment.worker_host, ctx)
-        return q.take_over(
-            session,
-            experiment.id,
-            status=status,
-            holder=experiment.worker_host,
-            new_holder=ctx.holder,
-            lease_seconds=settings.lease_seconds,
-            require_expired_lease=not gone,
-        )
-    return q.transition(
-        session, experiment.id, status, worker_host=ctx.holder, lease_seconds=settings.lease_seconds, **values
-    )
-
-
 def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
     settings = get_settings()
     with ctx.transaction() as session:
         experiment = q.get_experiment(session, experiment_id)
-        status = experiment.status
-        if status is S.SCORING and parse_holder(experiment.worker_host)[0] == ctx.node:
-            # Done here before, but the score message may not have been sent (a
-            # crash between commit and send): sending it again is harmless.
-            ctx.send_after_commit(
-                SCORE, experiment_id, queue=ctx.private_queue, task_id=task_id(experiment_id, experiment.attempts, SCORE)
-            )
-            return
-        if status not in (S.SANITIZING, S.ENCODING):
-            return
-        device = resolve_device(experiment.config.get("device") or settings.device)
-        runner = make_runner(device)
-        if not _claim(session, experiment, ctx, S.ENCODING, device=device, isolation=runner.isolation):
-            log.info("experiment %s: encoding is held by live %s; dropping this delivery", experiment_id, experiment.worker_host)
+        mine = experiment.waiting_for == "encode_decode" or (
+            experiment.status is S.ENCODING and experiment.waiting_since is None
+        )
+        # The sandbox is probed only for an experiment this delivery may run.
+        device = resolve_device(experiment.config.get("device") or settings.device) if mine else None
+        runner = make_runner(device) if mine else None
+        if not enter(session, experiment, ctx, step="encode_decode", status=S.ENCODING, device=device,
+                     isolation=runner.isolation if runner else None):
             return
         attempt = experiment.attempts
         code = experiment.candidate.code
@@ -451,17 +473,10 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
         return
 
     with ctx.transaction() as session:
-        if not q.take_over(
-            session,
-            experiment_id,
-            status=S.ENCODING,
-            holder=ctx.holder,
-            new_holder=ctx.holder,
-            lease_seconds=settings.lease_seconds,
-            require_expired_lease=False,
-        ):
+        # Scoring needs the decoded measurements on this node: it waits on its private queue.
+        if not q.hand_off(session, experiment_id, status=S.ENCODING, holder=ctx.holder, step="score",
+                          to=S.SCORING, keep_node=ctx.node):
             return  # cancelled or reaped while we finished
-        q.transition(session, experiment_id, S.SCORING, lease_seconds=settings.lease_seconds)
     ctx.send_after_commit(SCORE, experiment_id, queue=ctx.private_queue, task_id=task_id(experiment_id, attempt, SCORE))
 
 
@@ -575,22 +590,7 @@ def score_step(ctx: StepContext, experiment_id: int) -> None:
     settings = get_settings()
     with ctx.transaction() as session:
         experiment = q.get_experiment(session, experiment_id)
-        if experiment.status is not S.SCORING:
-            return  # recorded already, or ended
-        if parse_holder(experiment.worker_host)[0] != ctx.node:
-            log.info("experiment %s is scored on %s, not here", experiment_id, experiment.worker_host)
-            return
-        # encode_decode on this node finished (that is what ``scoring`` means), so
-        # whichever of its processes held the lease is done with it.
-        if not q.take_over(
-            session,
-            experiment_id,
-            status=S.SCORING,
-            holder=experiment.worker_host,
-            new_holder=ctx.holder,
-            lease_seconds=settings.lease_seconds,
-            require_expired_lease=False,
-        ):
+        if not enter(session, experiment, ctx, step="score", status=S.SCORING, node=ctx.node):
             return
         attempt = experiment.attempts
         n_points = len(experiment.rate_points)

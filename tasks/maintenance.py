@@ -1,11 +1,20 @@
 """Keeping the fleet honest: the reaper, cancel, and a ping for measuring a hop.
 
-Nothing stays running forever: every running experiment has a lease that its
-worker renews, and a queued one whose message was lost is sent again. The reaper (beat, every ``CODECFLEET_REAP_INTERVAL_SECONDS``)
-finds leases that ran out, re-queues those experiments while attempts remain
-(``CODECFLEET_MAX_ATTEMPTS``, the first run included) and re-sends their chain
-from the start after the commit; the others become ``timed_out`` with the
-stage and the host that lost them.
+Nothing stays running forever, and waiting is not running. The reaper (beat,
+every ``CODECFLEET_REAP_INTERVAL_SECONDS``) does two things:
+
+* **leases**: a worker that holds an experiment renews its lease; a lease
+  that ran out means the worker is gone. The experiment is re-queued while
+  attempts remain (``CODECFLEET_MAX_ATTEMPTS``, the first run included) and
+  its chain re-sent from the start after the commit; otherwise it becomes
+  ``timed_out`` with the stage and the host that lost it.
+* **waiting**: an experiment between two steps has no lease at all, however
+  long the queue in front of it. Once it has waited longer than a lease, the
+  reaper looks for its message in the broker. Found: it is only waiting, and
+  nothing happens. Not found (the broker lost it, or a worker died between
+  commit and send): the message is sent again; every step is idempotent. A
+  ``score`` waiting on the private queue of a node that no longer answers a
+  ping is re-queued (its decoded frames were on that node).
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ import db.queries as q
 from codecfleet.settings import get_settings
 from db.models import ExperimentStatus
 from tasks import _db, _enqueue
-from tasks.app import TIME_LIMITS, app
+from tasks.app import ROUTES, TIME_LIMITS, app, worker_queue
 from tasks.base import FleetTask, StepContext
-from tasks.experiment import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, first_task, task_id
+from tasks.experiment import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, STEP_TASKS, first_task, task_id
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +52,60 @@ def reap_step(ctx: StepContext, _experiment_id: int | None = None) -> None:
             if outcome is ExperimentStatus.QUEUED:
                 first = first_task(experiment)
                 ctx.send_after_commit(first, experiment.id, task_id=task_id(experiment.id, experiment.attempts, first))
-        # A queued experiment has no lease; if its first message was lost (the broker
-        # failed between the commit and the send) send it again: every step is idempotent.
-        for experiment_id in q.stale_queued(session, older_than_seconds=settings.lease_seconds):
-            experiment = q.get_experiment(session, experiment_id)
-            first = first_task(experiment)
-            log.warning("reaper: experiment %s queued since %s; sending %s again", experiment_id, experiment.queued_at, first)
-            ctx.send_after_commit(first, experiment_id, task_id=task_id(experiment_id, experiment.attempts, first))
+        waiting = q.waiting_experiments(session, older_than_seconds=settings.lease_seconds)
+    if waiting:
+        _sweep_waiting(ctx, waiting)
+
+
+def queue_of(step: str, node: str | None) -> str:
+    """The broker queue a step's message travels on (``score``: the decoding node's own)."""
+    if step == "score":
+        return worker_queue(node or "?")
+    return ROUTES[STEP_TASKS[step]]["queue"]
+
+
+def _sweep_waiting(ctx: StepContext, waiting: list[q.WaitingExperiment]) -> None:
+    """Send again the hand-off messages the broker no longer has (see the module docstring)."""
+    settings = get_settings()
+    in_broker = _enqueue.locate(queue_of(w.waiting_for, w.node) for w in waiting)
+    dead_nodes: dict[str, bool] = {}
+    for w in waiting:
+        task = STEP_TASKS[w.waiting_for]
+        tid = task_id(w.experiment_id, w.attempts, task)
+        where = in_broker.get(tid)
+        if w.waiting_for == "score" and where is not None and where.queue != "unacked":
+            if w.node not in dead_nodes:
+                dead_nodes[w.node] = not _node_answers(w.node)
+            if dead_nodes[w.node]:
+                with ctx.transaction() as session:
+                    outcome = q.requeue_from_anywhere(
+                        session, w.experiment_id, max_attempts=settings.max_attempts, holder=None, stage="score",
+                        reason=f"worker {w.node}, which holds the decoded rate points, is gone",
+                    )
+                    experiment = q.get_experiment(session, w.experiment_id)
+                    log.warning("reaper: experiment %s waits for score on %s, which does not answer; %s",
+                                w.experiment_id, w.node, outcome)
+                    if outcome == "requeued":
+                        first = first_task(experiment)
+                        ctx.send_after_commit(first, w.experiment_id,
+                                              task_id=task_id(w.experiment_id, experiment.attempts, first))
+            continue
+        if where is not None:
+            continue  # only waiting: a backlog is not a fault
+        log.warning("reaper: experiment %s has waited for %s since %s and its message is not in the broker; "
+                    "sending it again", w.experiment_id, w.waiting_for, w.waiting_since.isoformat(timespec="seconds"))
+        queue = queue_of(w.waiting_for, w.node) if w.waiting_for == "score" else None
+        ctx.send_after_commit(task, w.experiment_id, queue=queue, task_id=tid)
+
+
+def _node_answers(node: str | None) -> bool:
+    if not node:
+        return False
+    try:
+        return bool(app.control.ping(destination=[node], timeout=2.0))
+    except Exception as exc:  # noqa: BLE001 - cannot tell: assume alive, look again next time
+        log.warning("reaper: could not ping %s: %s", node, exc)
+        return True
 
 
 def cancel(experiment_ids: list[int], *, reason: str = "cancelled by the user") -> list[int]:
