@@ -173,6 +173,8 @@ class CallLog:
     session_empty: bool | None = None
     #: host pids the session's cgroup held while it ran (for tests and post-mortems)
     pids_seen: list[int] = field(default_factory=list)
+    #: the host uid the sandbox's first process ran as, read from /proc after it started
+    host_uid: int | None = None
     #: seconds from the start of the call that timed out to the kill (None: no timeout)
     timed_out_after: float | None = None
 
@@ -512,6 +514,17 @@ class SpooledPayloads(Sequence):
 # --------------------------------------------------------------------------- one sandboxed process
 
 
+def _process_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[2])  # effective
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _cap_reason(text: str, limit: int = MAX_REASON_BYTES) -> str:
     """A reason from inside the sandbox, cut to ``limit`` bytes of UTF-8."""
     data = text.encode("utf-8", "replace")
@@ -772,6 +785,7 @@ class _Session:
                 self._cgroup.close_join_fds()
         if self._cgroup is not None:
             self.log.pids_seen = self._cgroup.pids()
+        self.log.host_uid = _process_uid(self.proc.pid)
         self._req_w, self._resp_r = req_w, resp_r
         with self._lock:
             aborted_before_start = self._killed_for is not None
