@@ -44,6 +44,18 @@ MAX_RETRY_AFTER_S = 60.0
 CHARS_PER_TOKEN = 3.0
 
 
+#: The completion token limit when none is given.
+DEFAULT_MAX_TOKENS = 8192
+
+
+def diff_note(parent_code: str, max_tokens: int) -> str:
+    """What the prompt says when a rewrite was switched to SEARCH/REPLACE."""
+    return (
+        f"The parent is {len(parent_code)} characters: a complete rewrite would not fit in your reply "
+        f"limit of {max_tokens} tokens, so this request asks for SEARCH/REPLACE blocks against it."
+    )
+
+
 def rewrite_fits(parent_code: str, max_tokens: int) -> bool:
     """Whether a complete rewrite of ``parent_code`` (with 20 % room to grow and a
     short explanation) fits in a reply of ``max_tokens`` tokens."""
@@ -155,7 +167,7 @@ class _LLMGenerator:
         base_url: str,
         timeout: float = 120.0,
         max_retries: int = 3,
-        max_tokens: int = 8192,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float | None = None,
         pricing: Pricing | None = None,
         backoff_base: float = 1.0,
@@ -281,10 +293,7 @@ class _LLMGenerator:
         if mode == "diff" and parent is None:
             mode = "rewrite"
         if mode == "rewrite" and parent is not None and not rewrite_fits(parent.code, max_tokens):
-            return "diff", (
-                f"The parent is {len(parent.code)} characters: a complete rewrite would not fit in your reply "
-                f"limit of {max_tokens} tokens, so this request asks for SEARCH/REPLACE blocks against it.",
-            )
+            return "diff", (diff_note(parent.code, max_tokens),)
         return mode, ()
 
     def generate(self, request: GenerationRequest) -> Generated:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from generation.base import GenerationFailure, GenerationRequest, Generated
-from generation.llm import MAX_REPLY_CHARS, interpret_reply
+from generation.llm import DEFAULT_MAX_TOKENS, MAX_REPLY_CHARS, diff_note, interpret_reply, rewrite_fits
 from generation.prompts import ALLOWED_IMPORTS, PromptBudgetError, request_prompt
 
 
@@ -56,7 +56,9 @@ class ReplayGenerator:
         *,
         allowed_modules: Sequence[str] = ALLOWED_IMPORTS,
         max_reply_chars: int = MAX_REPLY_CHARS,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
     ):
+        self.max_tokens = int(max_tokens)  # the reply limit the original prompts stated
         self.replies = [r if isinstance(r, StoredReply) else StoredReply(raw_reply=r) for r in replies]
         self.allowed_modules = tuple(allowed_modules)
         self.max_reply_chars = max_reply_chars
@@ -76,8 +78,14 @@ class ReplayGenerator:
         if stored.mode in ("mutation", "crossover"):
             prompt = stored.prompt or f"replay of an offline {stored.mode}"
         else:
+            max_tokens = request.max_tokens or self.max_tokens
+            switched = (mode == "diff" and request.mode != "diff" and parent is not None
+                        and not rewrite_fits(parent.code, max_tokens))
             try:
-                prompt = request_prompt(request, mode, allowed_modules=self.allowed_modules)
+                prompt = request_prompt(
+                    request, mode, allowed_modules=self.allowed_modules,
+                    notes=(diff_note(parent.code, max_tokens),) if switched else (), max_reply_tokens=max_tokens,
+                )
             except PromptBudgetError as exc:
                 prompt = f"(no prompt could be built: {exc})"
         notes = [f"replayed from candidate {stored.candidate_id}" if stored.candidate_id is not None else "replayed"]

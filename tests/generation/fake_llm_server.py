@@ -7,7 +7,8 @@ protocols, answering from a script, for testing the real SDK clients end to end.
 (``content[0].text``, ``stop_reason``, ``usage.input_tokens``/``output_tokens``, errors
 as ``{"type": "error", "error": {...}}``). Each request takes the next behaviour from the
 script: a :class:`Reply`, an :class:`HttpError` (429 with ``retry-after``, 500, 401 ...),
-a :class:`Respond` (a function of the prompt) or a :class:`Hang` (holds the connection, bounded, so the server thread always ends).
+a :class:`Respond` (a function of the prompt) or a :class:`Hang` (holds the connection,
+bounded, so the server thread always ends).
 Every request is recorded (path, headers, JSON body) for assertions.
 """
 
