@@ -257,9 +257,10 @@ def describe_limits(task: TaskSpec, max_reply_tokens: int | None = None) -> str:
                      + (f" importing your module at most {lim.import_seconds:g} s;" if lim.import_seconds else "")
                      + (f" a whole encode or decode of all frames at one rate point at most {lim.session_seconds:g} s."
                         if lim.session_seconds else ""))
-    if task.n_frames and lim.session_seconds:
-        lines.append(f"  For {task.n_frames} frames that is at least {task.n_frames / lim.session_seconds:.3g} "
-                     "frames per second on average; the tables below give each candidate's measured speed.")
+    if lim.call_seconds is not None:
+        n_points = len(task.rate_points) or "each"
+        lines.append(f"  An experiment runs one encode and one decode session per rate point ({n_points} rate points); "
+                     "the tables below give each candidate's measured encode and decode speed.")
     sizes = []
     if lim.max_code_bytes:
         sizes.append(f"the module's source at most {_size(lim.max_code_bytes)}")
