@@ -28,25 +28,37 @@ Compressed payloads, both ways, still go through the pipe.
 
 Layers, outermost first (``strict`` mode):
 
+* **session cgroup** (:mod:`sandbox.cgroup`, v2 or v1): memory including
+  shmem/memfd and tmpfs, ``pids.max`` (threads count), a CPU quota. The child
+  joins it between fork and exec; at the end everything in it is killed, the
+  cgroup is checked empty and removed. Peak memory is read from it.
+* **unprivileged host uid**: when the worker is root, bwrap and the candidate
+  run as the ``codecfleet-sandbox`` system user.
 * **bubblewrap**: new user, pid, net, ipc, uts and cgroup namespaces
-  (``--unshare-all``, so no network at all), ``--cap-drop ALL``,
-  ``--new-session``, ``--die-with-parent``; a read-only root holding only
-  ``/usr``, the interpreter prefix, the Python packages and ``/etc/ld.so.cache``
-  (no ``/home``, ``/root``, project, data or artifact dirs); size-capped tmpfs
-  at ``/tmp`` (the work dir) and ``/dev/shm`` as the only writable places; a
-  cleared environment, started from an empty one, because bwrap's own
-  environment is readable in ``/proc/1/environ`` inside.
-* **seccomp** denylist (:mod:`sandbox.seccomp_policy`): no fork, exec,
-  sockets, ptrace, namespaces, io_uring...; threads allowed.
+  (``--unshare-all``, so no network at all), ``--as-pid-1`` (the harness is the
+  sandbox's only process: no separate init outside the filter),
+  ``--cap-drop ALL``, ``--new-session``, ``--die-with-parent``; a read-only
+  root holding only ``/usr``, the interpreter prefix, the Python packages and
+  ``/etc/ld.so.cache`` (no ``/home``, ``/root``, project, data or artifact
+  dirs); size-capped tmpfs at ``/tmp`` (the work dir) and ``/dev/shm`` as the
+  only writable places; a cleared environment, started from an empty one.
+* **seccomp** denylist (:mod:`sandbox.seccomp_policy`), loaded by bwrap before
+  the interpreter starts, with the exec ban stacked by the harness before the
+  candidate loads: no fork, exec, sockets, ptrace, namespaces, io_uring,
+  page-cache probes...; threads allowed; foreign-ABI calls kill the process.
 * **rlimits**: CPU seconds, file size, open files, no core dumps, address
-  space (CPU workers only: CUDA maps huge virtual ranges), process count.
+  space (CPU workers only: CUDA maps huge virtual ranges), process count; the
+  harness also makes itself non-dumpable.
 * **trusted-side watchdog**: a wall-clock limit per call and per session, after
-  which the whole process tree is killed; caps on stdout, stderr and on every
-  message's size, checked before anything is read into memory.
+  which the whole process tree is killed; caps on stdout, stderr, on every
+  message's size (checked from its header, before anything is read into
+  memory), on failure reports (4 KiB) and on the whole bitstream.
 
-The trusted side times every call itself (request sent to response read) and
-takes the peak resident memory from the kernel (``wait4`` rusage of the
-sandbox's process tree); nothing the candidate reports about itself is used.
+The sandbox's isolation is established before candidate code runs: the
+harness reports ``A`` (set up) or ``S`` (failed) before importing it, and no
+later message can claim anything about the sandbox. The trusted side times
+every call itself (request sent to response read) and takes peak memory from
+the session cgroup; nothing the candidate reports about itself is used.
 """
 
 from __future__ import annotations
