@@ -489,9 +489,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     console.print(board)
     if report.stopped_by:
-        console.print("stopped early: ", text(report.stopped_by, 500))
+        console.print("stopped early:", text(report.stopped_by, 500))
     console.print(f"spent: {', '.join(f'{k} {v:g}' for k, v in report.spent.items())}")
-    console.print("see it all with: codecfleet report --campaign ", text(report.name, 200))
+    console.print("see it all with: codecfleet report --campaign", text(report.name, 200))
     return 0
 
 
