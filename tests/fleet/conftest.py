@@ -76,6 +76,17 @@ class Fleet:
         self.workers.append(w)
         return w
 
+    def setting(self, name: str) -> float:
+        return float(self.env[f"CODECFLEET_{name.upper()}"])
+
+    def heal_seconds(self) -> float:
+        """How long the fleet may take to notice a lost worker and hand its experiment on:
+        the lease running out, a reaper pass after it, and a heartbeat of slack; every
+        fault test derives its deadlines from this instead of guessing wall-clock time."""
+        return self.setting("lease_seconds") + 2 * self.setting("reap_interval_seconds") + self.setting(
+            "heartbeat_seconds"
+        )
+
     def activate(self) -> None:
         """Make this test process submit to and read from this fleet."""
         use_settings(self.env)

@@ -7,6 +7,7 @@ killing them disturbs nothing else.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import psycopg
@@ -16,6 +17,12 @@ from codecfleet import fleet as api
 from fleet_harness import SLOW_CANDIDATE, PostgresCluster, wait_for
 
 CLIP = "synthetic:mix@64x48"
+
+#: SLOW_CANDIDATE with ``work`` square roots per encoded frame (about 1 s per 5 million
+#: here). A candidate cannot read a clock (no ``time``), so the tests that need a long
+#: queue check from the database that it really was long.
+def busy_candidate(work: int) -> str:
+    return SLOW_CANDIDATE.replace("_busy(1_500_000)", f"_busy({work})")
 
 
 def _count(database_url: str, sql: str, *params) -> int:
@@ -32,6 +39,10 @@ def _measurements(database_url: str, experiment_id: int) -> int:
     )
 
 
+def _internal_errors(database_url: str) -> int:
+    return _count(database_url, "SELECT count(*) FROM internal_errors")
+
+
 def test_sigkill_of_the_gpu_worker_during_encode_then_restart_finishes_once(make_fleet):
     fleet = make_fleet(lease_seconds=4)
     fleet.worker("cpu,llm", beat=True)
@@ -41,16 +52,66 @@ def test_sigkill_of_the_gpu_worker_during_encode_then_restart_finishes_once(make
     wait_for(lambda: handle.status().status == "encoding", 60, "encoding to start")
 
     gpu.kill()
-    killed_at = time.monotonic()
     fleet.workers.remove(gpu)
     fleet.worker("gpu", name=name)  # the same node restarted, as systemd would
-    result = handle.wait(timeout=120)
+    # The killed worker's message is redelivered to the restarted node *and* the reaper
+    # re-queues once the lease runs out; whichever comes first does the work, once.
+    result = handle.wait(timeout=60 + 3 * fleet.heal_seconds())
 
     assert result["status"] == "succeeded", result
-    assert result["attempts"] == 1  # the reaper re-queued it once after the lease ran out
+    assert result["attempts"] in (0, 1), result
     assert _measurements(fleet.database_url, handle.id) == 2
-    assert all("/attempt-1/" in rp["bitstream"] for rp in result["rate_points"])
-    assert time.monotonic() - killed_at < 120
+    assert all(f"/attempt-{result['attempts']}/" in rp["bitstream"] for rp in result["rate_points"])
+    assert _internal_errors(fleet.database_url) == 0
+
+
+def test_a_backlog_many_leases_long_on_one_gpu_worker_all_succeed_first_time(make_fleet):
+    """Waiting is not running: experiments queued behind others for many leases keep their
+    first attempt. Ten of them queue for longer than four leases of 3 s (checked)."""
+    fleet = make_fleet(lease_seconds=3, heartbeat_seconds=1)
+    fleet.worker("cpu,llm", beat=True)
+    fleet.worker("gpu")
+    code = busy_candidate(4_000_000)
+    jobs = [{"candidate": code, "clip": f"{CLIP},seed={100 + i}"} for i in range(10)]
+
+    handles = api.submit_many(jobs, frames=1, rate_points=[0.3, 0.7])
+    results = [h.wait(timeout=120 + 10 * (20 + fleet.heal_seconds())) for h in handles]
+
+    assert [r["status"] for r in results] == ["succeeded"] * 10, [(r["status"], r.get("reason")) for r in results]
+    assert [r["attempts"] for r in results] == [0] * 10
+    longest_wait = _count(
+        fleet.database_url,
+        "SELECT CAST(max(extract(epoch FROM encode_started_at - sanitize_started_at)) AS int) FROM experiments",
+    )
+    assert longest_wait >= 4 * fleet.setting("lease_seconds"), longest_wait  # the backlog was real
+    assert _internal_errors(fleet.database_url) == 0
+
+
+def test_a_stalled_but_alive_worker_loses_its_experiment_cleanly_and_it_finishes_once(make_fleet):
+    """The reaper against a slow worker whose heartbeat comes late: SIGSTOP the gpu worker
+    past its lease. The reaper re-queues, the other gpu worker measures it; when the
+    stalled one resumes, its renewal fails, it stops and records nothing."""
+    fleet = make_fleet(lease_seconds=3, heartbeat_seconds=1)
+    fleet.worker("cpu,llm", beat=True)
+    gpus = [fleet.worker("gpu"), fleet.worker("gpu")]
+    handle = api.submit(busy_candidate(5_000_000), CLIP + ",seed=31", frames=3, rate_points=[0.3, 0.7])
+    holder = wait_for(lambda: (s := handle.status()).status == "encoding" and s.worker, 60, "encoding to start")
+    first, second = sorted(gpus, key=lambda w: not holder.startswith(w.name + "["))
+
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: handle.status().attempts == 1, 30 + 2 * fleet.heal_seconds(), "the reaper to re-queue")
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    result = handle.wait(timeout=60 + 3 * fleet.heal_seconds())
+    time.sleep(2 * fleet.setting("heartbeat_seconds") + 1)  # let the resumed worker notice
+
+    assert result["status"] == "succeeded", result
+    assert result["attempts"] == 1 and result["worker"].startswith(second.name), result
+    assert _measurements(fleet.database_url, handle.id) == 2
+    assert handle.result() == result  # the resumed worker changed nothing
+    assert "no longer held" in first.log()
+    assert _internal_errors(fleet.database_url) == 0
 
 
 def test_redis_restarted_during_a_run_the_experiment_finishes(make_fleet):
