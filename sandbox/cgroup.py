@@ -30,7 +30,7 @@ process forked from the worker.
 
 Each session cgroup is named ``cf-<creator pid>-<hex>``; :func:`sweep_stale`
 kills and removes those whose creating worker is gone (a worker that died
-without cleaning up).
+without cleaning up) and that are older than any session may run.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 _PREFIX = "cf-"
 _CPU_PERIOD_US = 100_000
+#: a session cgroup whose creator is gone is swept only once it is this old
+#: (longer than any session may run), in case the creator lives in another pid namespace
+STALE_AFTER_SECONDS = 3 * 3600
 
 
 class CgroupError(OSError):
@@ -312,6 +315,11 @@ def sweep_stale() -> int:
             except (IndexError, ValueError):
                 continue
             if creator == os.getpid() or os.path.exists(f"/proc/{creator}"):
+                continue
+            try:  # a worker in another pid namespace looks dead from here: only old ones go
+                if time.time() - d.stat().st_ctime < STALE_AFTER_SECONDS:
+                    continue
+            except OSError:
                 continue
             stale = SessionCgroup.__new__(SessionCgroup)
             stale.version, stale.name, stale._join_fds = lay.version, name, []
