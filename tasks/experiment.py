@@ -44,7 +44,7 @@ from evaluation import metrics
 from evaluation.container import ContainerError, read_bitstream, sha256_file
 from evaluation.pipeline import EVALUATOR_VERSION, bd_against, measure_rate_point
 from evaluation.runner import CandidateError
-from evaluation.video import Clip, VideoError, load_clip
+from evaluation.video import Clip, VideoError, load_clip, public_source
 from tasks import _db
 from tasks.app import TIME_LIMITS, app
 from tasks.base import FleetTask, StepContext, StepFailed, is_transient, parse_holder
@@ -228,7 +228,8 @@ def _generation_request(session, experiment: Experiment):
     """The prompt's inputs from the database: the campaign's best candidates with their
     measured numbers (the best is the parent), and its most recent failures with reasons."""
     from evaluation.reference import reference_code
-    from generation import CandidateInfo, FailureInfo, GenerationRequest, RatePoint, TaskSpec
+    from generation import CandidateInfo, FailureInfo, GenerationRequest, RatePoint, TaskSpec, prompt_budget_from_env
+    from tasks import feedback
 
     anchor = (experiment.anchors or ["x264"])[0]
     ranked = q.top_k_candidates(session, 3, clip_sha256=experiment.clip.sha256,
@@ -248,14 +249,20 @@ def _generation_request(session, experiment: Experiment):
     parent = top[0] if top else CandidateInfo(code=reference_code("intra_dct"), family="intra_dct",
                                               generator="reference")
     config = experiment.config or {}
+    device = resolve_device(config.get("device") or get_settings().device)
+    anchors = (anchor, *[a for a in experiment.anchors or () if a != anchor])
     return GenerationRequest(
-        task=TaskSpec(clip=(config.get("clip") or {}).get("source", "a video clip"), width=config.get("width"),
-                      height=config.get("height"), fps=config.get("fps"),
-                      rate_points=tuple(experiment.rate_points), anchors=tuple(experiment.anchors or (anchor,))),
+        # The clip by its public name: a synthetic clip's secret seed never reaches a prompt.
+        task=TaskSpec(clip=public_source((config.get("clip") or {}).get("name") or experiment.clip.source),
+                      width=config.get("width"), height=config.get("height"), n_frames=experiment.clip.n_frames,
+                      fps=config.get("fps"), device=device, rate_points=tuple(experiment.rate_points),
+                      anchors=anchors, anchor_points=feedback.anchor_points(session, experiment.clip.sha256),
+                      limits=feedback.candidate_limits(device)),
         parents=(parent,),
         top_k=top,
         failures=failures,
         index=experiment.id,
+        budget_chars=prompt_budget_from_env(os.environ),
     )
 
 
@@ -318,7 +325,7 @@ def experiment_clip(experiment: Experiment) -> Clip:
     if clip.sha256 != sha:
         raise StepFailed(
             "clip",
-            f"{source} decodes to frames with sha256 {clip.sha256[:12]}… on this worker, "
+            f"{public_source(source)} decodes to frames with sha256 {clip.sha256[:12]}… on this worker, "
             f"not the submitted {sha[:12]}…",
         )
     _clip_cache.clear()
