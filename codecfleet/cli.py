@@ -266,8 +266,31 @@ def _job_args(args: argparse.Namespace) -> dict:
     }
 
 
-def _status_line(status) -> str:
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _waiting(step: str | None, seconds: float | None, where) -> str:
+    """``encode_decode in gpu, #3 of 12, 4m10s``: what an experiment nobody holds waits for."""
+    if step is None:
+        return ""
+    out = step
+    if where is not None:
+        out += " (taken, starting)" if where.position is None else f" in {where.queue}, #{where.position} of {where.length}"
+    if seconds is not None:
+        out += f", {_duration(seconds)}"
+    return out
+
+
+def _status_line(status, where=None) -> str:
     line = f"experiment {status.id}: {status.status}"
+    if getattr(status, "waiting_for", None):
+        line += f", waiting for {_waiting(status.waiting_for, status.waiting_seconds, where)}"
     if status.stage or status.reason:
         # One line: a reason cannot forge a line of its own, nor send control sequences.
         line += f" (stage {clean(status.stage, 50, one_line=True)}: {clean(status.reason, 500, one_line=True)})"
@@ -309,7 +332,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
             print(to_json(handle.result()))
         else:
-            print(_status_line(status))
+            where = None
+            if status.waiting_for:
+                where = fleet.queue_positions([(status.id, status.attempts, status.waiting_for, status.worker)]).get(
+                    status.id
+                )
+            print(_status_line(status, where))
             if status.status == "succeeded":
                 result = handle.result()
                 for rp in result["rate_points"]:
@@ -323,29 +351,70 @@ def cmd_status(args: argparse.Namespace) -> int:
     import db.queries as q
     from tasks import _db
 
+    from datetime import UTC, datetime
+
     fleet._ensure_database()
+    now = datetime.now(UTC)
     with _db.transaction() as session:
+        recent = q.recent_experiments(session, args.limit)
+        waiting_rows = q.waiting_experiments(session, limit=10_000)
         rows = [
             {
                 "id": e.id, "status": e.status.value, "stage": e.failure_stage, "reason": e.error,
                 "attempts": e.attempts, "worker": e.worker_host, "queued_at": e.queued_at.isoformat(timespec="seconds"),
+                "waiting_for": e.waiting_for,
+                "waiting_seconds": (now - e.waiting_since).total_seconds() if e.waiting_since else None,
             }
-            for e in q.recent_experiments(session, args.limit)
+            for e in recent
         ]
+        bugs = [
+            {"experiment": b.experiment_id, "count": b.count, "stage": b.last_stage, "error": b.last_error,
+             "at": b.last_at.isoformat(timespec="seconds"), "status": b.status.value if b.status else None}
+            for b in q.internal_errors(session, limit=args.limit)
+        ]
+        n_bugs = q.internal_error_count(session)
+    where = fleet.queue_positions((r["id"], r["attempts"], r["waiting_for"], r["worker"]) for r in rows if r["waiting_for"])
+    for r in rows:
+        w = where.get(r["id"])
+        r["queue"] = w.queue if w else None
+        r["queue_position"] = w.position if w else None
+    # Per queue: how many wait, and the longest wait (read from the database, not the broker).
+    queues: dict[str, dict] = {}
+    for w in waiting_rows:
+        key = w.waiting_for
+        entry = queues.setdefault(key, {"step": key, "waiting": 0, "longest_seconds": 0.0})
+        entry["waiting"] += 1
+        entry["longest_seconds"] = max(entry["longest_seconds"], (now - w.waiting_since).total_seconds())
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"experiments": rows, "waiting": list(queues.values()),
+                          "internal_errors": {"total": n_bugs, "experiments": bugs}}, indent=2))
         return 0
     from rich.table import Table
 
+    console = _console()
+    if queues:
+        summary = ", ".join(
+            f"{q_['waiting']} for {q_['step']} (longest {_duration(q_['longest_seconds'])})" for q_ in queues.values()
+        )
+        console.print(f"waiting in queues (no lease runs while waiting): {summary}")
     table = Table(title="recent experiments")
-    for col in ("id", "status", "stage", "attempts", "worker", "queued at", "reason"):
+    for col in ("id", "status", "waiting for", "stage", "attempts", "worker", "queued at", "reason"):
         table.add_column(col)
     for r in rows:
         table.add_row(
-            str(r["id"]), r["status"], text(r["stage"] or "", 50), str(r["attempts"]), text(r["worker"] or "", 100),
+            str(r["id"]), r["status"], text(_waiting(r["waiting_for"], r["waiting_seconds"], where.get(r["id"])), 80),
+            text(r["stage"] or "", 50), str(r["attempts"]), text(r["worker"] or "", 100),
             r["queued_at"], text(r["reason"] or "", 80, one_line=True),
         )
-    _console().print(table)
+    console.print(table)
+    if bugs:
+        bug_table = Table(title=f"internal errors (bugs of codecfleet): {n_bugs} in all; each re-queued its experiment")
+        for col in ("experiment", "count", "stage", "last error", "at", "now"):
+            bug_table.add_column(col)
+        for b in bugs:
+            bug_table.add_row(str(b["experiment"]), str(b["count"]), b["stage"], text(b["error"], 120, one_line=True),
+                              b["at"], b["status"] or "")
+        console.print(bug_table)
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,25 @@ def submit_many(jobs: Iterable[Mapping[str, Any]], **common: Any) -> list[Handle
     return [Handle(experiment_id) for experiment_id, _ in created]
 
 
+def queue_positions(waiting: Iterable[tuple[int, int, str, str | None]]) -> dict[int, Any]:
+    """Where each waiting experiment's message is in the broker, by experiment id
+    (``(id, attempts, waiting_for, node)`` in): a :class:`tasks._enqueue.Whereabouts`,
+    or None when its message is not there (the reaper will send it again). Empty
+    when embedded or when the broker cannot be read."""
+    experiment_mod, maintenance, _, enqueue = _tasks()
+    waiting = list(waiting)
+    if enqueue.embedded() or not waiting:
+        return {}
+    try:
+        found = enqueue.locate(maintenance.queue_of(step, node) for _, _, step, node in waiting)
+    except Exception:  # noqa: BLE001 - a status display must not fail on the broker
+        return {}
+    return {
+        eid: found.get(experiment_mod.task_id(eid, attempts, experiment_mod.STEP_TASKS[step]))
+        for eid, attempts, step, _ in waiting
+    }
+
+
 def embedded() -> bool:
     """True when no broker is configured: submissions run in this process."""
     return _tasks()[3].embedded()
@@ -331,10 +351,20 @@ class Status:
     reason: str | None
     attempts: int
     worker: str | None
+    #: The step whose message the experiment waits for in a broker queue (nobody holds
+    #: it meanwhile), and since when; None while a worker runs it or once it ended.
+    waiting_for: str | None = None
+    waiting_since: datetime | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def waiting_seconds(self) -> float | None:
+        if self.waiting_since is None:
+            return None
+        return max(0.0, (datetime.now(UTC) - self.waiting_since).total_seconds())
 
 
 class Handle:
@@ -355,7 +385,8 @@ class Handle:
                 e = q.get_experiment(session, self.id)
             except q.ExperimentNotFound as exc:
                 raise FleetError(str(exc)) from exc
-            return Status(e.id, e.status.value, e.failure_stage, e.error, e.attempts, e.worker_host)
+            return Status(e.id, e.status.value, e.failure_stage, e.error, e.attempts, e.worker_host,
+                          e.waiting_for, e.waiting_since)
 
     def wait(self, timeout: float | None = None, *, poll: float = 0.2) -> dict:
         """Block until the experiment ends (WaitTimeout after ``timeout`` s); its result."""
@@ -399,6 +430,8 @@ def experiment_result(session, experiment_id: int) -> dict:
         "device": e.device,
         "attempts": e.attempts,
         "worker": e.worker_host,
+        "waiting_for": e.waiting_for,
+        "waiting_since": e.waiting_since.isoformat(timespec="seconds") if e.waiting_since else None,
         "campaign_id": e.campaign_id,
         "reused_from": e.reused_from_id,
         "duplicate_of": e.duplicate_of_id,

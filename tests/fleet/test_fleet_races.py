@@ -295,3 +295,35 @@ def test_an_internal_error_is_counted_and_requeues_within_the_budget(race, monke
     deliver(ENCODE_DECODE, other, GPU_A)
     deliver(SCORE, other, GPU_A)
     assert row(other)["status"] == "succeeded"
+
+
+def test_status_shows_what_waits_where_and_lists_internal_errors(race, monkeypatch, capsys):
+    import json
+
+    from codecfleet.cli import main
+
+    eid = race.experiment_id
+    second = api.submit("reference:intra_dct", CLIP + ",seed=5", frames=2, rate_points=[0.3, 0.7]).id
+    deliver(SANITIZE, eid, CPU_1)
+    deliver(SANITIZE, second, CPU_1)
+
+    assert main(["status", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    by_id = {r["id"]: r for r in shown["experiments"]}
+    assert (by_id[eid]["waiting_for"], by_id[eid]["queue"], by_id[eid]["queue_position"]) == ("encode_decode", "gpu", 1)
+    assert (by_id[second]["queue"], by_id[second]["queue_position"]) == ("gpu", 2)
+    assert shown["waiting"] == [{"step": "encode_decode", "waiting": 2, "longest_seconds": pytest.approx(0, abs=60)}]
+    assert main(["status", str(second)]) == 0
+    assert f"experiment {second}: sanitizing, waiting for encode_decode in gpu, #2 of 2" in capsys.readouterr().out
+
+    import tasks.experiment as steps
+
+    monkeypatch.setattr(steps, "experiment_clip", lambda _e: 1 / 0)
+    deliver(ENCODE_DECODE, eid, GPU_A)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "internal errors (bugs of codecfleet): 1 in all" in out and "ZeroDivisionError" in out
+    assert main(["status", "--json"]) == 0
+    bugs = json.loads(capsys.readouterr().out)["internal_errors"]
+    assert bugs["total"] == 1 and bugs["experiments"][0]["experiment"] == eid
+    assert bugs["experiments"][0]["status"] == "queued"
