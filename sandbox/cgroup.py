@@ -19,9 +19,11 @@ Two layouts are supported:
   hierarchy. ``memory.memsw`` is capped too where present (no swapping out of
   the limit).
 
-A session's processes join every hierarchy in the child, between ``fork`` and
-``exec`` (:meth:`SessionCgroup.join_fds` are opened here, written there), so
-nothing the sandbox starts is ever outside it. At the end :meth:`kill` kills
+The sandbox's first process is moved into every hierarchy by the worker
+(:meth:`SessionCgroup.join`) while it is held at a start gate, before it
+executes bubblewrap (see :mod:`sandbox.runner`), so nothing the sandbox starts
+is ever outside it, and a failure to join is reported in the worker with its
+errno and the cgroup it concerns. At the end :meth:`kill` kills
 everything in it (``cgroup.kill`` on v2; SIGKILL to each pid, repeated, on v1:
 the seccomp filter allows no ``fork``, so the set only shrinks), checks that it
 is empty and removes it. Peak memory comes from the cgroup
@@ -35,6 +37,7 @@ without cleaning up) and that are older than any session may run.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -73,6 +76,24 @@ def _own_paths() -> dict[str, str]:
             for name in controllers.split(",") if controllers else [""]:
                 out[name] = path
     return out
+
+
+def _why_join_failed(controller: str, pid: int, exc: OSError) -> str:
+    """What the kernel's errno means here, with a hint where it alone does not say why."""
+    text = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.EINVAL and controller in ("cpu", ""):
+        try:
+            policy = os.sched_getscheduler(pid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+        except OSError:
+            policy = None
+        if policy in (os.SCHED_FIFO, os.SCHED_RR):
+            text += (
+                " (the process has a real-time scheduling policy, and a cpu cgroup without a real-time"
+                " budget (cpu.rt_runtime_us = 0) refuses real-time tasks)"
+            )
+    elif exc.errno == errno.ESRCH:
+        text += " (the process is gone)"
+    return text
 
 
 def is_v2() -> bool:
@@ -146,7 +167,6 @@ class SessionCgroup:
         self.name = f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.dirs: dict[str, Path] = {}
         self.memory_bytes = memory_bytes
-        self._join_fds: list[int] = []
         try:
             for controller, parent in lay.parents.items():
                 d = parent / self.name
@@ -175,29 +195,32 @@ class SessionCgroup:
 
     # ------------------------------------------------------------ joining
 
-    def open_join_fds(self) -> list[int]:
-        """Descriptors of each hierarchy's ``cgroup.procs``, opened here (as the worker).
+    def join(self, pid: int) -> None:
+        """Move process ``pid`` into every hierarchy of the session, then check it is there.
 
-        The child writes ``0`` (itself) to each between fork and exec, see
-        :meth:`join_in_child`; the kernel checks permission against the opener.
+        Done by the worker, not by the child: the runner starts the sandbox
+        process held at a gate (it runs nothing of its own until released), calls
+        this, and releases it only once it returned. Raises :class:`CgroupError`
+        whose message names the step, the cgroup and the errno.
         """
-        self.close_join_fds()
-        self._join_fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in self.dirs.values()]
-        return list(self._join_fds)
-
-    @staticmethod
-    def join_in_child(fds: list[int]) -> None:
-        """Runs in the forked child before exec: async-signal-safe enough (two syscalls each)."""
-        for fd in fds:
-            os.write(fd, b"0")
-
-    def close_join_fds(self) -> None:
-        for fd in self._join_fds:
+        for controller, d in self.dirs.items():
+            procs = d / "cgroup.procs"
             try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._join_fds = []
+                _write(procs, pid)
+            except OSError as exc:
+                raise CgroupError(
+                    exc.errno, f"moving process {pid} into {procs} failed: {_why_join_failed(controller, pid, exc)}"
+                ) from exc
+        for d in self.dirs.values():
+            procs = d / "cgroup.procs"
+            try:
+                members = _read(procs).split()
+            except OSError as exc:
+                raise CgroupError(
+                    exc.errno, f"reading {procs} to check that process {pid} joined failed: {exc.strerror}"
+                ) from exc
+            if str(pid) not in members:
+                raise CgroupError(f"process {pid} is not in {procs} after it was moved there")
 
     # ------------------------------------------------------------ reading
 
@@ -269,7 +292,6 @@ class SessionCgroup:
             time.sleep(0.002)
 
     def remove(self) -> None:
-        self.close_join_fds()
         for d in self.dirs.values():
             for _ in range(50):
                 try:
@@ -322,7 +344,7 @@ def sweep_stale() -> int:
             except OSError:
                 continue
             stale = SessionCgroup.__new__(SessionCgroup)
-            stale.version, stale.name, stale._join_fds = lay.version, name, []
+            stale.version, stale.name = lay.version, name
             stale.dirs = {k: p / name for k, p in lay.parents.items() if (p / name).exists()}
             stale.memory_bytes = 0
             stale.kill(1.0)

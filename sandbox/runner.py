@@ -29,9 +29,14 @@ Compressed payloads, both ways, still go through the pipe.
 Layers, outermost first (``strict`` mode):
 
 * **session cgroup** (:mod:`sandbox.cgroup`, v2 or v1): memory including
-  shmem/memfd and tmpfs, ``pids.max`` (threads count), a CPU quota. The child
-  joins it between fork and exec; at the end everything in it is killed, the
-  cgroup is checked empty and removed. Peak memory is read from it.
+  shmem/memfd and tmpfs, ``pids.max`` (threads count), a CPU quota. The
+  sandbox's first process starts held at a gate (``/bin/sh`` waiting for one
+  line on its stdin, running nothing else); the worker resets a real-time
+  scheduling policy it may have inherited, moves it into the cgroup, checks it
+  is there, and only then lets it ``exec`` bubblewrap. A failure is an
+  :class:`IsolationError` naming the step and the errno. At the end everything
+  in the cgroup is killed, the cgroup is checked empty and removed. Peak memory
+  is read from it.
 * **unprivileged host uid**: when the worker is root, bwrap and the candidate
   run as the ``codecfleet-sandbox`` system user.
 * **bubblewrap**: new user, pid, net, ipc, uts and cgroup namespaces
@@ -105,6 +110,14 @@ SANDBOX_USER = "codecfleet-sandbox"
 MAX_REASON_BYTES = 4096
 
 _F_SETPIPE_SZ = 1031
+
+#: The sandbox's first process waits here for the worker's ``go`` (after the
+#: worker has moved it into its session cgroup), then becomes bubblewrap with
+#: stdin from /dev/null. If the worker goes away first, ``read`` sees EOF and
+#: nothing is executed.
+_GATE_SHELL = "/bin/sh"
+_GATE_SCRIPT = 'IFS= read -r go && [ "$go" = go ] && exec "$@" </dev/null; exit 125'
+_GATE_GO = b"go\n"
 _SANDBOX_ROOT = "/sandbox"
 _SANDBOX_SITE = "/sandbox/site"
 
@@ -752,7 +765,7 @@ class _Session:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
             except OSError:
                 pass  # a smaller pipe is only slower
-        argv = argv + [str(req_r), str(resp_w), self.token]
+        argv = [_GATE_SHELL, "-c", _GATE_SCRIPT, "cf-gate", *argv, str(req_r), str(resp_w), self.token]
         env = {"PATH": "/usr/bin", "LANG": "C.UTF-8"} if self.mode == "unsandboxed" else {}
         workdir = None
         if self.mode == "unsandboxed":
@@ -763,14 +776,14 @@ class _Session:
         self._workdir = workdir
         self._deadline_total = time.monotonic() + self.limits.total_seconds
         pass_fds = [req_r, resp_w, self._slot.fd] + ([self._seccomp_fd] if self._seccomp_fd >= 0 else [])
-        # Between fork and exec the child joins the session cgroup (descriptors
-        # opened here), so bwrap and everything after it are inside from the start.
-        join_fds = self._cgroup.open_join_fds() if self._cgroup is not None else []
         user_args = {"user": creds[0], "group": creds[1], "extra_groups": []} if creds else {}
+        # No preexec_fn: no Python code runs between fork and exec (unsafe with
+        # threads, and its errors come back as a bare "Exception occurred in
+        # preexec_fn"). The process starts held at the gate instead, see _admit.
         try:
             self.proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 pass_fds=pass_fds,
@@ -778,12 +791,16 @@ class _Session:
                 cwd=workdir or "/",
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=functools.partial(cgroups.SessionCgroup.join_in_child, join_fds) if join_fds else None,
                 **user_args,
             )
-        except BaseException:
+        except BaseException as exc:
             os.close(req_w)
             os.close(resp_r)
+            if isinstance(exc, OSError):
+                who = f" as uid {creds[0]} gid {creds[1]}" if creds else ""
+                raise IsolationError(
+                    f"the sandbox could not be set up: starting its first process ({_GATE_SHELL}{who}) failed: {exc}"
+                ) from exc
             raise
         finally:
             os.close(req_r)
@@ -793,16 +810,23 @@ class _Session:
             if self._seccomp_fd >= 0:
                 os.close(self._seccomp_fd)
                 self._seccomp_fd = -1
-            if self._cgroup is not None:
-                self._cgroup.close_join_fds()
+        self._req_w, self._resp_r = req_w, resp_r
+        try:
+            self._admit(self.proc.pid)
+        except IsolationError:
+            self._kill()
+            if self._aborted:  # abort() killed it at the gate: that, not the set-up, is the story
+                raise AbortedError(self._blame, self._killed_for or "aborted") from None
+            raise
         if self._cgroup is not None:
             self.log.pids_seen = self._cgroup.pids()
         self.log.host_uid = _process_uid(self.proc.pid)
-        self._req_w, self._resp_r = req_w, resp_r
         with self._lock:
             aborted_before_start = self._killed_for is not None
         if aborted_before_start:  # abort() came while the process was being made
             self._kill()
+        else:
+            self._release()
         for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
             t = threading.Thread(target=self._drain, args=(stream, name), daemon=True)
             t.start()
@@ -842,6 +866,44 @@ class _Session:
         if kind != b"R":
             self._fail_from_message(kind, body)
         self.stage = "encode" if self.role in ("encoder", "probe") else "decode"
+
+    def _admit(self, pid: int) -> None:
+        """Make the process held at the gate fit to become the sandbox; it runs nothing meanwhile.
+
+        * A real-time scheduling policy inherited from the worker's thread is
+          reset to ``SCHED_OTHER`` (libraries such as SVT-AV1 switch the calling
+          thread to ``SCHED_FIFO`` 99 when run as root; a candidate must never
+          run real-time, and a v1 cpu cgroup without an RT budget refuses such a
+          process with ``EINVAL``).
+        * It is moved into every hierarchy of the session cgroup, and checked to be there.
+        """
+        step = "reading its scheduling policy"
+        try:
+            policy = os.sched_getscheduler(pid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+            if policy in (os.SCHED_FIFO, os.SCHED_RR):
+                step = "resetting its real-time scheduling policy to SCHED_OTHER"
+                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+            if self._cgroup is not None:
+                step = f"moving it into its session cgroup {self._cgroup.name}"
+                self._cgroup.join(pid)
+        except OSError as exc:
+            raise IsolationError(
+                f"the sandbox could not be set up: {step} (process {pid}) failed: {exc}"
+            ) from exc
+
+    def _release(self) -> None:
+        """Let the process at the gate ``exec`` the sandbox."""
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(_GATE_GO)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it is gone (killed): the first message to it reports that
+        finally:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
 
     @property
     def _blame(self) -> str:
@@ -1163,9 +1225,12 @@ class _Session:
                 self._wait(5.0)
             for t in self._drains:
                 t.join(timeout=2.0)
-            for stream in (self.proc.stdout, self.proc.stderr):
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 if stream is not None:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
         if self._cgroup is not None:
             # Prove the session is over: kill whatever is left in its cgroup, check
             # that it is empty, then read its peak memory and remove it.
