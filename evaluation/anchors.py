@@ -36,15 +36,17 @@ its AVX2 code, whose output (like its C code's) is the same on every run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -56,6 +58,8 @@ import numpy as np
 from av.video.reformatter import Colorspace, ColorRange, Interpolation
 
 from evaluation import metrics
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from evaluation.video import Clip
@@ -311,7 +315,33 @@ def _to_yuv420(rgb: np.ndarray) -> av.VideoFrame:
     )
 
 
+@contextlib.contextmanager
+def _keep_thread_scheduling() -> Iterator[None]:
+    """Restore this thread's scheduling policy afterwards: libSvtAv1Enc raises the calling
+    thread to SCHED_FIFO 99 when it opens (where it may, e.g. as root), and a worker
+    left at real-time priority would run everything after it (metrics, other encodes,
+    the sandboxes it starts) able to starve the host."""
+    try:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    except (AttributeError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+                os.sched_setscheduler(0, policy, param)
+        except OSError as exc:
+            log.warning("could not restore the thread's scheduling policy after an encode: %s", exc)
+
+
 def _encode(clip: Clip, codec: str, crf: int) -> tuple[list[bytes], float]:
+    with _keep_thread_scheduling():
+        return _encode_with(clip, codec, crf)
+
+
+def _encode_with(clip: Clip, codec: str, crf: int) -> tuple[list[bytes], float]:
     spec = _spec(codec)
     if codec == "svtav1":
         # SVT-AV1 prints its configuration banner to stderr on every encoder

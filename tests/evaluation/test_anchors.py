@@ -297,3 +297,17 @@ def test_a_corrupt_cache_file_is_measured_again_and_replaced(clip, tmp_path):
     assert point.from_cache is False
     assert json.loads(path.read_text())["point"]["n_bytes"] == point.n_bytes
     assert list(path.parent.glob("*.tmp")) == []
+
+
+def test_an_svtav1_encode_leaves_the_calling_thread_at_its_own_scheduling_policy(tmp_path):
+    """libSvtAv1Enc raises its caller to SCHED_FIFO when it may (root); the worker must not
+    stay real-time afterwards (it would starve the host and every sandbox it starts)."""
+    import os
+
+    from evaluation.anchors import anchor_curve
+    from evaluation.video import synthetic_clip
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    clip = synthetic_clip("mix", width=64, height=48, frames=2)
+    anchor_curve(clip, "svtav1", crfs=[31], cache_dir=tmp_path, device="cpu")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
