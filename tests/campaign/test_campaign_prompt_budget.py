@@ -95,7 +95,9 @@ def test_growing_modules_run_every_generation_within_the_prompt_budget(embedded,
     rows = [r for r in _rows(embedded) if not r.generator.startswith("seed:")]
     assert [r.status for r in rows] == ["succeeded"] * 5, [(r.status, r.error) for r in rows]
     assert len(prompts) == 5 and all(len(p) <= budget for p in prompts), [len(p) for p in prompts]
-    assert max(r.size for r in rows) > 4 * GROWTH  # the modules really grew
+    # The modules really grew (parent selection may pick an earlier, better child, so
+    # not every generation builds on the newest one).
+    assert max(r.size for r in rows) > 3 * GROWTH
     assert max(len(p) for p in prompts) > 40_000  # beyond the old fixed budget, which ended such campaigns
 
     diff_asked = 0
