@@ -26,6 +26,7 @@ def evaluate_candidate(
     settings: Settings | None = None,
     artifact_dir: Path | None = None,
     on_step=None,
+    **measure_options,
 ) -> dict:
     """Measure candidate source ``code`` on ``clip`` (a :class:`Clip` or a spec such as
     ``"synthetic:mix@176x144"``) at ``rate_points`` qualities.
@@ -36,7 +37,8 @@ def evaluate_candidate(
     Returns the dict that ``codecfleet evaluate --json`` prints. For a synthetic
     clip, ``result["clip"]["source"]`` is its seedless name and
     ``result["clip"]["seed"]`` the seed that reproduces it (``SPEC,seed=S``):
-    a secret, for the operator only.
+    a secret, for the operator only. ``measure_options`` (``metric``,
+    ``min_overlap``, ``determinism``) go to :func:`evaluation.pipeline.evaluate_candidate`.
     """
     settings = settings or get_settings()
     device = resolve_device(device or settings.device)
@@ -70,6 +72,7 @@ def evaluate_candidate(
         anchor_cache_dir=settings.cache_dir / "anchors",
         device=device,
         on_step=on_step,
+        **measure_options,
     )
     if sanitized is not None:
         result["ast_hash"] = sanitized.ast_hash

@@ -83,7 +83,7 @@ def _print_evaluation(result: dict, candidate: str) -> None:
         f"isolation: {markup(result['isolation'], 200)}, device: {markup(result['device'], 100)}"
     )
     table = Table(title="candidate rate points")
-    for col in ("quality", "bytes", "kbps", "bpp", "PSNR-RGB", "PSNR-Y", "SSIM-Y", "MS-SSIM", "enc fps", "dec fps"):
+    for col in ("quality", "bytes", "kbps", "bpp", "PSNR-RGB", "PSNR-Y", "PSNR-YUV", "SSIM-Y", "MS-SSIM", "enc fps", "dec fps"):
         table.add_column(col, justify="right")
     for rp in result["rate_points"]:
         table.add_row(
@@ -93,6 +93,7 @@ def _print_evaluation(result: dict, candidate: str) -> None:
             f"{rp['bpp']:.4f}",
             f"{rp['psnr_rgb']:.3f}",
             f"{rp['psnr_y']:.3f}",
+            _fmt(rp.get("psnr_yuv"), ".3f"),
             f"{rp['ssim_y']:.4f}",
             f"{rp['ms_ssim']:.4f}",
             _fmt(rp["encode_fps"], ".1f"),
@@ -100,16 +101,25 @@ def _print_evaluation(result: dict, candidate: str) -> None:
         )
     console.print(table)
     if result["anchors"]:
-        metric = result["bd"][next(iter(result["bd"]))]["metric"]
-        anchors = Table(title=f"BD against classic anchors (curve: kbps vs {markup(metric, 50)})")
-        for col in ("anchor", "points (kbps / PSNR-Y)", "BD-rate %", "BD-PSNR dB", "note"):
+        metric = result.get("metric") or result["bd"][next(iter(result["bd"]))]["metric"]
+        anchors = Table(title=f"BD against classic anchors (curve: kbps vs {markup(metric, 50)}; anchor points matched to the candidate's range)")
+        for col in ("anchor", "CRF: kbps / PSNR-Y / PSNR-YUV", "BD-rate %", "BD-PSNR dB", "overlap", "note"):
             anchors.add_column(col)
         for codec, points in result["anchors"].items():
             bd = result["bd"][codec]
-            pts = ", ".join(f"{p['kbps']:.0f}/{p['psnr_y']:.2f}" for p in points)
+            pts = ", ".join(
+                f"{p['crf']}: {p['kbps']:.0f}/{p['psnr_y']:.2f}/{_fmt(p.get('psnr_yuv'), '.2f')}" for p in points
+            )
             note = bd.get("error") or "; ".join(bd["warnings"])
-            anchors.add_row(text(codec, 50), pts, _fmt(bd["bd_rate_pct"], "+.2f"), _fmt(bd["bd_psnr_db"], "+.3f"), text(note, 500))
+            overlap = "-" if bd.get("overlap") is None else f"{100 * bd['overlap']:.1f} %" + ("" if bd.get("reliable") else " (unreliable)")
+            anchors.add_row(text(codec, 50), pts, _fmt(bd["bd_rate_pct"], "+.2f"), _fmt(bd["bd_psnr_db"], "+.3f"), overlap, text(note, 500))
         console.print(anchors)
+    det = result.get("determinism")
+    if det and det.get("mode") != "off" and det.get("identical"):
+        console.print(
+            f"decoder determinism ({det['mode']}): rate point(s) {', '.join(map(str, det['points']))} decoded again "
+            f"in a fresh sandbox, bit-identical; cost {det['seconds']:.2f} s (first decodes {det['first_decode_seconds']:.2f} s)"
+        )
     if result["status"] != "succeeded":
         # The reason is the candidate's text (capped, controls shown, never markup), after the system's words.
         console.print(
@@ -142,6 +152,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=resolve_device(args.device or settings.device),
             settings=settings,
             on_step=lambda what: advance(description=what),
+            metric=args.metric,
+            min_overlap=args.min_overlap,
+            determinism=args.determinism,
         )
     if args.json:
         from evaluation.pipeline import to_json
@@ -574,6 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rate-points", type=int, default=4, help="number of quality settings (default 4)")
     ev.add_argument("--anchors", default="x264", help="comma-separated classic anchors: x264,x265,svtav1 ('' for none)")
     ev.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE or auto)")
+    ev.add_argument("--metric", default="psnr_y", choices=("psnr_y", "psnr_yuv", "ssim_y", "ms_ssim"),
+                    help="quality axis of the BD figures (default psnr_y)")
+    ev.add_argument("--min-overlap", type=float, default=0.75,
+                    help="a BD figure over less overlap of the quality ranges is marked unreliable (default 0.75)")
+    ev.add_argument("--determinism", default="one", choices=("every", "one", "off"),
+                    help="decode every / one sampled rate point a second time in a fresh sandbox (default one)")
     ev.add_argument(
         "--runner",
         default="sandbox",

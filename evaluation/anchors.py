@@ -42,6 +42,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -55,9 +56,9 @@ from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-from av.video.reformatter import Colorspace, ColorRange, Interpolation
+from av.video.reformatter import ColorRange
 
-from evaluation import metrics
+from evaluation import metrics, yuv
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ __all__ = [
     "encoder_settings",
 ]
 
-ANCHOR_VERSION = "cf-anchor-1"
+ANCHOR_VERSION = "cf-anchor-2"
 """Bump when the conversion, settings or the record format change: it is part
 of every cache key, so old cached points are then never returned."""
 
@@ -98,15 +99,10 @@ ENCODER_THREADS = 4
 
 # One conversion, used both ways, so that a lossless encode gives back the
 # frames up to 8-bit YUV quantisation; swscale's defaults (BT.601, unspecified
-# range, fast chroma paths) lose several dB on flat colour.
-_SWS_COLORSPACE = Colorspace.ITU709
-_SWS_FLAGS = (
-    Interpolation.BILINEAR
-    | Interpolation.FULL_CHR_H_INT
-    | Interpolation.FULL_CHR_H_INP
-    | Interpolation.ACCURATE_RND
-    | Interpolation.BITEXACT
-)
+# range, fast chroma paths) lose several dB on flat colour. It lives in
+# evaluation.yuv because the YUV metrics of candidates use it too.
+_SWS_COLORSPACE = yuv.SWS_COLORSPACE
+_SWS_FLAGS = yuv.SWS_FLAGS
 
 
 @dataclass(frozen=True)
@@ -161,7 +157,10 @@ class AnchorPoint:
     ``n_bytes`` is the sum of the encoder's packet sizes; ``kbps`` and ``bpp``
     follow :func:`evaluation.metrics.rate_stats`; the quality fields are the
     :func:`evaluation.metrics.summarize` means of per-frame values on the
-    decoded RGB frames. ``encode_seconds`` covers RGB->YUV conversion and
+    decoded RGB frames, except the YUV 4:2:0 PSNRs (``psnr_y420``, ``psnr_u``,
+    ``psnr_v``, ``psnr_yuv``), which compare the decoder's own yuv420p planes
+    with the planes the encoder was given (no conversion back and forth: the
+    numbers x264's own ``--psnr`` would print). ``encode_seconds`` covers RGB->YUV conversion and
     encoding, ``decode_seconds`` decoding and YUV->RGB conversion, both wall
     clock on the host that measured the point, at ``measured_at``.
 
@@ -179,6 +178,11 @@ class AnchorPoint:
     psnr_y: float
     ssim_y: float
     ms_ssim: float
+    psnr_y420: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float
+    psnr_yuv_pooled: float
     encode_seconds: float
     decode_seconds: float
     clip_sha256: str
@@ -305,14 +309,7 @@ def _check_clip(clip: Clip) -> None:
 
 def _to_yuv420(rgb: np.ndarray) -> av.VideoFrame:
     """One RGB frame as the yuv420p frame the encoders get."""
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
-        format="yuv420p",
-        src_colorspace=_SWS_COLORSPACE,
-        dst_colorspace=_SWS_COLORSPACE,
-        src_color_range=ColorRange.JPEG,
-        dst_color_range=ColorRange.MPEG,
-        interpolation=_SWS_FLAGS,
-    )
+    return yuv.to_yuv420_frame(rgb)
 
 
 @contextlib.contextmanager
@@ -379,34 +376,35 @@ def _encode_with(clip: Clip, codec: str, crf: int) -> tuple[list[bytes], float]:
     return packets, time.perf_counter() - started
 
 
-def _decode(packets: list[bytes], codec: str, crf: int, n_frames: int) -> tuple[np.ndarray, float]:
+def _decode(
+    packets: list[bytes], codec: str, crf: int, n_frames: int, source_planes=None
+) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Decoded RGB frames, seconds, and (with ``source_planes(i)``, the encoder's
+    Y, U, V input of frame i) the per-frame MSE of the decoder's native 4:2:0 planes, (3, N)."""
     spec = _spec(codec)
     started = time.perf_counter()
     frames: list[np.ndarray] = []
+    plane_mse: list[tuple[float, float, float]] = []
     try:
         ctx = av.CodecContext.create(spec.decoder, "r")
         decoded: list[av.VideoFrame] = []
         for data in packets:
             decoded.extend(ctx.decode(av.Packet(data)))
         decoded.extend(ctx.decode(None))
-        for frame in decoded:
-            frames.append(
-                frame.reformat(
-                    format="rgb24",
-                    src_colorspace=_SWS_COLORSPACE,
-                    dst_colorspace=_SWS_COLORSPACE,
-                    src_color_range=ColorRange.MPEG,
-                    dst_color_range=ColorRange.JPEG,
-                    interpolation=_SWS_FLAGS,
-                ).to_ndarray()
-            )
+        for i, frame in enumerate(decoded):
+            frames.append(yuv.from_yuv420_frame(frame))
+            if source_planes is not None and i < n_frames:
+                dist = yuv.planes_of(frame)
+                sse = metrics.yuv_plane_sse(source_planes(i), dist)
+                plane_mse.append(tuple(e / p.size for e, p in zip(sse, dist)))
     except av.FFmpegError as exc:
         raise AnchorError(codec, crf, "decode", f"{spec.decoder}: {exc}") from exc
     if len(frames) != n_frames:
         raise AnchorError(
             codec, crf, "decode", f"{spec.decoder} returned {len(frames)} frames for {n_frames} encoded"
         )
-    return np.stack(frames), time.perf_counter() - started
+    mse = np.asarray(plane_mse, dtype=np.float64).T if source_planes is not None else None
+    return np.stack(frames), time.perf_counter() - started, mse
 
 
 def _measure(clip: Clip, codec: str, crf: int, device: str) -> tuple[AnchorPoint, list[int]]:
@@ -416,8 +414,12 @@ def _measure(clip: Clip, codec: str, crf: int, device: str) -> tuple[AnchorPoint
     n_bytes = sum(len(p) for p in packets)
     if n_bytes == 0:
         raise AnchorError(codec, crf, "encode", "the encoder produced no bytes")
-    decoded, decode_seconds = _decode(packets, codec, crf, clip.n_frames)
-    summary = metrics.summarize(metrics.score_frames(clip.frames, decoded, device=device))
+    decoded, decode_seconds, plane_mse = _decode(
+        packets, codec, crf, clip.n_frames, source_planes=lambda i: yuv.to_yuv420_planes(clip.frames[i])
+    )
+    scores = metrics.score_frames(clip.frames, decoded, device=device, yuv=False)
+    scores.mse_y420, scores.mse_u, scores.mse_v = plane_mse
+    summary = metrics.summarize(scores)
     rate = metrics.rate_stats(n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
     point = AnchorPoint(
         codec=codec,
@@ -429,6 +431,11 @@ def _measure(clip: Clip, codec: str, crf: int, device: str) -> tuple[AnchorPoint
         psnr_y=float(summary["psnr_y"]),
         ssim_y=float(summary["ssim_y"]),
         ms_ssim=float(summary["ms_ssim"]),
+        psnr_y420=float(summary["psnr_y420"]),
+        psnr_u=float(summary["psnr_u"]),
+        psnr_v=float(summary["psnr_v"]),
+        psnr_yuv=float(summary["psnr_yuv"]),
+        psnr_yuv_pooled=float(summary["psnr_yuv_pooled"]),
         encode_seconds=encode_seconds,
         decode_seconds=decode_seconds,
         clip_sha256=clip.sha256,
@@ -583,3 +590,167 @@ def anchor_curve(
             _write_cached(path, material, point, packet_sizes)
         points.append(point)
     return sorted(points, key=lambda p: (p.n_bytes, p.crf))
+
+
+# --------------------------------------------------------------------------- matched anchors
+
+#: CRF step of the coarse pass of a matched sweep; the ends of the candidate's
+#: range are then refined to every CRF (the dense grid, step 1).
+COARSE_STEP = 4
+#: At most this many anchor points go into one BD curve.
+MAX_MATCHED_POINTS = 8
+MIN_MATCHED_POINTS = 4
+
+
+@dataclass(frozen=True)
+class MatchedCurve:
+    """Anchor points chosen to span a candidate's measured quality range.
+
+    ``points``: the chosen curve (by rising rate, quality strictly rising).
+    ``swept``: every point measured (or read from the cache) to choose them.
+    ``overlap``: the fraction of the wider quality range the chosen curve and
+    the candidate's share (:func:`evaluation.rd.overlap_fraction`), 0 when
+    they do not overlap. ``reachable``: whether the candidate's range lies
+    within the qualities the anchor reached at all.
+    """
+
+    codec: str
+    metric: str
+    points: list[AnchorPoint]
+    swept: list[AnchorPoint]
+    overlap: float
+    reachable: bool
+    test_range: tuple[float, float]
+
+
+def point_quality(point: AnchorPoint, metric: str) -> float | None:
+    """The y value of ``point`` on a BD curve of ``metric`` (see :func:`evaluation.metrics.fitness_value`)."""
+    return metrics.fitness_value(dataclasses.asdict(point), metric)
+
+
+def _monotone(points: Sequence[AnchorPoint], metric: str) -> list[AnchorPoint]:
+    """Points by rising rate whose quality strictly rises (later points that do not improve dropped)."""
+    out: list[AnchorPoint] = []
+    for p in sorted(points, key=lambda p: (p.n_bytes, -p.crf)):
+        q = point_quality(p, metric)
+        if q is None:
+            continue
+        if out and (p.n_bytes == out[-1].n_bytes or q <= point_quality(out[-1], metric)):
+            continue
+        out.append(p)
+    return out
+
+
+def _overlap(a0: float, a1: float, t0: float, t1: float) -> float:
+    span = max(a1 - a0, t1 - t0)
+    if span <= 0:
+        return 0.0
+    return max(0.0, min(a1, t1) - max(a0, t0)) / span
+
+
+def _thin(points: list[AnchorPoint], metric: str, n: int) -> list[AnchorPoint]:
+    """At most ``n`` points, ends kept, inner ones nearest to evenly spaced quality levels."""
+    if len(points) <= n:
+        return points
+    qs = np.array([point_quality(p, metric) for p in points])
+    chosen = {0, len(points) - 1}
+    for level in np.linspace(qs[0], qs[-1], n)[1:-1]:
+        order = np.argsort(np.abs(qs - level))
+        for i in order:
+            if int(i) not in chosen:
+                chosen.add(int(i))
+                break
+    return [points[i] for i in sorted(chosen)]
+
+
+def matched_curve(
+    clip: Clip,
+    codec: str,
+    test_qualities: Sequence[float],
+    *,
+    metric: str = "psnr_y",
+    cache_dir: Path | None = None,
+    device: str = "auto",
+    max_points: int = MAX_MATCHED_POINTS,
+) -> MatchedCurve:
+    """Anchor points of ``codec`` on ``clip`` chosen to span ``test_qualities`` (the
+    candidate's measured values of ``metric``).
+
+    The anchor is swept over its CRF range every :data:`COARSE_STEP`, then at
+    every CRF (the dense grid) between the coarse neighbours of each end of the
+    candidate's range, each point cached as in :func:`anchor_curve` (so a clip's
+    sweep is measured once, whatever candidates come). Of the measured points,
+    the ends of the curve are the ones just outside or just inside the
+    candidate's range that give the largest overlap, and at most ``max_points``
+    (at least 4, refined at every CRF between the ends when fewer) lie between.
+    When the candidate's range lies within the anchor's reach the overlap is then
+    the candidate span over (candidate span + at most one CRF step each side).
+    """
+    _spec(codec)
+    if len(test_qualities) == 0:
+        raise ValueError("no candidate qualities to match")
+    t0, t1 = float(min(test_qualities)), float(max(test_qualities))
+    lo, hi = _spec(codec).crf_range
+    measured: dict[int, AnchorPoint] = {}
+
+    def measure(crfs) -> None:
+        todo = sorted({int(c) for c in crfs if lo <= c <= hi} - set(measured))
+        if todo:
+            for p in anchor_curve(clip, codec, crfs=todo, cache_dir=cache_dir, device=device):
+                measured[p.crf] = p
+
+    measure([*range(lo, hi + 1, COARSE_STEP), hi])
+
+    def quality(crf: int) -> float:
+        q = point_quality(measured[crf], metric)
+        return -math.inf if q is None else q
+
+    # Refine around each end: every CRF between the coarse neighbours whose
+    # qualities bracket it (quality falls as the CRF rises).
+    for target in (t0, t1):
+        coarse = sorted(measured)
+        for a, b in zip(coarse, coarse[1:]):
+            qa, qb = quality(a), quality(b)
+            if min(qa, qb) <= target <= max(qa, qb):
+                measure(range(a + 1, b))
+    curve = _monotone(list(measured.values()), metric)
+    qs = [point_quality(p, metric) for p in curve]
+    reachable = bool(curve) and qs[0] <= t0 and qs[-1] >= t1
+
+    def end_choices(target: float) -> list[int]:
+        below = [i for i, q in enumerate(qs) if q <= target]
+        above = [i for i, q in enumerate(qs) if q >= target]
+        return sorted({*(below[-1:]), *(above[:1])})
+
+    best: tuple[float, int, int, int] | None = None
+    for i in end_choices(t0) or [0]:
+        for j in end_choices(t1) or [len(curve) - 1]:
+            if j <= i:
+                continue
+            ov = _overlap(qs[i], qs[j], t0, t1)
+            key = (round(ov, 9), j - i, i, j)
+            if best is None or key > best:
+                best = key
+    if best is None:  # fewer than two points in reach: take the whole curve
+        chosen = curve
+    else:
+        _, _, i, j = best
+        chosen = curve[i : j + 1]
+        if len(chosen) < MIN_MATCHED_POINTS and len(chosen) >= 2:
+            crfs = sorted(p.crf for p in chosen)
+            measure(range(crfs[0], crfs[-1] + 1))
+            q_lo, q_hi = point_quality(chosen[0], metric), point_quality(chosen[-1], metric)
+            chosen = [p for p in _monotone(list(measured.values()), metric)
+                      if q_lo <= point_quality(p, metric) <= q_hi]
+    chosen = _thin(chosen, metric, max(MIN_MATCHED_POINTS, max_points))
+    cq = [point_quality(p, metric) for p in chosen]
+    overlap = _overlap(cq[0], cq[-1], t0, t1) if len(chosen) >= 2 else 0.0
+    return MatchedCurve(
+        codec=codec,
+        metric=metric,
+        points=chosen,
+        swept=sorted(measured.values(), key=lambda p: p.crf),
+        overlap=overlap,
+        reachable=reachable,
+        test_range=(t0, t1),
+    )

@@ -19,6 +19,10 @@ What is computed, in short:
   sigma=1.5, use_sample_covariance=False, data_range=255)``.
 * MS-SSIM on Y (Wang, Simoncelli and Bovik, 2003), 5 scales or fewer on small
   frames.
+* PSNR on the Y, U and V planes of YUV 4:2:0 (BT.709, limited range: the very
+  conversion the classic anchors get, :mod:`evaluation.yuv`), and PSNR-YUV =
+  (6 PSNR_Y + PSNR_U + PSNR_V) / 8 (the DCVC test conditions), per frame and
+  pooled (each plane's PSNR of the mean MSE, then weighted).
 * Rate: bits, kbps, bits per pixel and compression ratio against raw RGB.
 
 Bump :data:`METRICS_VERSION` whenever a formula or a constant here changes, so
@@ -47,7 +51,13 @@ __all__ = [
     "SSIM_K2",
     "SSIM_SIGMA",
     "SSIM_WIN_SIZE",
+    "FITNESS_METRICS",
     "FrameScores",
+    "YUV_WEIGHTS",
+    "concat_scores",
+    "fitness_value",
+    "yuv420_scores",
+    "yuv_plane_sse",
     "gaussian_window",
     "ms_ssim_luma",
     "ms_ssim_scales",
@@ -65,7 +75,7 @@ __all__ = [
     "summarize",
 ]
 
-METRICS_VERSION = "cf-metrics-2"
+METRICS_VERSION = "cf-metrics-3"
 
 PSNR_CAP_DB = 100.0
 DATA_RANGE = 255.0
@@ -83,6 +93,14 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+#: PSNR-YUV = (6 Y + U + V) / 8 over the 4:2:0 planes (DCVC / JVET-style weighting).
+YUV_WEIGHTS = (6.0, 1.0, 1.0)
+
+#: The quality a campaign or an evaluation may rank by (the y axis of every BD
+#: figure). PSNRs are in dB; SSIM and MS-SSIM enter BD curves in dB too,
+#: ``-10 log10(1 - value)``, as learned-codec papers plot them (see :func:`fitness_value`).
+FITNESS_METRICS = ("psnr_y", "psnr_yuv", "ssim_y", "ms_ssim")
 
 # Squares of 8-bit differences are at most 255**2 = 65025, so a float32 sum of
 # up to 258 of them is an integer below 2**24 and therefore exact whatever the
@@ -756,10 +774,118 @@ class FrameScores:
     mse_y: np.ndarray
     ms_ssim_scales: int
     psnr_capped: int
+    #: MSE of the 4:2:0 planes (limited-range code values**2); all-NaN when not
+    #: computed (odd frame sizes, or ``yuv=False``).
+    mse_y420: np.ndarray | None = None
+    mse_u: np.ndarray | None = None
+    mse_v: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = self.ssim_y.shape[0]
+        for name in ("mse_y420", "mse_u", "mse_v"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, np.nan))
 
     @property
     def n_frames(self) -> int:
         return int(self.ssim_y.shape[0])
+
+    @property
+    def has_yuv(self) -> bool:
+        return bool(np.all(np.isfinite(self.mse_y420))) and self.n_frames > 0
+
+    @property
+    def psnr_y420(self) -> np.ndarray:
+        return psnr_from_mse(self.mse_y420)[0] if self.has_yuv else np.full(self.n_frames, np.nan)
+
+    @property
+    def psnr_u(self) -> np.ndarray:
+        return psnr_from_mse(self.mse_u)[0] if self.has_yuv else np.full(self.n_frames, np.nan)
+
+    @property
+    def psnr_v(self) -> np.ndarray:
+        return psnr_from_mse(self.mse_v)[0] if self.has_yuv else np.full(self.n_frames, np.nan)
+
+    @property
+    def psnr_yuv(self) -> np.ndarray:
+        """Per frame (6 PSNR_Y + PSNR_U + PSNR_V) / 8 on the 4:2:0 planes (each capped)."""
+        wy, wu, wv = YUV_WEIGHTS
+        return (wy * self.psnr_y420 + wu * self.psnr_u + wv * self.psnr_v) / (wy + wu + wv)
+
+
+def concat_scores(parts: list[FrameScores]) -> FrameScores:
+    """One :class:`FrameScores` from consecutive batches (streamed scoring)."""
+    if not parts:
+        raise MetricInputError("no scores to concatenate")
+    scales = {p.ms_ssim_scales for p in parts}
+    if len(scales) != 1:
+        raise MetricInputError(f"batches used different MS-SSIM scales: {sorted(scales)}")
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return FrameScores(
+        psnr_rgb=cat("psnr_rgb"),
+        psnr_y=cat("psnr_y"),
+        ssim_y=cat("ssim_y"),
+        ms_ssim=cat("ms_ssim"),
+        mse_rgb=cat("mse_rgb"),
+        mse_y=cat("mse_y"),
+        ms_ssim_scales=parts[0].ms_ssim_scales,
+        psnr_capped=sum(p.psnr_capped for p in parts),
+        mse_y420=cat("mse_y420"),
+        mse_u=cat("mse_u"),
+        mse_v=cat("mse_v"),
+    )
+
+
+def yuv_plane_sse(ref_planes, dist_planes) -> tuple[int, int, int]:
+    """Exact integer SSE of each of the three (Y, U, V) uint8 planes of one frame."""
+    out = []
+    for name, a, b in zip("YUV", ref_planes, dist_planes):
+        if a.shape != b.shape:
+            raise MetricInputError(f"{name} planes differ in shape: {a.shape} vs {b.shape}")
+        d = a.astype(np.int32) - b.astype(np.int32)
+        out.append(int(np.einsum("ij,ij->", d, d, dtype=np.int64)))
+    return out[0], out[1], out[2]
+
+
+def yuv420_scores(reference: np.ndarray, distorted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame MSE of the Y, U and V planes after the anchors' RGB -> YUV 4:2:0 conversion.
+
+    Both frame stacks ``(N, H, W, 3)`` uint8 RGB (H and W even) are converted by
+    :func:`evaluation.yuv.to_yuv420_planes` (BT.709, limited range, swscale
+    bit-exact); ``MSE_P = sum((P_ref - P_dist)**2) / pixels(P)``, exact.
+    """
+    from evaluation import yuv
+
+    _check_rgb_pair(reference, distorted)
+    n, h, w, _ = reference.shape
+    if h % 2 or w % 2:
+        raise MetricInputError(f"YUV 4:2:0 needs an even width and height, got {w}x{h}")
+    mse = np.empty((3, n), dtype=np.float64)
+    sizes = (h * w, (h // 2) * (w // 2), (h // 2) * (w // 2))
+    for i in range(n):
+        sse = yuv_plane_sse(yuv.to_yuv420_planes(reference[i]), yuv.to_yuv420_planes(distorted[i]))
+        for k in range(3):
+            mse[k, i] = sse[k] / sizes[k]
+    return mse[0], mse[1], mse[2]
+
+
+def fitness_value(summary: dict, metric: str) -> float | None:
+    """The number a BD curve uses for ``metric`` (one of :data:`FITNESS_METRICS`).
+
+    PSNRs as they are (dB); SSIM-Y and MS-SSIM as ``-10 log10(1 - v)`` dB
+    (capped at :data:`PSNR_CAP_DB`), so equal steps mean equal error ratios as
+    for PSNR. None when the summary lacks it (e.g. no YUV on an odd-sized clip).
+    """
+    if metric not in FITNESS_METRICS:
+        raise MetricInputError(f"unknown fitness metric {metric!r}; known: {', '.join(FITNESS_METRICS)}")
+    value = summary.get(metric)
+    if value is None or not math.isfinite(value):
+        return None
+    if metric in ("ssim_y", "ms_ssim"):
+        if value >= 1.0:
+            return PSNR_CAP_DB
+        return min(PSNR_CAP_DB, -10.0 * math.log10(1.0 - value))
+    return float(value)
 
 
 def score_frames(
@@ -769,8 +895,12 @@ def score_frames(
     device: str | torch.device = "auto",
     ms_ssim: bool = True,
     psnr: bool = True,
+    yuv: bool = True,
 ) -> FrameScores:
     """PSNR (RGB and Y), SSIM-Y and MS-SSIM-Y of every frame, in one pass.
+
+    With ``yuv`` (and an even width and height) also the MSE of the YUV 4:2:0
+    planes (:func:`yuv420_scores`), hence PSNR-Y/U/V and PSNR-YUV.
 
     ``reference`` and ``distorted``: ``(N, H, W, 3)`` uint8 RGB, same shape,
     N >= 1, H and W >= 11.  Formulas as in :func:`mse_per_frame`,
@@ -814,6 +944,9 @@ def score_frames(
         capped = int(np.count_nonzero((psnr_rgb_v >= PSNR_CAP_DB) | (psnr_y_v >= PSNR_CAP_DB)))
     else:
         psnr_rgb_v, psnr_y_v, capped = nan.copy(), nan.copy(), 0
+    mse_yuv = (None, None, None)
+    if yuv and psnr and h % 2 == 0 and w % 2 == 0:
+        mse_yuv = yuv420_scores(reference, distorted)
     return FrameScores(
         psnr_rgb=psnr_rgb_v,
         psnr_y=psnr_y_v,
@@ -823,6 +956,9 @@ def score_frames(
         mse_y=mse_y,
         ms_ssim_scales=scales,
         psnr_capped=capped,
+        mse_y420=mse_yuv[0],
+        mse_u=mse_yuv[1],
+        mse_v=mse_yuv[2],
     )
 
 
@@ -847,6 +983,32 @@ def summarize(scores: FrameScores) -> dict:
         raise MetricInputError("FrameScores.ms_ssim holds NaN or inf")
     pooled_rgb, _ = psnr_from_mse(np.mean(scores.mse_rgb))
     pooled_y, _ = psnr_from_mse(np.mean(scores.mse_y))
+    return {**_summarize_core(scores, pooled_rgb, pooled_y, has_ms_ssim), **summarize_yuv(scores)}
+
+
+def summarize_yuv(scores: FrameScores) -> dict:
+    """The YUV 4:2:0 part of :func:`summarize`: means of per-frame PSNRs and pooled
+    values (PSNR of each plane's mean MSE; PSNR-YUV pooled = weighted pooled planes).
+    All None when YUV was not computed."""
+    names = ("psnr_y420", "psnr_u", "psnr_v", "psnr_yuv",
+             "psnr_y420_pooled", "psnr_u_pooled", "psnr_v_pooled", "psnr_yuv_pooled")
+    if not scores.has_yuv:
+        return dict.fromkeys(names)
+    pooled = [float(psnr_from_mse(np.mean(m))[0]) for m in (scores.mse_y420, scores.mse_u, scores.mse_v)]
+    wy, wu, wv = YUV_WEIGHTS
+    return {
+        "psnr_y420": float(np.mean(scores.psnr_y420)),
+        "psnr_u": float(np.mean(scores.psnr_u)),
+        "psnr_v": float(np.mean(scores.psnr_v)),
+        "psnr_yuv": float(np.mean(scores.psnr_yuv)),
+        "psnr_y420_pooled": pooled[0],
+        "psnr_u_pooled": pooled[1],
+        "psnr_v_pooled": pooled[2],
+        "psnr_yuv_pooled": (wy * pooled[0] + wu * pooled[1] + wv * pooled[2]) / (wy + wu + wv),
+    }
+
+
+def _summarize_core(scores: FrameScores, pooled_rgb, pooled_y, has_ms_ssim: bool) -> dict:
     return {
         "psnr_rgb": float(np.mean(scores.psnr_rgb)),
         "psnr_y": float(np.mean(scores.psnr_y)),

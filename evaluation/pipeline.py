@@ -5,11 +5,20 @@ back: bits from the container file on disk, quality from the frames that a
 separate decoder instance produced from the payloads *re-read from that file*.
 If something cannot be measured the result says ``status: failed`` with the
 stage and the reason, and carries no made-up number.
+
+Order is fixed, whatever the candidate does: rate points are measured one at a
+time in index order (ascending quality when given as a count; an explicit list
+in the order given), each as its encoder session, then its decoder session
+(frames in index order), never two sessions of one candidate at once; the
+determinism re-decodes come after the last rate point, in index order too.
+Trusted memory stays bounded by one payload: see :mod:`evaluation.container`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import time
 import uuid
 import warnings
@@ -21,16 +30,35 @@ import numpy as np
 
 from evaluation import anchors as anchors_mod
 from evaluation import metrics
-from evaluation.container import read_bitstream, write_bitstream
-from evaluation.rd import RDError, bd_psnr, bd_rate
+from evaluation.container import open_bitstream, read_bitstream, write_bitstream
+from evaluation.rd import RDError, bd_psnr, bd_rate, overlap_fraction
 from evaluation.runner import CandidateError, CandidateRunner, check_frame
 from evaluation.video import Clip
 
-EVALUATOR_VERSION = "cf-eval-1"
+EVALUATOR_VERSION = "cf-eval-2"
 DEFAULT_RATE_POINTS = 4
-#: The curve every BD figure is computed on: PSNR of luma, as is customary for
-#: YUV 4:2:0 anchors (a candidate's chroma errors still show in psnr_rgb).
+#: The default curve of every BD figure: PSNR of luma, as is customary for
+#: YUV 4:2:0 anchors (a candidate's chroma errors still show in psnr_rgb and
+#: psnr_yuv). Selectable per evaluation/campaign: metrics.FITNESS_METRICS.
 BD_METRIC = "psnr_y"
+#: Below this overlap of the quality ranges a BD figure is kept but marked
+#: unreliable, and is never fitness.
+DEFAULT_MIN_OVERLAP = 0.75
+#: Decoder determinism check: re-decode "every" rate point, "one" sampled point, or "off".
+DETERMINISM_MODES = ("every", "one", "off")
+DEFAULT_DETERMINISM = "one"
+
+
+def frames_digest(frames: np.ndarray) -> tuple[str, list[str]]:
+    """sha256 of a decoded clip (shape header, then every frame's bytes) and of each frame."""
+    n, h, w, _ = frames.shape
+    whole = hashlib.sha256(f"{n}x{h}x{w}x3:uint8\n".encode())
+    per_frame = []
+    for f in frames:
+        data = memoryview(np.ascontiguousarray(f)).cast("B")
+        whole.update(data)
+        per_frame.append(hashlib.sha256(data).hexdigest())
+    return whole.hexdigest(), per_frame
 
 
 def quality_points(k: int) -> list[float]:
@@ -77,6 +105,8 @@ def new_result(clip: Clip, *, isolation: str, device: str, run_dir: Path | None 
         "anchors": {},
         "bd_rate": {},
         "bd": {},
+        "metric": BD_METRIC,
+        "determinism": None,
     }
 
 
@@ -109,9 +139,11 @@ def measure_rate_point(
     enc = runner.encode(code, clip.frames, dict(system_config))
     if len(enc.payloads) != clip.n_frames:
         raise CandidateError("encode", f"encoder produced {len(enc.payloads)} payloads for {clip.n_frames} frames")
+    # Streamed: payloads go to the file one at a time (the sandbox runner keeps them
+    # in a spool file, not in memory), and come back one at a time for the decoder.
     info = write_bitstream(run_dir / f"rp{index}_q{quality:.4f}.cfbs", enc.payloads)
     # The decoder gets what is on disk, not what the encoder handed us.
-    payloads = read_bitstream(info.path)
+    payloads = open_bitstream(info.path)
     dec = runner.decode(code, payloads, dict(system_config), clip.n_frames)
     decoded = dec.frames
     if not isinstance(decoded, np.ndarray) or decoded.shape[0] != clip.n_frames:
@@ -122,6 +154,7 @@ def measure_rate_point(
 
     scores = metrics.score_frames(clip.frames, decoded, device=device)
     summary = metrics.summarize(scores)
+    decoded_sha256, frame_sha256 = frames_digest(decoded)
     rate = metrics.rate_stats(info.n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
     row = {
         "index": index,
@@ -137,33 +170,127 @@ def measure_rate_point(
         "decode_fps": _fps(clip.n_frames, dec.seconds),
         "encode_peak_rss_bytes": enc.peak_rss_bytes,
         "decode_peak_rss_bytes": dec.peak_rss_bytes,
+        "decoded_sha256": decoded_sha256,
         "per_frame": {
             "psnr_rgb": scores.psnr_rgb.tolist(),
             "psnr_y": scores.psnr_y.tolist(),
             "ssim_y": scores.ssim_y.tolist(),
-            "payload_bytes": [len(p) for p in payloads],
+            **(
+                {"psnr_u": scores.psnr_u.tolist(), "psnr_v": scores.psnr_v.tolist(),
+                 "psnr_yuv": scores.psnr_yuv.tolist()}
+                if scores.has_yuv else {}
+            ),
+            "payload_bytes": list(payloads.lengths),
+            "decoded_sha256": frame_sha256,
         },
     }
     return row, decoded
 
 
-def bd_against(anchor_points: Sequence[dict], test_points: Sequence[dict], metric: str = BD_METRIC) -> dict:
+def verify_determinism(
+    code: str,
+    clip: Clip,
+    rows: Sequence[dict],
+    *,
+    runner: CandidateRunner,
+    device: str,
+    mode: str = DEFAULT_DETERMINISM,
+    rng: random.Random | None = None,
+) -> dict:
+    """Decode rate points' bitstreams a second time, each in a fresh sandbox, and
+    require frames bit-identical to the first decode (``row["decoded_sha256"]``).
+
+    ``mode``: ``every`` rate point, ``one`` sampled point (drawn by ``rng``,
+    a system random source by default, so a candidate cannot know which), or
+    ``off``. The bitstream is re-read from its file. A mismatch raises
+    :class:`CandidateError` at stage ``verify`` naming the rate point and the
+    first differing frame. Returns the check's record: mode, points checked,
+    seconds spent re-decoding (its cost) and the first decodes' seconds.
+    """
+    if mode not in DETERMINISM_MODES:
+        raise ValueError(f"determinism mode must be one of {DETERMINISM_MODES}, got {mode!r}")
+    record = {"mode": mode, "points": [], "seconds": 0.0, "first_decode_seconds": 0.0, "identical": None}
+    if mode == "off" or not rows:
+        return record
+    chosen = list(rows) if mode == "every" else [(rng or random.SystemRandom()).choice(list(rows))]
+    started = time.perf_counter()
+    for row in chosen:
+        system_config = {
+            "quality": float(row["quality"]),
+            "width": clip.width,
+            "height": clip.height,
+            "fps": float(clip.fps),
+            "device": device,
+        }
+        payloads = read_bitstream(Path(row["bitstream"]))
+        dec = runner.decode(code, payloads, dict(system_config), clip.n_frames)
+        frames = dec.frames
+        if not isinstance(frames, np.ndarray) or frames.shape != (clip.n_frames, clip.height, clip.width, 3):
+            got = frames.shape if isinstance(frames, np.ndarray) else type(frames).__name__
+            raise CandidateError("verify", f"nondeterministic decoder: rate point {row['index']} decoded a "
+                                 f"second time gave {got}, not the frames of the first decode")
+        digest, per_frame = frames_digest(frames)
+        if digest != row["decoded_sha256"]:
+            first = row.get("per_frame", {}).get("decoded_sha256") or []
+            diff = next((i for i, (a, b) in enumerate(zip(first, per_frame)) if a != b), None)
+            where = f"frame {diff}" if diff is not None else "the frames"
+            raise CandidateError(
+                "verify",
+                f"nondeterministic decoder: rate point {row['index']} (quality {row['quality']:.3f}) decoded "
+                f"from the same bytes in a fresh sandbox gave different {where} than the first decode",
+            )
+        record["points"].append(int(row["index"]))
+        record["first_decode_seconds"] += float(row["decode_seconds"])
+    record["seconds"] = time.perf_counter() - started
+    record["identical"] = True
+    return record
+
+
+def bd_against(
+    anchor_points: Sequence[dict],
+    test_points: Sequence[dict],
+    metric: str = BD_METRIC,
+    *,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
+) -> dict:
     """BD-rate and BD-PSNR of ``test`` against ``anchor`` on (kbps, metric) curves.
 
+    Quality values come from :func:`evaluation.metrics.fitness_value` (dB;
+    SSIM-type metrics as ``-10 log10(1 - v)``). ``overlap`` is the fraction
+    of the wider quality range both curves share; below ``min_overlap`` the
+    figure is kept but ``reliable`` is False and it must not be fitness.
     When a figure cannot be computed (too few points, a non-monotonic curve,
     no overlap) it is ``None`` with the reason next to it, never a stand-in.
     """
-    anchor_curve = [(p["kbps"], p[metric]) for p in anchor_points]
-    test_curve = [(p["kbps"], p[metric]) for p in test_points]
-    out: dict = {"metric": metric, "bd_rate_pct": None, "bd_psnr_db": None, "warnings": []}
+    def curve(points):
+        out = []
+        for p in points:
+            q = metrics.fitness_value(p, metric)
+            if q is None:
+                return None
+            out.append((p["kbps"], q))
+        return out
+
+    anchor_curve, test_curve = curve(anchor_points), curve(test_points)
+    out: dict = {"metric": metric, "bd_rate_pct": None, "bd_psnr_db": None, "overlap": None,
+                 "reliable": False, "min_overlap": float(min_overlap), "warnings": []}
+    if anchor_curve is None or test_curve is None:
+        out["error"] = f"{metric} was not measured on every point (YUV metrics need an even frame size)"
+        return out
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            out["overlap"] = overlap_fraction(anchor_curve, test_curve)
             out["bd_rate_pct"] = bd_rate(anchor_curve, test_curve)
             out["bd_psnr_db"] = bd_psnr(anchor_curve, test_curve)
         except RDError as exc:
             out["error"] = str(exc)
     out["warnings"] = sorted({str(w.message) for w in caught})
+    out["reliable"] = out["bd_rate_pct"] is not None and out["overlap"] is not None and out["overlap"] >= min_overlap
+    if out["bd_rate_pct"] is not None and not out["reliable"]:
+        out["warnings"].append(
+            f"unreliable: overlap {100 * out['overlap']:.1f} % is below {100 * min_overlap:.0f} %; not used as fitness"
+        )
     return out
 
 
@@ -179,6 +306,9 @@ def evaluate_candidate(
     device: str = "cpu",
     keep_decoded: bool = False,
     on_step: Callable[[str], None] | None = None,
+    metric: str = BD_METRIC,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
+    determinism: str = DEFAULT_DETERMINISM,
 ) -> dict:
     """Measure ``code`` on ``clip`` at each rate point; the shape of ``codecfleet evaluate --json``.
 
@@ -187,7 +317,20 @@ def evaluate_candidate(
     ``artifact_dir``. ``anchors`` names classic codecs (``x264``, ``x265``,
     ``svtav1``) to compute BD-rate against. ``on_step(description)`` is told
     after each rate point and each anchor curve (for progress display).
+
+    ``metric`` (one of :data:`evaluation.metrics.FITNESS_METRICS`) is the quality
+    axis of the BD figures; each anchor's points are chosen from a cached dense
+    sweep to span the candidate's measured range of it
+    (:func:`evaluation.anchors.matched_curve`), and the overlap is reported
+    with each figure (``reliable`` when at least ``min_overlap``).
+    ``determinism``: after all rate points, decode ``every`` (or ``one``
+    sampled) bitstream again in a fresh sandbox; differing frames fail the
+    run at stage ``verify``.
     """
+    if metric not in metrics.FITNESS_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(metrics.FITNESS_METRICS)}")
+    if determinism not in DETERMINISM_MODES:
+        raise ValueError(f"determinism must be one of {DETERMINISM_MODES}, got {determinism!r}")
     qualities = quality_points(rate_points) if isinstance(rate_points, int) else [float(q) for q in rate_points]
     for q in qualities:
         if not 0.0 <= q <= 1.0:
@@ -195,6 +338,7 @@ def evaluate_candidate(
     started = time.perf_counter()
     run_dir = new_run_dir(artifact_dir)
     result = new_result(clip, isolation=runner.isolation, device=device, run_dir=run_dir)
+    result["metric"] = metric
     decoded_frames: list[np.ndarray] = []
     try:
         for i, q in enumerate(qualities):
@@ -204,17 +348,31 @@ def evaluate_candidate(
                 decoded_frames.append(decoded)
             if on_step:
                 on_step(f"rate point {i + 1}/{len(qualities)} (quality {q:.3f}) measured")
+        result["determinism"] = verify_determinism(
+            code, clip, result["rate_points"], runner=runner, device=device, mode=determinism
+        )
     except CandidateError as exc:
         result.update(status="failed", stage=exc.stage, reason=exc.reason)
         result["seconds"] = time.perf_counter() - started
         return result
 
+    test_q = [metrics.fitness_value(r, metric) for r in result["rate_points"]]
     for codec in anchors:
-        points = anchors_mod.anchor_curve(clip, codec, cache_dir=anchor_cache_dir, device=device)
+        if any(v is None for v in test_q):
+            points, matched = anchors_mod.anchor_curve(clip, codec, cache_dir=anchor_cache_dir, device=device), None
+        else:
+            matched = anchors_mod.matched_curve(
+                clip, codec, test_q, metric=metric, cache_dir=anchor_cache_dir, device=device
+            )
+            points = matched.points
         result["anchors"][codec] = [
             {k: getattr(p, k) for k in p.__dataclass_fields__} for p in points
         ]
-        detail = bd_against(result["anchors"][codec], result["rate_points"])
+        detail = bd_against(result["anchors"][codec], result["rate_points"], metric, min_overlap=min_overlap)
+        if matched is not None:
+            detail["anchor_crfs"] = [p.crf for p in points]
+            detail["anchor_swept"] = len(matched.swept)
+            detail["reachable"] = matched.reachable
         result["bd"][codec] = detail
         result["bd_rate"][codec] = detail["bd_rate_pct"]
         if on_step:

@@ -170,7 +170,7 @@ def test_decoder_returning_a_different_frame_count_is_an_error(clip):
 
 def test_decoder_returns_every_encoded_frame(clip):
     packets, _ = anchors._encode(clip, "x265", 32)
-    frames, _ = anchors._decode(packets, "x265", 32, N)
+    frames, _, _ = anchors._decode(packets, "x265", 32, N)
     assert frames.shape == (N, H, W, 3) and frames.dtype == np.uint8
 
 

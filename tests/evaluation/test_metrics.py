@@ -248,6 +248,8 @@ def test_summary_holds_plain_python_numbers():
     assert set(summary) == {
         "psnr_rgb", "psnr_y", "psnr_rgb_pooled", "psnr_y_pooled",
         "ssim_y", "ms_ssim", "ms_ssim_scales", "psnr_capped_frames",
+        "psnr_y420", "psnr_u", "psnr_v", "psnr_yuv",
+        "psnr_y420_pooled", "psnr_u_pooled", "psnr_v_pooled", "psnr_yuv_pooled",
     }  # fmt: skip
     assert all(type(summary[k]) is float for k in summary if k not in ("ms_ssim_scales", "psnr_capped_frames"))
     assert type(summary["ms_ssim_scales"]) is int and summary["ms_ssim_scales"] == 4
