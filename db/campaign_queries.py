@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.models import Artifact, Candidate, Clip, Experiment, ExperimentStatus, Measurement, Score, candidate_parents
+from db.models import Candidate, Clip, Experiment, ExperimentPoint, ExperimentStatus, Measurement, Score, candidate_parents
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,11 @@ def campaign_members(
     seconds: dict[int, float] = {}
     for row in session.execute(
         sa.select(
-            Artifact.experiment_id,
-            Measurement.rate_index,
-            Measurement.quality,
+            ExperimentPoint.experiment_id,
+            ExperimentPoint.rate_index,
+            ExperimentPoint.quality,
+            ExperimentPoint.reused_from_id,
+            ExperimentPoint.same_as_rate_index,
             Measurement.kbps,
             Measurement.psnr_y,
             Measurement.psnr_rgb,
@@ -106,14 +108,20 @@ def campaign_members(
             Measurement.encode_seconds,
             Measurement.decode_seconds,
         )
-        .join(Artifact, Artifact.id == Measurement.artifact_id)
-        .where(Artifact.experiment_id.in_(source_ids))
-        .order_by(Artifact.experiment_id, Measurement.rate_index)
+        .join(ExperimentPoint, ExperimentPoint.measurement_id == Measurement.id)
+        .where(ExperimentPoint.experiment_id.in_(source_ids))
+        .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
     ):
         points.setdefault(row.experiment_id, []).append(
             MemberPoint(row.quality, row.kbps, row.psnr_y, row.psnr_rgb, row.ssim_y, row.encode_fps, row.decode_fps)
         )
-        seconds[row.experiment_id] = seconds.get(row.experiment_id, 0.0) + row.encode_seconds + row.decode_seconds
+        # Every rate point was encoded here; a reused point (or the second of two
+        # identical ones) was not decoded again, so its decode time is not counted
+        # (its encode time is the stored one: the same code encoding the same frames).
+        spent = row.encode_seconds
+        if row.reused_from_id is None and row.same_as_rate_index is None:
+            spent += row.decode_seconds
+        seconds[row.experiment_id] = seconds.get(row.experiment_id, 0.0) + spent
     candidate_ids = sorted({row.candidate_id for row in experiments if row.candidate_id is not None})
     parents: dict[int, list[int]] = {}
     if candidate_ids:

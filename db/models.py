@@ -3,12 +3,20 @@
 Typed SQLAlchemy 2 models. The schema is built so that the failures of the
 systems before this one cannot be stored:
 
-- ``artifacts.sha256`` is unique across all artifacts, so one file can never be
-  measured twice; an experiment whose output already exists becomes
-  ``duplicate_output`` pointing at the original (see ``db.queries.record_result``).
-- ``measurements.artifact_id`` is a NOT NULL, unique foreign key: a number cannot
-  exist without the bitstream it was computed from, and one bitstream has one
-  set of numbers.
+- ``artifacts.sha256`` is unique across all artifacts: a bitstream is stored once,
+  whoever produced it (``db.queries.record_result``).
+- A measurement belongs to the pair (bitstream, decoder): ``measurements.artifact_id``
+  is a NOT NULL foreign key (no number without the bitstream it was computed from),
+  and (artifact_id, decoder_hash, clip_sha256, metrics_version) is unique, so the
+  same file is never measured twice by the same decoder. ``decoder_hash`` covers the
+  candidate's normalised-AST hash and the config its decoder was handed.
+- ``experiment_points`` says, per rate point of an experiment, which bitstream it
+  produced and which measurement gives its numbers: measured here, reused from
+  another experiment (``reused_from_id``), or the same bytes as an earlier rate
+  point of the same experiment (``same_as_rate_index``: one curve point). An
+  experiment whose every rate point is a reuse is ``duplicate_output``.
+- ``probes`` holds the cheap first stage of a measurement (2 frames, one quality):
+  its numbers, its verdict and the GPU-seconds it saved.
 - Quality values are checked to be finite and in range (PSNR capped at 100 dB,
   never inf or NaN); "not measured" is NULL, never 0.
 - Status is a closed set with a CHECK constraint; the legal moves between states
@@ -363,7 +371,9 @@ class Experiment(Base):
 
 
 class Artifact(Base):
-    """A file an experiment produced, hashed after it was written and re-read."""
+    """A bitstream, stored once (unique sha256), with the experiment and rate point
+    that produced it first; later producers of the same bytes point at it through
+    :class:`ExperimentPoint`."""
 
     __tablename__ = "artifacts"
     __table_args__ = (
@@ -385,17 +395,22 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="artifacts")
-    measurement: Mapped[Measurement | None] = relationship(back_populates="artifact")
+    measurements: Mapped[list[Measurement]] = relationship(back_populates="artifact")
 
 
 _PSNR_COLUMNS = ("psnr_rgb", "psnr_y", "psnr_rgb_pooled", "psnr_y_pooled")
 
 
 class Measurement(Base):
-    """The numbers of one rate point, computed from exactly one artifact."""
+    """The numbers of one bitstream decoded by one decoder (on one clip, with one
+    metrics version): computed once, then reused by every rate point, of any
+    experiment, that produced the same bytes for the same decoder."""
 
     __tablename__ = "measurements"
     __table_args__ = (
+        # The same file is never measured twice by the same decoder.
+        sa.UniqueConstraint("artifact_id", "decoder_hash", "clip_sha256", "metrics_version"),
+        _sha256_check("decoder_hash"),
         sa.CheckConstraint("quality >= 0 AND quality <= 1", name="quality_range"),
         sa.CheckConstraint("n_bytes > 0 AND bits = 8 * n_bytes", name="bits_are_bytes"),
         sa.CheckConstraint(_finite("kbps", 0, 1e12) + " AND kbps > 0", name="kbps_finite"),
@@ -425,10 +440,14 @@ class Measurement(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    #: NOT NULL and unique: no number without its artifact, one set per artifact.
-    artifact_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("artifacts.id", ondelete="CASCADE"), unique=True
-    )
+    #: NOT NULL: no number without its artifact.
+    artifact_id: Mapped[int] = mapped_column(sa.ForeignKey("artifacts.id", ondelete="CASCADE"))
+    #: Who decoded it: sha256 of the candidate's normalised-AST hash and the config its
+    #: decoder was handed (``db.queries.decoder_hash``).
+    decoder_hash: Mapped[str] = mapped_column(sa.String(SHA256_LENGTH))
+    #: The experiment whose worker decoded and measured it.
+    experiment_id: Mapped[int] = mapped_column(sa.ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    #: The rate point and quality of that experiment it was measured for.
     rate_index: Mapped[int]
     quality: Mapped[float] = mapped_column(sa.Float)
     n_frames: Mapped[int]
@@ -454,9 +473,88 @@ class Measurement(Base):
     evaluator_version: Mapped[str] = mapped_column(sa.String(64))
     metrics_version: Mapped[str] = mapped_column(sa.String(64))
     clip_sha256: Mapped[str] = mapped_column(sa.String(SHA256_LENGTH))
+    #: Per frame, in order: PSNR-Y and payload bytes (what the probe compares a child
+    #: with, frame for frame); NULL for rows measured before they were kept.
+    frame_psnr_y: Mapped[list[Any] | None]
+    frame_bytes: Mapped[list[Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    artifact: Mapped[Artifact] = relationship(back_populates="measurement")
+    artifact: Mapped[Artifact] = relationship(back_populates="measurements")
+
+
+class ExperimentPoint(Base):
+    """One rate point of one experiment: the bitstream it produced and the
+    measurement that gives its numbers, and whether that was measured here."""
+
+    __tablename__ = "experiment_points"
+    __table_args__ = (
+        sa.UniqueConstraint("experiment_id", "rate_index"),
+        sa.CheckConstraint("rate_index >= 0", name="rate_index_non_negative"),
+        sa.CheckConstraint("quality >= 0 AND quality <= 1", name="quality_range"),
+        sa.CheckConstraint(
+            "reused_from_id IS NULL OR reused_from_id <> experiment_id", name="not_reused_from_itself"
+        ),
+        sa.CheckConstraint(
+            "same_as_rate_index IS NULL OR (same_as_rate_index >= 0 AND same_as_rate_index < rate_index)",
+            name="same_as_an_earlier_point",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(sa.ForeignKey("experiments.id", ondelete="CASCADE"))
+    rate_index: Mapped[int]
+    quality: Mapped[float] = mapped_column(sa.Float)
+    artifact_id: Mapped[int] = mapped_column(sa.ForeignKey("artifacts.id"), index=True)
+    measurement_id: Mapped[int] = mapped_column(sa.ForeignKey("measurements.id"), index=True)
+    #: The experiment that measured these bytes with this decoder first (NULL: measured here).
+    reused_from_id: Mapped[int | None] = mapped_column(sa.ForeignKey("experiments.id"))
+    #: The earlier rate point of this experiment with byte-identical output (one curve point).
+    same_as_rate_index: Mapped[int | None]
+    #: Where this experiment wrote its copy of the bytes (the artifact keeps the first path).
+    path: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    measurement: Mapped[Measurement] = relationship()
+    artifact: Mapped[Artifact] = relationship()
+
+
+class Probe(Base):
+    """The cheap first stage of an experiment's measurement: the first frames of its
+    clip at one quality. ``outcome`` is ``passed`` (the full measurement follows) or
+    why it stopped: ``crashed``, ``wrong_output``, ``worse_than_parent``."""
+
+    __tablename__ = "probes"
+    __table_args__ = (
+        sa.CheckConstraint(_in("outcome", ("passed", "crashed", "wrong_output", "worse_than_parent")),
+                           name="outcome"),
+        sa.CheckConstraint("outcome = 'passed' OR reason IS NOT NULL", name="stop_has_reason"),
+        sa.CheckConstraint("quality >= 0 AND quality <= 1", name="quality_range"),
+        sa.CheckConstraint("n_frames > 0", name="n_frames_positive"),
+        sa.CheckConstraint(_optional("psnr_y", _finite("psnr_y", 0, PSNR_CAP_DB)), name="psnr_y_range"),
+        sa.CheckConstraint(_optional("parent_psnr_y", _finite("parent_psnr_y", 0, PSNR_CAP_DB)),
+                           name="parent_psnr_y_range"),
+        sa.CheckConstraint(_finite("seconds", 0, 1e9) + " AND " + _finite("saved_seconds", 0, 1e9),
+                           name="seconds_finite"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(sa.ForeignKey("experiments.id", ondelete="CASCADE"), unique=True)
+    outcome: Mapped[str] = mapped_column(sa.String(32))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    quality: Mapped[float] = mapped_column(sa.Float)
+    n_frames: Mapped[int]
+    #: Payload bytes of the probed frames (NULL when it crashed before any).
+    payload_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    psnr_y: Mapped[float | None] = mapped_column(sa.Float)
+    #: The parent compared with, and its PSNR-Y on the same frames at the probe's rate.
+    parent_experiment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("experiments.id"))
+    parent_psnr_y: Mapped[float | None] = mapped_column(sa.Float)
+    margin_db: Mapped[float | None] = mapped_column(sa.Float)
+    #: Encode + decode wall seconds the probe took.
+    seconds: Mapped[float] = mapped_column(sa.Float)
+    #: Estimated seconds of the full measurement it spared (0 when it passed).
+    saved_seconds: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AnchorResult(Base):
@@ -571,9 +669,11 @@ __all__ = [
     "Clip",
     "ClipSeed",
     "Experiment",
+    "ExperimentPoint",
     "ExperimentStatus",
     "InternalError",
     "Measurement",
+    "Probe",
     "Score",
     "candidate_parents",
     "utcnow",

@@ -35,9 +35,11 @@ from db.models import (
     Clip,
     ClipSeed,
     Experiment,
+    ExperimentPoint,
     ExperimentStatus,
     InternalError,
     Measurement,
+    Probe,
     Score,
     candidate_parents,
     utcnow,
@@ -111,6 +113,45 @@ def settings_hash(settings: Mapping[str, Any], *, anchor_version: str, metrics_v
     """
     payload = {"settings": dict(settings), "anchor_version": anchor_version, "metrics_version": metrics_version}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def decoder_hash(ast_hash: str | None, config: Mapping[str, Any]) -> str:
+    """sha256 naming the decoder of a measurement: the candidate's normalised-AST hash
+    and the config its ``decompress_video_frame`` is handed (quality, width, height,
+    fps, device). Finer than the AST hash alone because the decoder receives that
+    config: the same code told another quality (or device) is not provably the same
+    function of the bytes, so it is measured anew rather than trusted to match."""
+    payload = {"ast_hash": ast_hash, "config": dict(config)}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def decoder_config(experiment: Experiment, quality: float) -> dict[str, Any]:
+    """The system config the decoder of ``experiment`` is handed at ``quality``
+    (as ``evaluation.pipeline.measure_rate_point`` builds it)."""
+    clip = experiment.clip
+    return {"quality": float(quality), "width": clip.width, "height": clip.height, "fps": float(clip.fps),
+            "device": experiment.device}
+
+
+def experiment_decoder_hash(experiment: Experiment, quality: float) -> str:
+    ast_hash = experiment.candidate.ast_hash if experiment.candidate is not None else None
+    return decoder_hash(ast_hash, decoder_config(experiment, quality))
+
+
+def find_measurement(
+    session: Session, *, sha256: str, decoder_hash: str, clip_sha256: str, metrics_version: str
+) -> Measurement | None:
+    """The stored measurement of the bitstream ``sha256`` by this decoder, if any."""
+    return session.scalar(
+        sa.select(Measurement)
+        .join(Artifact, Artifact.id == Measurement.artifact_id)
+        .where(
+            Artifact.sha256 == sha256,
+            Measurement.decoder_hash == decoder_hash,
+            Measurement.clip_sha256 == clip_sha256,
+            Measurement.metrics_version == metrics_version,
+        )
+    )
 
 
 def _now(now: datetime | None) -> datetime:
@@ -541,8 +582,8 @@ def find_reusable_experiment(
     if metrics_version is not None:
         other_version = (
             sa.select(Measurement.id)
-            .join(Artifact, Artifact.id == Measurement.artifact_id)
-            .where(Artifact.experiment_id == Experiment.id, Measurement.metrics_version != metrics_version)
+            .join(ExperimentPoint, ExperimentPoint.measurement_id == Measurement.id)
+            .where(ExperimentPoint.experiment_id == Experiment.id, Measurement.metrics_version != metrics_version)
         )
         query = query.where(~other_version.exists())
     return session.scalar(query)
@@ -623,6 +664,12 @@ class RatePointResult:
     encode_fps: float | None = None
     decode_fps: float | None = None
     peak_rss_bytes: int | None = None
+    frame_psnr_y: tuple[float, ...] | None = None
+    frame_bytes: tuple[int, ...] | None = None
+    #: False when the numbers were copied from a stored measurement (the worker found
+    #: this bitstream already decoded by this decoder and did not decode it again):
+    #: they are then never stored as a new measurement.
+    measured: bool = True
 
 
 @dataclass(frozen=True)
@@ -648,7 +695,16 @@ class RecordOutcome:
     reason: str | None = None
 
 
-_MEASUREMENT_FIELDS = tuple(f.name for f in fields(RatePointResult) if f.name not in ("path", "sha256"))
+_MEASUREMENT_FIELDS = tuple(
+    f.name for f in fields(RatePointResult) if f.name not in ("path", "sha256", "measured", "frame_psnr_y", "frame_bytes")
+)
+
+#: Distinct curve points BD-rate needs (``evaluation.rd.MIN_POINTS``; db imports nothing of evaluation).
+BD_MIN_POINTS = 4
+
+
+class _Retry(Exception):
+    """A concurrent transaction stored one of our bitstreams or measurements first."""
 
 
 def record_result(
@@ -659,18 +715,29 @@ def record_result(
     *,
     now: datetime | None = None,
 ) -> RecordOutcome:
-    """Store an experiment's artifacts, measurements and scores, all or nothing.
+    """Store an experiment's rate points, measurements and scores, all or nothing.
 
     The experiment must be ``scoring`` and ``points`` must cover each of its rate
-    points once. Outcomes:
+    points once. A bitstream is stored once (unique sha256); a measurement belongs
+    to (bitstream, decoder) (:func:`decoder_hash`). Per rate point:
 
-    - ``succeeded``: one artifact and one measurement per rate point, the scores.
-    - ``duplicate_output``: some bitstream's sha256 already belongs to another
-      experiment's artifact. Nothing of this result is stored; the experiment
-      points at the one that produced the original, and ``error`` says which file.
-    - ``failed`` (stage ``verify``): two rate points of this experiment produced
-      byte-identical bitstreams, i.e. the encoder ignored the quality setting; one
-      file cannot be measured twice, so the curve cannot be stored.
+    - bytes already decoded by this decoder (on this clip, metrics version): the
+      stored measurement is reused, and the point says so (``reused_from_id``);
+    - bytes equal to an earlier rate point of this experiment: one curve point,
+      linked to the same measurement (``same_as_rate_index``);
+    - otherwise the numbers are stored as a new measurement (the bitstream row too,
+      unless another experiment stored the same bytes first).
+
+    Outcomes:
+
+    - ``succeeded``: every rate point linked, the scores stored;
+    - ``duplicate_output``: *every* rate point reused another experiment's
+      measurement, so nothing new was measured; the points are stored (they say
+      where each number comes from), the scores are not, and the experiment points
+      at the one that measured its first rate point;
+    - ``failed`` (stage ``verify``): rate points with byte-identical bitstreams
+      leave fewer distinct curve points than BD-rate needs (:data:`BD_MIN_POINTS`):
+      the encoder ignores the quality setting.
 
     Calling it again for an experiment already recorded returns the stored outcome.
     The caller commits.
@@ -686,113 +753,157 @@ def record_result(
     )
     if experiment is None:
         raise ExperimentNotFound(experiment_id)
-    if experiment.status in (S.SUCCEEDED, S.DUPLICATE_OUTPUT, S.FAILED) and _same_outputs(experiment, points):
+    if experiment.status in (S.SUCCEEDED, S.DUPLICATE_OUTPUT, S.FAILED) and _same_outputs(session, experiment, points):
         return _stored_outcome(session, experiment)
     if experiment.status is not S.SCORING:
         raise IllegalTransition(experiment_id, experiment.status, S.SUCCEEDED)
     _check_points(experiment, points)
 
     by_hash: dict[str, list[RatePointResult]] = {}
-    for point in points:
+    for point in sorted(points, key=lambda p: p.rate_index):
         by_hash.setdefault(point.sha256, []).append(point)
     repeated = [group for group in by_hash.values() if len(group) > 1]
-    if repeated:
-        group = repeated[0]
-        reason = (
+    if repeated and len(by_hash) < BD_MIN_POINTS:
+        described = "; ".join(
             f"rate points {', '.join(str(p.rate_index) for p in group)} (qualities "
             f"{', '.join(f'{p.quality:g}' for p in group)}) produced byte-identical bitstreams "
-            f"(sha256 {group[0].sha256[:12]}…): the encoder ignores the quality setting"
+            f"(sha256 {group[0].sha256[:12]}…)"
+            for group in repeated
+        )
+        reason = (
+            f"{described}: the encoder ignores the quality setting, and the {len(by_hash)} distinct points "
+            f"left are fewer than the {BD_MIN_POINTS} BD-rate needs"
         )
         transition(session, experiment_id, S.FAILED, failure_stage="verify", error=reason, now=now)
         return RecordOutcome(experiment_id, S.FAILED, reason=reason)
 
-    # Why insert-and-catch instead of looking the hash up first: two workers can
-    # finish experiments with the same output at the same moment (the seeds'
-    # bug: every experiment measuring one cached file). A SELECT before the
-    # INSERT would see nothing in both transactions and both would store their
-    # numbers. The unique constraint on artifacts.sha256 is the only arbiter that
-    # sees uncommitted work: on Postgres the second INSERT waits on the first
-    # transaction's index entry, then fails with a unique violation once it
-    # commits (or succeeds if it rolled back); on SQLite writers are serialised
-    # by BEGIN IMMEDIATE and the second simply finds the row. So we insert inside
-    # a SAVEPOINT, and on a violation roll back only that unit, which holds every
-    # artifact, measurement and score of this result, then read the committed
-    # original (READ COMMITTED sees it in the new statement) and record the
-    # duplicate in the outer transaction. Artifacts are inserted in sha256 order
-    # so two results sharing several hashes wait on each other in one order and
-    # cannot deadlock.
-    ordered = sorted(points, key=lambda p: p.sha256)
-    savepoint = session.begin_nested()
-    artifacts = [
-        Artifact(
-            experiment_id=experiment_id,
-            kind="bitstream",
-            rate_index=p.rate_index,
-            path=p.path,
-            n_bytes=p.n_bytes,
-            sha256=p.sha256,
-            created_at=now,
-        )
-        for p in ordered
-    ]
-    try:
-        session.add_all(artifacts)
-        session.flush()
-    except IntegrityError:
-        savepoint.rollback()
-        original = session.execute(
-            sa.select(Artifact.experiment_id, Artifact.rate_index, Artifact.sha256)
-            .where(Artifact.sha256.in_(list(by_hash)), Artifact.experiment_id != experiment_id)
-            .order_by(Artifact.id)
-            .limit(1)
-        ).one_or_none()
-        if original is None:
-            raise  # not a repeated output (e.g. a reused path): a bug to surface
-        mine = by_hash[original.sha256][0]
+    # Why insert-and-catch instead of trusting a lookup: two workers can finish
+    # experiments with the same output at the same moment. A SELECT before the
+    # INSERT would see nothing in both transactions and both would store a
+    # measurement. The unique constraints (artifacts.sha256; measurements on
+    # artifact and decoder) are the only arbiters that see uncommitted work: on
+    # Postgres the second INSERT waits on the first transaction's index entry,
+    # then fails with a unique violation once it commits; on SQLite writers are
+    # serialised by BEGIN IMMEDIATE. So everything of this result is written in a
+    # SAVEPOINT; on a violation only that unit is rolled back and the whole is
+    # tried again, and the new statements (READ COMMITTED) now see the committed
+    # rows and reuse them. Bitstreams are handled in sha256 order so two results
+    # sharing several hashes wait on each other in one order and cannot deadlock.
+    for _ in range(5):
+        savepoint = session.begin_nested()
+        try:
+            links = _store_points(session, experiment, by_hash, now)
+            duplicate = all(link.reused_from_id is not None for link in links)
+            if not duplicate:
+                session.add_all(
+                    Score(
+                        experiment_id=experiment_id,
+                        anchor_codec=sc.anchor_codec,
+                        metric=sc.metric,
+                        bd_rate=sc.bd_rate,
+                        bd_psnr=sc.bd_psnr,
+                        overlap=sc.overlap,
+                        reason=sc.reason,
+                        anchor_version=sc.anchor_version,
+                        metrics_version=sc.metrics_version,
+                        created_at=now,
+                    )
+                    for sc in scores
+                )
+            session.flush()
+        except _Retry:
+            savepoint.rollback()
+            continue
+        except BaseException:
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+        break
+    else:
+        raise RuntimeError(f"experiment {experiment_id}: could not record its result after 5 tries")
+
+    links.sort(key=lambda link: link.rate_index)
+    ids = tuple(link.measurement_id for link in links)
+    if duplicate:
+        first = links[0]
+        source = session.get(Measurement, first.measurement_id)
         reason = (
-            f"bitstream sha256 {original.sha256[:12]}… of rate point {mine.rate_index} was already "
-            f"produced by experiment {original.experiment_id} (rate point {original.rate_index}); "
-            "an identical output is not measured twice"
+            f"every rate point's bitstream was already decoded by this decoder: rate point 0 "
+            f"(sha256 {_sha_at(by_hash, 0)[:12]}…) by experiment {first.reused_from_id} "
+            f"(rate point {source.rate_index})"
+            + (f", and {len(links) - 1} more" if len(links) > 1 else "")
+            + "; an identical output is not measured twice"
         )
-        transition(
-            session,
-            experiment_id,
-            S.DUPLICATE_OUTPUT,
-            failure_stage="score",
-            error=reason,
-            duplicate_of_id=original.experiment_id,
-            now=now,
-        )
-        return RecordOutcome(experiment_id, S.DUPLICATE_OUTPUT, duplicate_of_id=original.experiment_id, reason=reason)
-    try:
-        measurements = [
-            Measurement(artifact_id=artifact.id, created_at=now, **{f: getattr(p, f) for f in _MEASUREMENT_FIELDS})
-            for artifact, p in zip(artifacts, ordered, strict=True)
-        ]
-        session.add_all(measurements)
-        session.add_all(
-            Score(
-                experiment_id=experiment_id,
-                anchor_codec=s.anchor_codec,
-                metric=s.metric,
-                bd_rate=s.bd_rate,
-                bd_psnr=s.bd_psnr,
-                overlap=s.overlap,
-                reason=s.reason,
-                anchor_version=s.anchor_version,
-                metrics_version=s.metrics_version,
-                created_at=now,
-            )
-            for s in scores
-        )
-        session.flush()
-    except BaseException:
-        savepoint.rollback()
-        raise
-    savepoint.commit()
+        transition(session, experiment_id, S.DUPLICATE_OUTPUT, failure_stage="score", error=reason,
+                   duplicate_of_id=first.reused_from_id, now=now)
+        return RecordOutcome(experiment_id, S.DUPLICATE_OUTPUT, measurement_ids=ids,
+                             duplicate_of_id=first.reused_from_id, reason=reason)
     _transition(session, experiment_id, S.SUCCEEDED, now=now)
-    ids = tuple(m.id for m in sorted(measurements, key=lambda m: m.rate_index))
     return RecordOutcome(experiment_id, S.SUCCEEDED, measurement_ids=ids)
+
+
+def _sha_at(by_hash: Mapping[str, Sequence[RatePointResult]], rate_index: int) -> str:
+    return next(sha for sha, group in by_hash.items() if any(p.rate_index == rate_index for p in group))
+
+
+def _insert(session: Session, row: Any) -> None:
+    """Add and flush ``row``; a unique violation means a concurrent result stored it first."""
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        if "unique" in str(exc.orig).lower() or "duplicate key" in str(exc.orig).lower():
+            raise _Retry() from exc
+        raise
+
+
+def _store_points(
+    session: Session, experiment: Experiment, by_hash: Mapping[str, Sequence[RatePointResult]], now: datetime
+) -> list[ExperimentPoint]:
+    clip_sha = experiment.clip.sha256
+    links: list[ExperimentPoint] = []
+    for sha in sorted(by_hash):
+        group = by_hash[sha]
+        first = group[0]
+        artifact = session.scalar(sa.select(Artifact).where(Artifact.sha256 == sha))
+        if artifact is None:
+            artifact = Artifact(experiment_id=experiment.id, kind="bitstream", rate_index=first.rate_index,
+                                path=first.path, n_bytes=first.n_bytes, sha256=sha, created_at=now)
+            _insert(session, artifact)
+        elif artifact.n_bytes != first.n_bytes:
+            raise ResultMismatch(f"bitstream {sha[:12]}… has {artifact.n_bytes} bytes stored, {first.n_bytes} here")
+        dh = experiment_decoder_hash(experiment, first.quality)
+        measurement = session.scalar(
+            sa.select(Measurement).where(
+                Measurement.artifact_id == artifact.id,
+                Measurement.decoder_hash == dh,
+                Measurement.clip_sha256 == clip_sha,
+                Measurement.metrics_version == first.metrics_version,
+            )
+        )
+        if measurement is None:
+            if not first.measured:
+                raise ResultMismatch(
+                    f"rate point {first.rate_index} reuses a measurement of {sha[:12]}… that is not stored"
+                )
+            measurement = Measurement(
+                artifact_id=artifact.id, decoder_hash=dh, experiment_id=experiment.id, created_at=now,
+                frame_psnr_y=list(first.frame_psnr_y) if first.frame_psnr_y is not None else None,
+                frame_bytes=list(first.frame_bytes) if first.frame_bytes is not None else None,
+                **{f: getattr(first, f) for f in _MEASUREMENT_FIELDS},
+            )
+            _insert(session, measurement)
+        reused_from = measurement.experiment_id if measurement.experiment_id != experiment.id else None
+        for p in group:
+            link = ExperimentPoint(
+                experiment_id=experiment.id, rate_index=p.rate_index, quality=p.quality, artifact_id=artifact.id,
+                measurement_id=measurement.id, reused_from_id=reused_from,
+                same_as_rate_index=None if p is first else first.rate_index, path=p.path, created_at=now,
+            )
+            session.add(link)
+            links.append(link)
+    session.flush()
+    return links
 
 
 def _check_points(experiment: Experiment, points: Sequence[RatePointResult]) -> None:
@@ -814,19 +925,29 @@ def _check_points(experiment: Experiment, points: Sequence[RatePointResult]) -> 
             )
 
 
-def _same_outputs(experiment: Experiment, points: Sequence[RatePointResult]) -> bool:
-    if experiment.status is S.SUCCEEDED:
-        return {a.sha256 for a in experiment.artifacts} == {p.sha256 for p in points}
-    # A duplicate or verify failure stored no artifacts: a redelivery finds it done.
-    return experiment.status is S.DUPLICATE_OUTPUT or experiment.failure_stage == "verify"
+def _same_outputs(session: Session, experiment: Experiment, points: Sequence[RatePointResult]) -> bool:
+    """Whether ``points`` are the result already recorded for ``experiment`` (a redelivery)."""
+    if experiment.status in (S.SUCCEEDED, S.DUPLICATE_OUTPUT):
+        stored = set(
+            session.scalars(
+                sa.select(Artifact.sha256)
+                .join(ExperimentPoint, ExperimentPoint.artifact_id == Artifact.id)
+                .where(ExperimentPoint.experiment_id == experiment.id)
+            )
+        )
+        if stored:
+            return stored == {p.sha256 for p in points}
+        # A duplicate recorded before points were kept stored none.
+        return experiment.status is S.DUPLICATE_OUTPUT
+    # A verify failure stored nothing: a redelivery finds it done.
+    return experiment.failure_stage == "verify"
 
 
 def _stored_outcome(session: Session, experiment: Experiment) -> RecordOutcome:
     ids = session.scalars(
-        sa.select(Measurement.id)
-        .join(Artifact, Artifact.id == Measurement.artifact_id)
-        .where(Artifact.experiment_id == experiment.id)
-        .order_by(Measurement.rate_index)
+        sa.select(ExperimentPoint.measurement_id)
+        .where(ExperimentPoint.experiment_id == experiment.id)
+        .order_by(ExperimentPoint.rate_index)
     ).all()
     return RecordOutcome(
         experiment.id,
@@ -837,18 +958,39 @@ def _stored_outcome(session: Session, experiment: Experiment) -> RecordOutcome:
     )
 
 
-def experiment_measurements(session: Session, experiment_id: int) -> list[Measurement]:
-    """The measurements behind an experiment's result, following a reuse to its original."""
+class PointMeasurement:
+    """A measurement as seen from one rate point of one experiment: the stored
+    numbers, with that experiment's ``rate_index`` and ``quality``, and where the
+    numbers come from (``reused_from_id``, ``same_as_rate_index``)."""
+
+    __slots__ = ("_m", "artifact", "path", "quality", "rate_index", "reused_from_id", "same_as_rate_index")
+
+    def __init__(self, point: ExperimentPoint, measurement: Measurement, artifact: Artifact) -> None:
+        self._m = measurement
+        self.rate_index = point.rate_index
+        self.quality = point.quality
+        self.reused_from_id = point.reused_from_id
+        self.same_as_rate_index = point.same_as_rate_index
+        self.path = point.path or artifact.path
+        self.artifact = artifact
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
+
+
+def experiment_measurements(session: Session, experiment_id: int) -> list[PointMeasurement]:
+    """The measurements behind an experiment's rate points, in rate order, following a
+    whole-result reuse to its original; each says where its numbers come from."""
     experiment = get_experiment(session, experiment_id)
     source_id = experiment.reused_from_id or experiment_id
-    return list(
-        session.scalars(
-            sa.select(Measurement)
-            .join(Artifact, Artifact.id == Measurement.artifact_id)
-            .where(Artifact.experiment_id == source_id)
-            .order_by(Measurement.rate_index)
-        )
-    )
+    rows = session.execute(
+        sa.select(ExperimentPoint, Measurement, Artifact)
+        .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
+        .join(Artifact, Artifact.id == ExperimentPoint.artifact_id)
+        .where(ExperimentPoint.experiment_id == source_id)
+        .order_by(ExperimentPoint.rate_index)
+    ).all()
+    return [PointMeasurement(p, m, a) for p, m, a in rows]
 
 
 # --- classic anchors --------------------------------------------------------
@@ -1109,9 +1251,9 @@ def top_k_candidates(
 def _rate_point_summaries(session: Session, experiment_ids: Sequence[int]) -> dict[int, tuple[RatePointSummary, ...]]:
     rows = session.execute(
         sa.select(
-            Artifact.experiment_id,
-            Measurement.rate_index,
-            Measurement.quality,
+            ExperimentPoint.experiment_id,
+            ExperimentPoint.rate_index,
+            ExperimentPoint.quality,
             Measurement.kbps,
             Measurement.bpp,
             Measurement.psnr_y,
@@ -1121,9 +1263,9 @@ def _rate_point_summaries(session: Session, experiment_ids: Sequence[int]) -> di
             Measurement.encode_fps,
             Measurement.decode_fps,
         )
-        .join(Measurement, Measurement.artifact_id == Artifact.id)
-        .where(Artifact.experiment_id.in_(list(experiment_ids)))
-        .order_by(Artifact.experiment_id, Measurement.rate_index)
+        .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
+        .where(ExperimentPoint.experiment_id.in_(list(experiment_ids)))
+        .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
     ).all()
     out: dict[int, list[RatePointSummary]] = {}
     for experiment_id, *values in rows:
@@ -1623,7 +1765,12 @@ __all__ = [
     "create_candidate",
     "create_experiment",
     "expired_leases",
+    "PointMeasurement",
+    "decoder_config",
+    "decoder_hash",
+    "experiment_decoder_hash",
     "experiment_measurements",
+    "find_measurement",
     "experiment_scores",
     "find_reusable_experiment",
     "first_step",

@@ -26,6 +26,7 @@ from db.models import (
     Candidate,
     Clip,
     Experiment,
+    ExperimentPoint,
     ExperimentStatus,
     Measurement,
     Score,
@@ -275,18 +276,19 @@ def points_by_experiment(session: Session, experiments: Sequence[ExperimentInfo]
         row
         for chunk in _chunks(owner.values())
         for row in session.execute(
-            sa.select(Artifact, Measurement)
-            .join(Measurement, Measurement.artifact_id == Artifact.id)
-            .where(Artifact.experiment_id.in_(chunk))
-            .order_by(Artifact.experiment_id, Measurement.rate_index)
+            sa.select(ExperimentPoint, Artifact, Measurement)
+            .join(Artifact, Artifact.id == ExperimentPoint.artifact_id)
+            .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
+            .where(ExperimentPoint.experiment_id.in_(chunk))
+            .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
         )
     ]
     by_owner: dict[int, list[PointRow]] = {}
-    for a, m in rows:
-        by_owner.setdefault(a.experiment_id, []).append(
+    for p, a, m in rows:
+        by_owner.setdefault(p.experiment_id, []).append(
             PointRow(
-                rate_index=m.rate_index,
-                quality=m.quality,
+                rate_index=p.rate_index,
+                quality=p.quality,
                 n_frames=m.n_frames,
                 n_bytes=m.n_bytes,
                 kbps=m.kbps,
@@ -306,7 +308,7 @@ def points_by_experiment(session: Session, experiments: Sequence[ExperimentInfo]
                 measured_at=m.created_at,
                 artifact_path=a.path,
                 artifact_sha256=a.sha256,
-                source_experiment_id=a.experiment_id,
+                source_experiment_id=m.experiment_id,
             )
         )
     return {eid: tuple(by_owner.get(src, ())) for eid, src in owner.items()}

@@ -24,9 +24,9 @@ def _artifact(session: Session, experiment_id: int, tag: str, rate_index: int = 
     return artifact
 
 
-def _measurement(artifact_id: int | None, clip_sha256: str, **overrides: object) -> Measurement:
+def _measurement(artifact_id: int | None, clip_sha256: str, experiment_id: int, **overrides: object) -> Measurement:
     values: dict[str, object] = dict(
-        artifact_id=artifact_id, rate_index=0, quality=0.5, n_frames=4, n_bytes=10, bits=80, kbps=0.6, bpp=1e-4,
+        artifact_id=artifact_id, experiment_id=experiment_id, decoder_hash=sha("decoder"), rate_index=0, quality=0.5, n_frames=4, n_bytes=10, bits=80, kbps=0.6, bpp=1e-4,
         psnr_rgb=30.0, psnr_y=31.0, psnr_rgb_pooled=30.0, psnr_y_pooled=31.0, ssim_y=0.9, ms_ssim=0.95,
         ms_ssim_scales=3, encode_seconds=0.1, decode_seconds=0.1, evaluator_version="e", metrics_version="m",
         clip_sha256=clip_sha256,
@@ -44,26 +44,42 @@ def _flush_fails(session: Session, row: object) -> None:
 
 def test_a_measurement_without_an_artifact_is_impossible(session: Session) -> None:
     clip = make_clip(session)
+    experiment = make_experiment(session, clip)
     session.commit()
 
-    _flush_fails(session, _measurement(None, clip.sha256))
+    _flush_fails(session, _measurement(None, clip.sha256, experiment.id))
 
 
 def test_a_measurement_of_a_nonexistent_artifact_is_impossible(session: Session) -> None:
     clip = make_clip(session)
+    experiment = make_experiment(session, clip)
     session.commit()
 
-    _flush_fails(session, _measurement(987654, clip.sha256))
+    _flush_fails(session, _measurement(987654, clip.sha256, experiment.id))
 
 
-def test_one_artifact_has_at_most_one_measurement_set(session: Session) -> None:
+def test_one_artifact_has_at_most_one_measurement_per_decoder(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip)
+    other = make_experiment(session, clip, code="other")
     artifact = _artifact(session, experiment.id, "only")
-    session.add(_measurement(artifact.id, clip.sha256))
+    session.add(_measurement(artifact.id, clip.sha256, experiment.id))
     session.commit()
 
-    _flush_fails(session, _measurement(artifact.id, clip.sha256))
+    # The same file, the same decoder: never measured twice, whoever asks.
+    _flush_fails(session, _measurement(artifact.id, clip.sha256, other.id))
+
+
+def test_one_artifact_may_be_measured_by_several_decoders(session: Session) -> None:
+    clip = make_clip(session)
+    experiment = make_experiment(session, clip)
+    other = make_experiment(session, clip, code="other")
+    artifact = _artifact(session, experiment.id, "only")
+    session.add(_measurement(artifact.id, clip.sha256, experiment.id))
+    session.add(_measurement(artifact.id, clip.sha256, other.id, decoder_hash=sha("another decoder")))
+    session.commit()
+
+    assert session.scalar(sa.select(sa.func.count()).select_from(Measurement)) == 2
 
 
 def test_an_output_hash_exists_once_across_all_experiments(session: Session) -> None:
@@ -86,19 +102,19 @@ def test_psnr_that_is_not_finite_or_above_the_cap_is_refused(session: Session, p
     artifact = _artifact(session, experiment.id, "x")
     session.commit()
 
-    _flush_fails(session, _measurement(artifact.id, clip.sha256, psnr_y=psnr))
+    _flush_fails(session, _measurement(artifact.id, clip.sha256, experiment.id, psnr_y=psnr))
 
 
 def test_peak_rss_of_zero_is_refused_because_not_measured_is_null(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip)
     artifact = _artifact(session, experiment.id, "x")
-    session.add(_measurement(artifact.id, clip.sha256, peak_rss_bytes=None))
+    session.add(_measurement(artifact.id, clip.sha256, experiment.id, peak_rss_bytes=None))
     session.commit()
     other = _artifact(session, experiment.id, "y", rate_index=1)
     session.commit()
 
-    _flush_fails(session, _measurement(other.id, clip.sha256, rate_index=1, peak_rss_bytes=0))
+    _flush_fails(session, _measurement(other.id, clip.sha256, experiment.id, rate_index=1, peak_rss_bytes=0))
 
 
 def test_bits_must_be_the_bytes_on_disk_times_eight(session: Session) -> None:
@@ -107,7 +123,7 @@ def test_bits_must_be_the_bytes_on_disk_times_eight(session: Session) -> None:
     artifact = _artifact(session, experiment.id, "x")
     session.commit()
 
-    _flush_fails(session, _measurement(artifact.id, clip.sha256, bits=81))
+    _flush_fails(session, _measurement(artifact.id, clip.sha256, experiment.id, bits=81))
 
 
 def test_a_failed_experiment_without_an_error_is_refused(session: Session) -> None:

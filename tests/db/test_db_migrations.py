@@ -106,3 +106,44 @@ def test_every_check_constraint_of_the_models_exists_after_migrating(empty_db_ur
 
     assert migrated == modelled
     assert ("artifacts", "ck_artifacts_sha256_is_sha256") in migrated
+
+
+def test_0005_carries_measurements_forward_as_measured_rate_points(empty_db_url: str) -> None:
+    from db import queries as q
+
+    migrate.upgrade(empty_db_url, "0004")
+    engine = make_engine(empty_db_url)
+    clip_sha, ast, art_sha = "c" * 64, "a" * 64, "b" * 64
+    try:
+        with engine.begin() as conn:
+            run = conn.execute
+            run(sa.text("INSERT INTO clips (id, sha256, source, width, height, n_frames, fps, created_at) "
+                        "VALUES (1, :s, 'synthetic:mix', 176, 144, 4, 30.0, CURRENT_TIMESTAMP)"), {"s": clip_sha})
+            run(sa.text("INSERT INTO candidates (id, code, ast_hash, generator, sanitizer_verdict, created_at) "
+                        "VALUES (1, 'x', :a, 'user', 'accepted', CURRENT_TIMESTAMP)"), {"a": ast})
+            run(sa.text("INSERT INTO experiments (id, candidate_id, clip_id, config, config_hash, rate_points, anchors, "
+                        "status, attempts, device, queued_at, finished_at) VALUES (1, 1, 1, '{}', :h, '[0.5]', '[]', "
+                        "'succeeded', 0, 'cpu', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"h": "d" * 64})
+            run(sa.text("INSERT INTO artifacts (id, experiment_id, kind, rate_index, path, n_bytes, sha256, created_at) "
+                        "VALUES (1, 1, 'bitstream', 0, '/a/rp0', 10, :s, CURRENT_TIMESTAMP)"), {"s": art_sha})
+            run(sa.text(
+                "INSERT INTO measurements (id, artifact_id, rate_index, quality, n_frames, n_bytes, bits, kbps, bpp, "
+                "psnr_rgb, psnr_y, psnr_rgb_pooled, psnr_y_pooled, psnr_capped_frames, ssim_y, encode_seconds, "
+                "decode_seconds, evaluator_version, metrics_version, clip_sha256, created_at) VALUES (1, 1, 0, 0.5, 4, "
+                "10, 80, 0.6, 0.0001, 30, 31, 30, 31, 0, 0.9, 0.1, 0.1, 'e', 'm', :c, CURRENT_TIMESTAMP)"),
+                {"c": clip_sha})
+        engine.dispose()
+
+        migrate.upgrade(empty_db_url)
+
+        with engine.connect() as conn:
+            m = conn.execute(sa.text("SELECT decoder_hash, experiment_id FROM measurements")).one()
+            point = conn.execute(sa.text(
+                "SELECT experiment_id, rate_index, quality, artifact_id, measurement_id, reused_from_id, path "
+                "FROM experiment_points")).one()
+    finally:
+        engine.dispose()
+    config = {"quality": 0.5, "width": 176, "height": 144, "fps": 30.0, "device": "cpu"}
+    assert tuple(m) == (q.decoder_hash(ast, config), 1)
+    assert tuple(point) == (1, 0, 0.5, 1, 1, None, "/a/rp0")
+    migrate.check(empty_db_url)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import queries as q
-from db.models import Artifact, Experiment, ExperimentStatus, Measurement, Score
+from db.models import Artifact, Experiment, ExperimentPoint, ExperimentStatus, Measurement, Score
 from db.session import make_engine, session_factory, session_scope
 
 S = ExperimentStatus
@@ -41,10 +41,10 @@ def test_recording_stores_one_artifact_and_measurement_per_rate_point_and_succee
     assert session.scalar(sa.select(Score.bd_rate).where(Score.experiment_id == experiment.id)) == -12.5
 
 
-def test_an_output_already_measured_makes_the_experiment_a_duplicate_of_the_original(session: Session) -> None:
+def test_an_output_already_decoded_by_the_same_decoder_at_every_point_is_a_duplicate(session: Session) -> None:
     clip = make_clip(session)
-    original = make_experiment(session, clip, code="a", to=S.SCORING)
-    copy = make_experiment(session, clip, code="b", to=S.SCORING)
+    original = make_experiment(session, clip, code="same decoder", to=S.SCORING)
+    copy = make_experiment(session, clip, code="same decoder", to=S.SCORING)
     q.record_result(session, original.id, points(original, clip, tag="cached-file"), [score(-3.0)])
     session.commit()
 
@@ -54,26 +54,64 @@ def test_an_output_already_measured_makes_the_experiment_a_duplicate_of_the_orig
     assert outcome.status is S.DUPLICATE_OUTPUT and outcome.duplicate_of_id == original.id
     stored = session.get(Experiment, copy.id)
     assert (stored.status, stored.duplicate_of_id) == (S.DUPLICATE_OUTPUT, original.id)
-    assert f"already produced by experiment {original.id}" in stored.error
+    assert f"by experiment {original.id}" in stored.error and "not measured twice" in stored.error
+    # Every rate point says where its numbers come from; nothing was measured again.
+    links = session.scalars(sa.select(ExperimentPoint).where(ExperimentPoint.experiment_id == copy.id)).all()
+    assert sorted(link.reused_from_id for link in links) == [original.id] * 3
     assert count(session, Artifact, experiment_id=copy.id) == 0
     assert count(session, Score, experiment_id=copy.id) == 0
     assert count(session, Measurement) == 3
+    assert outcome.measurement_ids == q.record_result(session, original.id, points(original, clip, tag="cached-file")).measurement_ids
 
 
-def test_one_repeated_file_among_new_ones_still_stores_nothing(session: Session) -> None:
+def test_a_partial_duplicate_reuses_the_repeated_point_and_measures_the_rest(session: Session) -> None:
     clip = make_clip(session)
-    original = make_experiment(session, clip, code="a", to=S.SCORING)
-    copy = make_experiment(session, clip, code="b", to=S.SCORING)
+    original = make_experiment(session, clip, code="same decoder", to=S.SCORING)
+    child = make_experiment(session, clip, code="same decoder", to=S.SCORING)
     q.record_result(session, original.id, points(original, clip))
     session.commit()
-    mixed = points(copy, clip)
-    mixed[2] = replace(mixed[2], sha256=points(original, clip)[0].sha256)
+    mixed = points(child, clip)
+    mixed[0] = replace(points(original, clip)[0], path=mixed[0].path)
 
-    outcome = q.record_result(session, copy.id, mixed)
+    outcome = q.record_result(session, child.id, mixed, [score(-1.0)])
+    session.commit()
 
-    assert outcome.status is S.DUPLICATE_OUTPUT
-    assert "of rate point 2" in outcome.reason and "(rate point 0)" in outcome.reason
-    assert count(session, Artifact, experiment_id=copy.id) == 0
+    assert outcome.status is S.SUCCEEDED
+    stored = q.experiment_measurements(session, child.id)
+    assert [m.reused_from_id for m in stored] == [original.id, None, None]
+    assert stored[0].id == q.experiment_measurements(session, original.id)[0].id
+    assert count(session, Measurement) == 3 + 2
+    assert count(session, Artifact) == 3 + 2  # the shared bitstream is stored once
+    assert count(session, Score, experiment_id=child.id) == 1
+
+
+def test_the_same_bytes_from_a_different_decoder_are_measured_anew(session: Session) -> None:
+    clip = make_clip(session)
+    parent = make_experiment(session, clip, code="decoder a", to=S.SCORING)
+    child = make_experiment(session, clip, code="decoder b", to=S.SCORING)
+    q.record_result(session, parent.id, points(parent, clip, tag="same bytes"))
+    session.commit()
+
+    outcome = q.record_result(session, child.id, points(child, clip, tag="same bytes", psnr=30.0))
+    session.commit()
+
+    assert outcome.status is S.SUCCEEDED
+    stored = q.experiment_measurements(session, child.id)
+    assert [m.reused_from_id for m in stored] == [None, None, None]
+    assert [m.psnr_y for m in stored] == [30.0, 33.0, 36.0]
+    # One bitstream row per distinct file, one measurement per (file, decoder).
+    assert count(session, Artifact) == 3 and count(session, Measurement) == 6
+    assert {m.artifact.id for m in stored} == {m.artifact.id for m in q.experiment_measurements(session, parent.id)}
+
+
+def test_copied_numbers_without_a_stored_measurement_are_refused(session: Session) -> None:
+    clip = make_clip(session)
+    experiment = make_experiment(session, clip, to=S.SCORING)
+    claimed = points(experiment, clip)
+    claimed[1] = replace(claimed[1], measured=False)
+
+    with pytest.raises(q.ResultMismatch, match="not stored"):
+        q.record_result(session, experiment.id, claimed)
 
 
 def test_recording_is_all_or_nothing_when_one_number_is_invalid(session: Session) -> None:
@@ -91,7 +129,7 @@ def test_recording_is_all_or_nothing_when_one_number_is_invalid(session: Session
     assert session.scalar(sa.select(Experiment.status).where(Experiment.id == experiment.id)) is S.SCORING
 
 
-def test_identical_bitstreams_at_different_qualities_fail_the_experiment(session: Session) -> None:
+def test_identical_bitstreams_leaving_too_few_distinct_points_fail_the_experiment(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.SCORING)
     same = [replace(p, sha256=points(experiment, clip)[0].sha256) for p in points(experiment, clip)]
@@ -99,10 +137,27 @@ def test_identical_bitstreams_at_different_qualities_fail_the_experiment(session
     outcome = q.record_result(session, experiment.id, same)
 
     assert outcome.status is S.FAILED
-    assert "ignores the quality setting" in outcome.reason
+    assert "ignores the quality setting" in outcome.reason and "fewer than the 4 BD-rate needs" in outcome.reason
     stored = session.get(Experiment, experiment.id)
     assert (stored.failure_stage, stored.error) == ("verify", outcome.reason)
     assert count(session, Artifact) == 0
+
+
+def test_identical_rate_points_within_one_experiment_are_one_curve_point(session: Session) -> None:
+    clip = make_clip(session)
+    experiment = make_experiment(session, clip, rate_points=(0.1, 0.3, 0.5, 0.7, 0.9), to=S.SCORING)
+    pts = points(experiment, clip)
+    pts[4] = replace(pts[3], rate_index=4, quality=0.9, path=pts[4].path)  # saturates at high quality
+
+    outcome = q.record_result(session, experiment.id, pts, [score(-2.0)])
+    session.commit()
+
+    assert outcome.status is S.SUCCEEDED
+    stored = q.experiment_measurements(session, experiment.id)
+    assert [m.same_as_rate_index for m in stored] == [None, None, None, None, 3]
+    assert [m.quality for m in stored] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert stored[4].id == stored[3].id and stored[4].reused_from_id is None
+    assert count(session, Measurement) == 4 and count(session, Artifact) == 4
 
 
 def test_a_redelivered_record_returns_the_stored_outcome_without_writing(session: Session) -> None:
@@ -165,8 +220,9 @@ def test_two_processes_racing_to_record_one_output_store_one_measurement_set(db_
     with session_scope(factory) as session:
         clip = make_clip(session)
         for round_ in range(ROUNDS):
-            a = make_experiment(session, clip, code=f"a{round_}", to=S.SCORING)
-            b = make_experiment(session, clip, code=f"b{round_}", to=S.SCORING)
+            # One decoder: the same file must be measured once, whoever finishes first.
+            a = make_experiment(session, clip, code=f"same{round_}", to=S.SCORING)
+            b = make_experiment(session, clip, code=f"same{round_}", to=S.SCORING)
             tag = f"one-cached-file-{round_}"
             pairs.append(((a.id, points(a, clip, tag=tag)), (b.id, points(b, clip, tag=tag))))
     engine.dispose()
@@ -195,4 +251,5 @@ def test_two_processes_racing_to_record_one_output_store_one_measurement_set(db_
             assert (stored.status, stored.duplicate_of_id) == (S.DUPLICATE_OUTPUT, winner)
             assert count(session, Artifact, experiment_id=winner) == 3
             assert count(session, Artifact, experiment_id=loser) == 0
+            assert count(session, ExperimentPoint, experiment_id=loser, reused_from_id=winner) == 3
         assert count(session, Measurement) == 3 * ROUNDS
