@@ -123,11 +123,17 @@ def measure_rate_point(
     runner: CandidateRunner,
     run_dir: Path,
     device: str,
-) -> tuple[dict, np.ndarray]:
+    already_measured: Callable[[str], dict | None] | None = None,
+) -> tuple[dict, np.ndarray | None]:
     """Encode, write, re-read, decode and score one rate point.
 
     Returns the row for the result and the decoded frames (kept by the caller
     only as long as it needs them).
+
+    ``already_measured(sha256)``: asked once the bitstream is written and hashed;
+    when it returns a dict, these bytes were already decoded by this decoder
+    (earlier in this run, or stored), so they are not decoded again: the row
+    holds the encode's numbers plus that dict, and the frames are None.
     """
     system_config = {
         "quality": float(quality),
@@ -142,6 +148,13 @@ def measure_rate_point(
     # Streamed: payloads go to the file one at a time (the sandbox runner keeps them
     # in a spool file, not in memory), and come back one at a time for the decoder.
     info = write_bitstream(run_dir / f"rp{index}_q{quality:.4f}.cfbs", enc.payloads)
+    known = already_measured(info.sha256) if already_measured is not None else None
+    if known is not None:
+        return {
+            "index": index, "quality": float(quality), "bitstream": str(info.path), "bitstream_sha256": info.sha256,
+            "bytes": info.n_bytes, "encode_seconds": enc.seconds, "encode_fps": _fps(clip.n_frames, enc.seconds),
+            "encode_peak_rss_bytes": enc.peak_rss_bytes, **known,
+        }, None
     # The decoder gets what is on disk, not what the encoder handed us.
     payloads = open_bitstream(info.path)
     dec = runner.decode(code, payloads, dict(system_config), clip.n_frames)
@@ -209,7 +222,8 @@ def verify_determinism(
     """
     if mode not in DETERMINISM_MODES:
         raise ValueError(f"determinism mode must be one of {DETERMINISM_MODES}, got {mode!r}")
-    record = {"mode": mode, "points": [], "seconds": 0.0, "first_decode_seconds": 0.0, "identical": None}
+    record = {"mode": mode, "points": [], "seconds": 0.0, "first_decode_seconds": 0.0, "identical": None,
+              "point_seconds": {}}
     if mode == "off" or not rows:
         return record
     chosen = list(rows) if mode == "every" else [(rng or random.SystemRandom()).choice(list(rows))]
@@ -223,6 +237,7 @@ def verify_determinism(
             "device": device,
         }
         payloads = read_bitstream(Path(row["bitstream"]))
+        point_started = time.perf_counter()
         dec = runner.decode(code, payloads, dict(system_config), clip.n_frames)
         frames = dec.frames
         if not isinstance(frames, np.ndarray) or frames.shape != (clip.n_frames, clip.height, clip.width, 3):
@@ -240,6 +255,7 @@ def verify_determinism(
                 f"from the same bytes in a fresh sandbox gave different {where} than the first decode",
             )
         record["points"].append(int(row["index"]))
+        record["point_seconds"][str(int(row["index"]))] = time.perf_counter() - point_started
         record["first_decode_seconds"] += float(row["decode_seconds"])
     record["seconds"] = time.perf_counter() - started
     record["identical"] = True
@@ -387,3 +403,122 @@ def evaluate_candidate(
 def to_json(result: dict) -> str:
     """The result as JSON, without in-memory extras such as decoded frames."""
     return json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2, sort_keys=False)
+
+
+# --- the probe: a cheap first stage -------------------------------------------------
+
+#: Frames the probe encodes and decodes: the first of the clip.
+PROBE_FRAMES = 2
+#: Mean PSNR-Y on the probe frames below which the decoded output is garbage
+#: (an all-grey frame scores about 10-15 dB on natural or synthetic content;
+#: every working codec at a middle quality is far above).
+PROBE_MIN_PSNR_DB = 15.0
+#: How much worse than its parent, in dB of PSNR-Y at the probe's rate, a
+#: candidate may be before the probe stops it (CODECFLEET_PROBE_MARGIN_DB).
+DEFAULT_PROBE_MARGIN_DB = 3.0
+PROBE_OUTCOMES = ("passed", "crashed", "wrong_output", "worse_than_parent")
+
+
+def probe_quality(qualities: Sequence[float]) -> float:
+    """The one quality the probe runs at: the experiment's middle rate point
+    (the lower middle for an even count), a quality its full run measures too."""
+    ordered = sorted(float(q) for q in qualities)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def probe_candidate(
+    code: str,
+    clip: Clip,
+    quality: float,
+    *,
+    runner: CandidateRunner,
+    run_dir: Path,
+    device: str,
+    n_frames: int = PROBE_FRAMES,
+    min_psnr_db: float = PROBE_MIN_PSNR_DB,
+) -> dict:
+    """Encode and decode the first ``n_frames`` of ``clip`` at ``quality``, exactly as a
+    rate point is measured (files, separate sandboxes), and say whether the candidate
+    is worth the full measurement: ``outcome`` ``passed``, ``crashed`` (it raised,
+    or did not import), or ``wrong_output`` (wrong count/shape/dtype of frames, or
+    PSNR-Y below ``min_psnr_db``), with ``reason`` and the numbers it got.
+
+    Comparing with a parent is :func:`compare_with_parent`, on ``payload_bytes``
+    and ``psnr_y`` of this result. A frame-causal codec (the contract hands frames
+    in order) produces for its first frames the same payloads in a run of the
+    whole clip, so these numbers are comparable frame for frame with the first
+    frames of any full measurement at any quality.
+    """
+    n = max(1, min(n_frames, clip.n_frames))
+    head = Clip(source=clip.source, frames=np.ascontiguousarray(clip.frames[:n]), fps=clip.fps)
+    probe_dir = Path(run_dir) / "probe"
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    for partial in probe_dir.glob("rp0_q*.cfbs"):
+        partial.unlink()  # a killed probe's file; write_bitstream never overwrites
+    out = {"outcome": "passed", "reason": None, "stage": None, "quality": float(quality), "n_frames": n,
+           "payload_bytes": None, "frame_bytes": None, "psnr_y": None, "frame_psnr_y": None, "seconds": 0.0}
+    started = time.perf_counter()
+    try:
+        row, _decoded = measure_rate_point(code, head, 0, quality, runner=runner, run_dir=probe_dir, device=device)
+    except CandidateError as exc:
+        out["seconds"] = time.perf_counter() - started
+        outcome = "wrong_output" if exc.stage == "verify" else "crashed"
+        out.update(outcome=outcome, stage=exc.stage,
+                   reason=f"probe ({n} frames at quality {quality:.3f}): {exc.stage}: {exc.reason}")
+        return out
+    out["seconds"] = time.perf_counter() - started
+    frame_bytes = [int(b) for b in row["per_frame"]["payload_bytes"]]
+    frame_psnr = [float(v) for v in row["per_frame"]["psnr_y"]]
+    out.update(payload_bytes=sum(frame_bytes), frame_bytes=frame_bytes, psnr_y=float(np.mean(frame_psnr)),
+               frame_psnr_y=frame_psnr, bytes=row["bytes"], bitstream=row["bitstream"],
+               encode_seconds=row["encode_seconds"], decode_seconds=row["decode_seconds"])
+    if out["psnr_y"] < min_psnr_db:
+        out.update(outcome="wrong_output", stage="probe",
+                   reason=f"probe ({n} frames at quality {quality:.3f}): the decoded frames are not the clip: "
+                          f"PSNR-Y {out['psnr_y']:.2f} dB is below {min_psnr_db:g} dB "
+                          f"({out['payload_bytes']} payload bytes)")
+    return out
+
+
+def compare_with_parent(
+    payload_bytes: int, psnr_y: float, parent_points: Sequence[tuple[int, float]], margin_db: float
+) -> dict:
+    """Is a probe point (payload bytes and mean PSNR-Y of the first frames) worse than
+    its parent by more than ``margin_db``?
+
+    ``parent_points``: the parent's (payload bytes, mean PSNR-Y) of the *same first
+    frames* at each of its measured rate points (from its stored per-frame numbers),
+    so both sides count the same frames of the same clip the same way. The rule:
+
+    * the parent's PSNR-Y at the probe's rate is interpolated linearly in log(bytes)
+      between its two neighbouring points;
+    * above the parent's highest rate, the parent's best PSNR-Y stands in (it got
+      there with fewer bytes, so this only favours the child);
+    * below the parent's lowest rate the two cannot be compared honestly (no
+      extrapolation): the probe passes;
+    * worse means ``psnr_y < parent_psnr_y - margin_db``.
+
+    Returns ``{"verdict": "worse" | "ok" | "incomparable", "parent_psnr_y": ...,
+    "deficit_db": ...}``.
+    """
+    import math
+
+    pts = sorted((int(b), float(p)) for b, p in parent_points if b > 0)
+    if not pts or payload_bytes <= 0:
+        return {"verdict": "incomparable", "parent_psnr_y": None, "deficit_db": None}
+    if payload_bytes < pts[0][0]:
+        return {"verdict": "incomparable", "parent_psnr_y": None, "deficit_db": None}
+    if payload_bytes >= pts[-1][0]:
+        parent = max(p for _, p in pts)
+    else:
+        parent = pts[0][1]
+        for (b0, p0), (b1, p1) in zip(pts, pts[1:]):
+            if b0 <= payload_bytes <= b1:
+                if b1 == b0:
+                    parent = max(p0, p1)
+                else:
+                    t = (math.log(payload_bytes) - math.log(b0)) / (math.log(b1) - math.log(b0))
+                    parent = p0 + t * (p1 - p0)
+                break
+    deficit = parent - psnr_y
+    return {"verdict": "worse" if deficit > margin_db else "ok", "parent_psnr_y": parent, "deficit_db": deficit}
