@@ -61,6 +61,11 @@ class Settings:
     visibility_timeout_seconds: int = 7200
     #: torch intra-op threads in worker processes (None: torch's default, one per core).
     torch_threads: int | None = None
+    #: The probe before a full measurement (2 frames, one quality): on unless "off".
+    probe: bool = True
+    #: dB of PSNR-Y (at equal rate, on the probe frames) a candidate may fall below its
+    #: parent before the probe stops it.
+    probe_margin_db: float = 3.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -83,6 +88,8 @@ class Settings:
             scratch_dir=Path(_env("SCRATCH_DIR") or cache_dir / "scratch"),
             visibility_timeout_seconds=int(_float("VISIBILITY_TIMEOUT_SECONDS", 7200)),
             torch_threads=int(_float("TORCH_THREADS", 0)) or None if _env("TORCH_THREADS") else None,
+            probe=(_env("PROBE", "on") or "on").lower() not in ("off", "0", "false", "no"),
+            probe_margin_db=_float("PROBE_MARGIN_DB", 3.0),
         )
 
 
