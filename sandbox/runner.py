@@ -93,6 +93,7 @@ import numpy as np
 from evaluation.runner import CandidateError, DecodeOutput, EncodeOutput, check_frame, check_payload
 from sandbox import cgroup as cgroups
 from sandbox import seccomp_policy
+from sandbox import views
 
 HARNESS_PATH = Path(__file__).with_name("_harness.py")
 HEADER = struct.Struct("<cQ")
@@ -172,10 +173,14 @@ class IsolationReport:
     #: the host uid candidate code runs as, and whether it is unprivileged
     sandbox_uid: int | None = None
     uid_ok: bool = False
+    #: decoders get their own memory-resident copy of the runtime (:mod:`sandbox.views`),
+    #: and a sandbox started on it imported numpy and passed the same checks
+    decoder_view_ok: bool = False
+    decoder_view: str | None = None
 
     @property
     def strict_ok(self) -> bool:
-        return self.bwrap_ok and self.seccomp_ok and self.cgroup_ok and self.uid_ok
+        return self.bwrap_ok and self.seccomp_ok and self.cgroup_ok and self.uid_ok and self.decoder_view_ok
 
     def to_dict(self) -> dict:
         return {**asdict(self), "strict_ok": self.strict_ok}
@@ -280,43 +285,80 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
     code = _PROBE_CANDIDATE % str(HARNESS_PATH.resolve())
     frame = np.zeros((2, 2, 3), np.uint8)
     bwrap_ok = seccomp_ok = False
+    view_ok, view_note = False, None
     try:
-        session = _Session("probe", "strict" if cgroup_ok else "no-cgroup", device, limits, bwrap)
+        view = _decoder_view()
+        view_note = view.root
+        if not view.resident:
+            problems.append(
+                f"the decoder view {view.root} is not on tmpfs: its pages can go cold, so decoders could "
+                "time each other's reads (set CODECFLEET_VIEW_DIR to a tmpfs directory)"
+            )
+    except views.ViewError as exc:
+        view = None
+        problems.append(f"no decoder file view: {exc}")
+    # One probe on the host's files (as encoders run), one on the decoder view (as decoders run).
+    for which in ("encoder", "decoder"):
+        if which == "decoder" and view is None:
+            break
         try:
-            session.start(code, {"width": 2, "height": 2})
-            flags, _ = session.encode_frame(frame, 0)
-            flags = bytes(flags)
-            session.finish()
-        finally:
-            session.close()
-        fork_denied, socket_denied, host_visible, exec_denied, filtered, nnp, alone, undumpable = flags[:8]
-        bwrap_ok = bool(not host_visible and alone)
-        seccomp_ok = bool(fork_denied and socket_denied and exec_denied and filtered and nnp)
-        for bad, what in (
-            (host_visible, "the host file system is visible inside the sandbox"),
-            (not fork_denied, "fork() is not denied inside the sandbox (seccomp not active)"),
-            (not socket_denied, "socket() is not denied inside the sandbox (seccomp not active)"),
-            (not exec_denied, "execve() is not denied inside the sandbox"),
-            (not filtered, "the sandboxed process is not under a seccomp filter"),
-            (not nnp, "no_new_privs is not set inside the sandbox"),
-            (not alone, "the sandbox holds a process besides the harness (an init not under the filter)"),
-            (not undumpable, "the sandboxed process is dumpable"),
-        ):
-            if bad:
-                problems.append(what)
-        if cgroup_ok:
-            if not session.log.pids_seen:
-                cgroup_ok = False
-                problems.append("the sandbox's processes did not appear in the session cgroup")
-            elif session.log.session_empty is not True:
-                cgroup_ok = False
-                problems.append("the session cgroup was not empty after the session")
-    except (CandidateError, OSError, IsolationError, cgroups.CgroupError) as exc:
-        reason = exc.reason if isinstance(exc, CandidateError) else str(exc)
-        problems.append(f"a sandboxed probe process failed: {reason}")
-        if "pyseccomp" in reason or "seccomp" in reason.lower():
-            bwrap_ok = True
-    return IsolationReport(bwrap, version, bwrap_ok, seccomp_ok, problems, cgroup_ok, cgroup_note, sandbox_uid, uid_ok)
+            session = _Session(
+                "probe", "strict" if cgroup_ok else "no-cgroup", device, limits, bwrap,
+                view=view if which == "decoder" else None,
+            )
+            try:
+                session.start(code, {"width": 2, "height": 2})
+                flags, _ = session.encode_frame(frame, 0)
+                flags = bytes(flags)
+                session.finish()
+            finally:
+                session.close()
+            fork_denied, socket_denied, host_visible, exec_denied, filtered, nnp, alone, undumpable = flags[:8]
+            ok_b = bool(not host_visible and alone)
+            ok_s = bool(fork_denied and socket_denied and exec_denied and filtered and nnp)
+            if which == "encoder":
+                bwrap_ok, seccomp_ok = ok_b, ok_s
+            else:
+                view_ok = ok_b and ok_s and view.resident
+            where = "" if which == "encoder" else " (decoder view)"
+            for bad, what in (
+                (host_visible, "the host file system is visible inside the sandbox"),
+                (not fork_denied, "fork() is not denied inside the sandbox (seccomp not active)"),
+                (not socket_denied, "socket() is not denied inside the sandbox (seccomp not active)"),
+                (not exec_denied, "execve() is not denied inside the sandbox"),
+                (not filtered, "the sandboxed process is not under a seccomp filter"),
+                (not nnp, "no_new_privs is not set inside the sandbox"),
+                (not alone, "the sandbox holds a process besides the harness (an init not under the filter)"),
+                (not undumpable, "the sandboxed process is dumpable"),
+            ):
+                if bad:
+                    problems.append(what + where)
+            if cgroup_ok:
+                if not session.log.pids_seen:
+                    cgroup_ok = False
+                    problems.append("the sandbox's processes did not appear in the session cgroup" + where)
+                elif session.log.session_empty is not True:
+                    cgroup_ok = False
+                    problems.append("the session cgroup was not empty after the session" + where)
+        except (CandidateError, OSError, IsolationError, cgroups.CgroupError) as exc:
+            reason = exc.reason if isinstance(exc, CandidateError) else str(exc)
+            if which == "decoder":
+                problems.append(f"a sandboxed probe process on the decoder view {view.root} failed: {reason}")
+                break
+            problems.append(f"a sandboxed probe process failed: {reason}")
+            if "pyseccomp" in reason or "seccomp" in reason.lower():
+                bwrap_ok = True
+            break
+    return IsolationReport(
+        bwrap, version, bwrap_ok, seccomp_ok, problems, cgroup_ok, cgroup_note, sandbox_uid, uid_ok, view_ok, view_note
+    )
+
+
+def _decoder_view() -> "views.FileView":
+    """This host's decoder view for the interpreter and packages this worker runs."""
+    return views.decoder_view(
+        os.path.realpath(sys.base_prefix), os.path.realpath(sys.executable), _site_dirs(), str(HARNESS_PATH.resolve())
+    )
 
 
 def probe_isolation(device: str = "cpu", *, bwrap: str = "bwrap", refresh: bool = False) -> IsolationReport:
@@ -396,12 +438,31 @@ class SandboxRunner:
                 self.isolation += f"; CANDIDATE RUNS AS HOST ROOT ({problem})"
         if mode != "no-cgroup":
             cgroups.sweep_stale()
+        #: decoders run on their own memory-resident copy of the runtime (issue 12, finding 2)
+        self.decoder_view: views.FileView | None = None
+        if mode != "unsandboxed":
+            try:
+                self.decoder_view = _decoder_view()
+            except views.ViewError as exc:
+                if mode == "strict":
+                    raise IsolationError(f"refusing to run candidates: no decoder file view ({exc})") from exc
+                self.isolation += f"; DECODER SHARES THE ENCODER'S FILES (page-cache timing channel open: {exc})"
 
     def _session(self, role: str, slot_bytes: int) -> "_Session":
         with self._abort_lock:
             if self._aborted is not None:
                 raise AbortedError("encode" if role == "encoder" else "decode", self._aborted)
-            session = _Session(role, self.mode, self.device, self.limits, self._bwrap, slot_bytes=slot_bytes)
+            view = None
+            if role == "decoder" and self.decoder_view is not None:
+                if not self.decoder_view.intact():  # swept or cleared: build it again
+                    try:
+                        self.decoder_view = _decoder_view()
+                    except views.ViewError as exc:
+                        raise IsolationError(f"the decoder file view is gone and cannot be rebuilt: {exc}") from exc
+                view = self.decoder_view
+            session = _Session(
+                role, self.mode, self.device, self.limits, self._bwrap, slot_bytes=slot_bytes, view=view
+            )
             self._current = session
             return session
 
@@ -649,9 +710,19 @@ class _Session:
     """One sandboxed Python process serving one role for one candidate."""
 
     def __init__(
-        self, role: str, mode: str, device: str, limits: Limits, bwrap: str | None, *, slot_bytes: int | None = None
+        self,
+        role: str,
+        mode: str,
+        device: str,
+        limits: Limits,
+        bwrap: str | None,
+        *,
+        slot_bytes: int | None = None,
+        view: views.FileView | None = None,
     ):
         self.role = role
+        #: the file view bound in place of the host's runtime files (None: the host's own)
+        self.view = view
         self.mode = mode
         self.device = device
         self.limits = limits
@@ -682,13 +753,15 @@ class _Session:
         if self.mode == "unsandboxed":
             return [python, "-I", "-S", "-B", harness], site_dirs
         lim = self.limits
+        # Host paths, or the decoder view's copies of them (never both in one sandbox).
+        src = self.view.source if self.view is not None else (lambda p: p)
         # --as-pid-1: the harness is the sandbox's only process; bwrap starts no
         # separate init, which would run outside the seccomp filter.
         argv = [
             self.bwrap, "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox", "--clearenv",
             "--setenv", "PATH", "/usr/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-            "--ro-bind", "/usr", "/usr",
+            "--ro-bind", src("/usr"), "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
         ]
         if lim.threads is not None:
@@ -698,17 +771,17 @@ class _Session:
         # these paths up (scripts/setup.sh grants search permission on the way to
         # an interpreter under /root, say).
         if not prefix.startswith("/usr/"):
-            argv += self._ro_bind(prefix, prefix)
+            argv += self._ro_bind(src(prefix), prefix)
         if not python.startswith((prefix + "/", "/usr/")):
-            argv += self._ro_bind(python, python)
-        if os.path.exists("/etc/ld.so.cache"):
-            argv += self._ro_bind("/etc/ld.so.cache", "/etc/ld.so.cache")
+            argv += self._ro_bind(src(python), python)
+        if os.path.exists(src("/etc/ld.so.cache")):
+            argv += self._ro_bind(src("/etc/ld.so.cache"), "/etc/ld.so.cache")
         inside_sites = []
         for n, site in enumerate(site_dirs):
             target = f"{_SANDBOX_SITE}{n}"
-            argv += self._ro_bind(site, target)
+            argv += self._ro_bind(src(site), target)
             inside_sites.append(target)
-        argv += self._ro_bind(harness, f"{_SANDBOX_ROOT}/harness.py")
+        argv += self._ro_bind(src(harness), f"{_SANDBOX_ROOT}/harness.py")
         argv += ["--proc", "/proc", "--dev", "/dev"]
         if self.device == "cuda":
             for dev in _nvidia_devices():
