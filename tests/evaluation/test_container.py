@@ -14,6 +14,7 @@ from evaluation.container import (
     VERSION,
     BitstreamInfo,
     ContainerError,
+    open_bitstream,
     pack,
     read_bitstream,
     sha256_file,
@@ -197,3 +198,60 @@ def test_sha256_file_matches_hashlib(tmp_path: Path):
     path = tmp_path / "blob"
     path.write_bytes(b"x" * 3_000_000)
     assert sha256_file(path) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+class _LazyPayloads:
+    """A sequence that makes each 1 MiB payload when asked (like the runner's spool file)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return bytes([i % 251]) * (1 << 20)
+
+
+from collections.abc import Sequence as _Seq  # noqa: E402
+
+_Seq.register(_LazyPayloads)
+
+
+def test_writing_and_reading_hold_one_payload_at_a_time(tmp_path: Path):
+    import tracemalloc
+
+    path = tmp_path / "big.cfbs"
+    n = 48
+    tracemalloc.start()
+    try:
+        info = write_bitstream(path, _LazyPayloads(n))
+        _, peak_write = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        with open_bitstream(path) as payloads:
+            assert len(payloads) == n and payloads.lengths == [1 << 20] * n
+            for i, p in enumerate(payloads):
+                assert p[:1] == bytes([i % 251]) and len(p) == 1 << 20
+            assert payloads.sha256 == info.sha256 and payloads.n_bytes == info.n_bytes
+        _, peak_read = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.n_bytes == 13 + 4 * n + n * (1 << 20) == path.stat().st_size
+    # 48 MiB went through; at most a couple of payloads (and a 1 MiB read buffer) were alive at once.
+    assert peak_write < 4 << 20, peak_write
+    assert peak_read < 4 << 20, peak_read
+
+
+def test_open_bitstream_checks_the_whole_file_before_handing_out_a_payload(tmp_path: Path):
+    path = tmp_path / "rate-0.cfbs"
+    write_bitstream(path, PAYLOADS)
+    data = bytearray(path.read_bytes())
+    data[-6] ^= 0x01  # in the last payload
+    path.write_bytes(bytes(data))
+    with pytest.raises(ContainerError, match="CRC-32 mismatch"):
+        open_bitstream(path)
