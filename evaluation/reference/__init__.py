@@ -8,6 +8,8 @@ that generation starts from.
 intra_dct  numpy; every frame intra: BT.709 YCbCr 4:2:0, 8x8 DCT, JPEG tables
 inter_mc   numpy; keyframes plus half-sample motion-compensated, DCT-coded residuals
 torch_dct  torch on ``config["device"]``; intra 8x8 DCT with a uniform (MSE-optimal) quantiser
+overfit_nn torch; learned (Cool-chic/C3 style): per frame, a latent pyramid and a tiny
+           synthesis network trained at encode time, arithmetic-coded; integer decoder
 ========== =====================================================================
 
 The modules are data for the runners (source text to sanitize and load), not code this
@@ -18,7 +20,9 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
-REFERENCE_CANDIDATES: dict[str, Path] = {name: _HERE / f"{name}.py" for name in ("intra_dct", "inter_mc", "torch_dct")}
+REFERENCE_CANDIDATES: dict[str, Path] = {
+    name: _HERE / f"{name}.py" for name in ("intra_dct", "inter_mc", "torch_dct", "overfit_nn")
+}
 
 
 class UnknownReferenceError(KeyError):
