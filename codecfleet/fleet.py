@@ -197,6 +197,8 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
         candidate_id = q.create_candidate(session, generator=generator, code=code, campaign_id=campaign_id).id
     device = job.get("device") or get_settings().device
     config = {"width": clip.width, "height": clip.height, "fps": float(clip.fps), "device": device, "clip": spec}
+    # How the numbers are made (issue 15): the BD metric, the overlap a BD figure needs, the determinism check.
+    config.update({k: job[k] for k in ("metric", "min_overlap", "determinism") if job.get(k) is not None})
     experiment = q.create_experiment(
         session, clip_id=clip_row.id, config=config, rate_points=qualities, anchors=anchors,
         candidate_id=candidate_id, campaign_id=campaign_id,
@@ -454,6 +456,8 @@ def experiment_result(session, experiment_id: int) -> dict:
             "compression_ratio": raw_bytes / m.n_bytes,
             "psnr_rgb": m.psnr_rgb, "psnr_y": m.psnr_y, "psnr_rgb_pooled": m.psnr_rgb_pooled,
             "psnr_y_pooled": m.psnr_y_pooled, "ssim_y": m.ssim_y, "ms_ssim": m.ms_ssim,
+            "psnr_y420": m.psnr_y420, "psnr_u": m.psnr_u, "psnr_v": m.psnr_v, "psnr_yuv": m.psnr_yuv,
+            "psnr_yuv_pooled": m.psnr_yuv_pooled, "verify_decode_seconds": m.verify_decode_seconds,
             "ms_ssim_scales": m.ms_ssim_scales, "psnr_capped_frames": m.psnr_capped_frames,
             "encode_seconds": m.encode_seconds, "decode_seconds": m.decode_seconds,
             "encode_fps": m.encode_fps, "decode_fps": m.decode_fps, "peak_rss_bytes": m.peak_rss_bytes,
@@ -472,7 +476,9 @@ def experiment_result(session, experiment_id: int) -> dict:
             } for r in rows]
         out["anchors"][s.anchor_codec] = sorted(points, key=lambda p: (p["n_bytes"], p["crf"]))
         warnings = [w for w in (s.reason or "").split("; ") if w] if s.bd_rate is not None else []
-        detail = {"metric": s.metric, "bd_rate_pct": s.bd_rate, "bd_psnr_db": s.bd_psnr, "warnings": warnings}
+        detail = {"metric": s.metric, "bd_rate_pct": s.bd_rate, "bd_psnr_db": s.bd_psnr, "warnings": warnings,
+                  "overlap": s.overlap, "reliable": s.reliable, "min_overlap": s.min_overlap,
+                  "raw_bd_rate_pct": s.raw_bd_rate}
         if s.bd_rate is None:
             detail["error"] = s.reason
         out["bd"][s.anchor_codec] = detail

@@ -460,6 +460,16 @@ class Measurement(Base):
     psnr_rgb_pooled: Mapped[float] = mapped_column(sa.Float)
     psnr_y_pooled: Mapped[float] = mapped_column(sa.Float)
     psnr_capped_frames: Mapped[int] = mapped_column(default=0)
+    #: PSNR on the YUV 4:2:0 planes (the anchors' BT.709 conversion) and
+    #: PSNR-YUV = (6 Y + U + V) / 8; NULL when not computed (odd frame size).
+    psnr_y420: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_u: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_v: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_yuv: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_yuv_pooled: Mapped[float | None] = mapped_column(sa.Float)
+    #: Seconds spent decoding this bitstream a second time in a fresh sandbox (the
+    #: determinism check, frames bit-identical); NULL when this point was not re-decoded.
+    verify_decode_seconds: Mapped[float | None] = mapped_column(sa.Float)
     ssim_y: Mapped[float] = mapped_column(sa.Float)
     #: NULL when MS-SSIM was not computed; scales say how many were used.
     ms_ssim: Mapped[float | None] = mapped_column(sa.Float)
@@ -588,6 +598,11 @@ class AnchorResult(Base):
     psnr_y: Mapped[float] = mapped_column(sa.Float)
     ssim_y: Mapped[float] = mapped_column(sa.Float)
     ms_ssim: Mapped[float | None] = mapped_column(sa.Float)
+    #: On the decoder's own 4:2:0 planes against the encoder's input planes.
+    psnr_y420: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_u: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_v: Mapped[float | None] = mapped_column(sa.Float)
+    psnr_yuv: Mapped[float | None] = mapped_column(sa.Float)
     encode_seconds: Mapped[float | None] = mapped_column(sa.Float)
     decode_seconds: Mapped[float | None] = mapped_column(sa.Float)
     anchor_version: Mapped[str] = mapped_column(sa.String(64))
@@ -609,6 +624,7 @@ class Score(Base):
         sa.CheckConstraint(_optional("bd_rate", "bd_rate > -100 AND bd_rate < 1e9"), name="bd_rate_finite"),
         sa.CheckConstraint(_optional("bd_psnr", _finite("bd_psnr", -1000, 1000)), name="bd_psnr_finite"),
         sa.CheckConstraint(_optional("overlap", _finite("overlap", 0, 1)), name="overlap_range"),
+        sa.CheckConstraint(_optional("raw_bd_rate", "raw_bd_rate > -100 AND raw_bd_rate < 1e9"), name="raw_bd_rate_finite"),
         # The leaderboard walks this in order (keyset on bd_rate, experiment_id).
         sa.Index("ix_scores_leaderboard", "anchor_codec", "metric", "bd_rate", "experiment_id"),
     )
@@ -624,6 +640,11 @@ class Score(Base):
     bd_psnr: Mapped[float | None] = mapped_column(sa.Float)
     #: Fraction of the quality range the two curves share.
     overlap: Mapped[float | None] = mapped_column(sa.Float)
+    #: False when ``overlap`` was below ``min_overlap``: ``bd_rate``/``bd_psnr`` are then
+    #: NULL (never fitness) and ``raw_bd_rate`` keeps the figure over that sliver.
+    reliable: Mapped[bool | None] = mapped_column(sa.Boolean)
+    min_overlap: Mapped[float | None] = mapped_column(sa.Float)
+    raw_bd_rate: Mapped[float | None] = mapped_column(sa.Float)
     reason: Mapped[str | None] = mapped_column(sa.Text)
     anchor_version: Mapped[str] = mapped_column(sa.String(64))
     metrics_version: Mapped[str] = mapped_column(sa.String(64))

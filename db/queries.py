@@ -666,6 +666,12 @@ class RatePointResult:
     peak_rss_bytes: int | None = None
     frame_psnr_y: tuple[float, ...] | None = None
     frame_bytes: tuple[int, ...] | None = None
+    psnr_y420: float | None = None
+    psnr_u: float | None = None
+    psnr_v: float | None = None
+    psnr_yuv: float | None = None
+    psnr_yuv_pooled: float | None = None
+    verify_decode_seconds: float | None = None
     #: False when the numbers were copied from a stored measurement (the worker found
     #: this bitstream already decoded by this decoder and did not decode it again):
     #: they are then never stored as a new measurement.
@@ -684,6 +690,9 @@ class ScoreResult:
     metrics_version: str
     overlap: float | None = None
     reason: str | None = None
+    reliable: bool | None = None
+    min_overlap: float | None = None
+    raw_bd_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -803,6 +812,9 @@ def record_result(
                         bd_rate=sc.bd_rate,
                         bd_psnr=sc.bd_psnr,
                         overlap=sc.overlap,
+                        reliable=sc.reliable,
+                        min_overlap=sc.min_overlap,
+                        raw_bd_rate=sc.raw_bd_rate,
                         reason=sc.reason,
                         anchor_version=sc.anchor_version,
                         metrics_version=sc.metrics_version,
@@ -1014,6 +1026,10 @@ def record_anchor_result(
     ms_ssim: float | None = None,
     encode_seconds: float | None = None,
     decode_seconds: float | None = None,
+    psnr_y420: float | None = None,
+    psnr_u: float | None = None,
+    psnr_v: float | None = None,
+    psnr_yuv: float | None = None,
 ) -> AnchorResult:
     """Store one anchor point; if that (clip, codec, crf, settings) exists, return the stored row."""
     key_hash = settings_hash(settings, anchor_version=anchor_version, metrics_version=metrics_version)
@@ -1039,6 +1055,10 @@ def record_anchor_result(
         psnr_y=psnr_y,
         ssim_y=ssim_y,
         ms_ssim=ms_ssim,
+        psnr_y420=psnr_y420,
+        psnr_u=psnr_u,
+        psnr_v=psnr_v,
+        psnr_yuv=psnr_yuv,
         encode_seconds=encode_seconds,
         decode_seconds=decode_seconds,
         anchor_version=anchor_version,

@@ -30,6 +30,7 @@ never touch the disk (see deploy/README.md for the cost of this choice).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,7 +43,15 @@ from db.campaign_queries import campaign_codes
 from db.models import Experiment, ExperimentStatus
 from evaluation import metrics
 from evaluation.container import ContainerError, read_bitstream, sha256_file
-from evaluation.pipeline import EVALUATOR_VERSION, bd_against, measure_rate_point
+from evaluation.pipeline import (
+    BD_METRIC,
+    DEFAULT_DETERMINISM,
+    DEFAULT_MIN_OVERLAP,
+    EVALUATOR_VERSION,
+    bd_against,
+    measure_rate_point,
+    verify_determinism,
+)
 from evaluation.runner import CandidateError
 from evaluation.video import Clip, VideoError, load_clip, public_source
 from tasks import _db
@@ -341,6 +350,11 @@ def _sidecar(run_dir: Path, index: int) -> Path:
     return run_dir / f"rp{index}.json"
 
 
+def _verify_path(run_dir: Path) -> Path:
+    """The determinism check's record of this attempt (written once it passed)."""
+    return run_dir / "verify.json"
+
+
 def _write_json_atomically(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, allow_nan=False))
@@ -463,15 +477,22 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
         code = experiment.candidate.code
         qualities = list(experiment.rate_points)
         clip = experiment_clip(experiment)
+        determinism = experiment.config.get("determinism") or DEFAULT_DETERMINISM
 
     run_dir = attempt_dir(experiment_id, attempt)
     run_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
     with Heartbeat(experiment_id, S.ENCODING, ctx.holder, on_lost=runner.abort) as heartbeat:
         try:
             for index, quality in enumerate(qualities):
                 if heartbeat.lost:
                     return
-                _measure_or_resume(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device)
+                rows.append(_measure_or_resume(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device))
+            # Later in the run, each rate point's bytes (or one sampled point's) are
+            # decoded again in a fresh sandbox: frames must be bit-identical.
+            if not heartbeat.lost and not _verify_path(run_dir).is_file():
+                record = verify_determinism(code, clip, rows, runner=runner, device=device, mode=determinism)
+                _write_json_atomically(_verify_path(run_dir), record)
         except CandidateError as exc:
             if heartbeat.lost or runner.aborted.is_set():
                 return  # cancelled or taken away: that outcome stands
@@ -490,7 +511,7 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
 # --- score ------------------------------------------------------------------
 
 
-def _reread(row: dict, clip: Clip) -> q.RatePointResult:
+def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> q.RatePointResult:
     """The stored numbers of one rate point, after checking that the bitstream on
     disk is byte for byte the one that was decoded."""
     path = Path(row["bitstream"])
@@ -527,6 +548,12 @@ def _reread(row: dict, clip: Clip) -> q.RatePointResult:
         ms_ssim=row.get("ms_ssim"),
         ms_ssim_scales=row.get("ms_ssim_scales"),
         psnr_capped_frames=row.get("psnr_capped_frames", 0),
+        psnr_y420=row.get("psnr_y420"),
+        psnr_u=row.get("psnr_u"),
+        psnr_v=row.get("psnr_v"),
+        psnr_yuv=row.get("psnr_yuv"),
+        psnr_yuv_pooled=row.get("psnr_yuv_pooled"),
+        verify_decode_seconds=verify_seconds,
         encode_seconds=row["encode_seconds"],
         decode_seconds=row["decode_seconds"],
         encode_fps=row.get("encode_fps"),
@@ -540,23 +567,32 @@ def _reread(row: dict, clip: Clip) -> q.RatePointResult:
     )
 
 
-def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str) -> list[q.ScoreResult]:
-    """BD figures against each anchor; an anchor that cannot be measured gives a
-    score row with no number and the reason, never a stand-in."""
+def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str, *,
+                   metric: str = BD_METRIC, min_overlap: float = DEFAULT_MIN_OVERLAP) -> list[q.ScoreResult]:
+    """BD figures on ``metric`` against each anchor, its points matched to the candidate's
+    measured range (a cached dense sweep); an anchor that cannot be measured gives a
+    score row with no number and the reason, never a stand-in. A figure over less than
+    ``min_overlap`` keeps its overlap and ``raw_bd_rate`` but no ``bd_rate``: never fitness."""
     from evaluation import anchors as anchors_mod
 
     settings = get_settings()
     scores = []
+    test_q = [metrics.fitness_value(r, metric) for r in rows]
     for codec in codecs:
+        cache_dir = Path(settings.cache_dir) / "anchors"
         try:
-            points = anchors_mod.anchor_curve(clip, codec, cache_dir=Path(settings.cache_dir) / "anchors", device=device)
+            if any(v is None for v in test_q):
+                points = swept = anchors_mod.anchor_curve(clip, codec, cache_dir=cache_dir, device=device)
+            else:
+                matched = anchors_mod.matched_curve(clip, codec, test_q, metric=metric, cache_dir=cache_dir, device=device)
+                points, swept = matched.points, matched.swept
         except anchors_mod.AnchorError as exc:
             scores.append(
-                q.ScoreResult(codec, "psnr_y", None, None, anchors_mod.ANCHOR_VERSION, metrics.METRICS_VERSION, reason=str(exc))
+                q.ScoreResult(codec, metric, None, None, anchors_mod.ANCHOR_VERSION, metrics.METRICS_VERSION, reason=str(exc))
             )
             continue
         with _db.transaction() as session:
-            for p in points:
+            for p in swept:
                 q.record_anchor_result(
                     session,
                     clip_sha256=clip.sha256,
@@ -570,24 +606,33 @@ def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str)
                     psnr_y=p.psnr_y,
                     ssim_y=p.ssim_y,
                     ms_ssim=p.ms_ssim,
+                    psnr_y420=p.psnr_y420,
+                    psnr_u=p.psnr_u,
+                    psnr_v=p.psnr_v,
+                    psnr_yuv=p.psnr_yuv,
                     encode_seconds=p.encode_seconds,
                     decode_seconds=p.decode_seconds,
                     anchor_version=p.anchor_version,
                     metrics_version=p.metrics_version,
                 )
-        detail = bd_against([{"kbps": p.kbps, "psnr_y": p.psnr_y} for p in points], rows)
+        detail = bd_against([dataclasses.asdict(p) for p in points], rows, metric, min_overlap=min_overlap)
         reason = detail.get("error")
         if detail["warnings"]:
             reason = "; ".join(filter(None, [reason, *detail["warnings"]]))
+        reliable = detail["reliable"] if detail["bd_rate_pct"] is not None else None
         scores.append(
             q.ScoreResult(
                 anchor_codec=codec,
                 metric=detail["metric"],
-                bd_rate=detail["bd_rate_pct"],
-                bd_psnr=detail["bd_psnr_db"],
+                bd_rate=detail["bd_rate_pct"] if reliable else None,
+                bd_psnr=detail["bd_psnr_db"] if reliable else None,
                 anchor_version=anchors_mod.ANCHOR_VERSION,
                 metrics_version=metrics.METRICS_VERSION,
+                overlap=detail["overlap"],
                 reason=reason,
+                reliable=reliable,
+                min_overlap=min_overlap,
+                raw_bd_rate=detail["bd_rate_pct"],
             )
         )
     return scores
@@ -604,6 +649,8 @@ def score_step(ctx: StepContext, experiment_id: int) -> None:
         codecs = list(experiment.anchors)
         device = experiment.device or resolve_device(settings.device)
         clip = experiment_clip(experiment)
+        metric = experiment.config.get("metric") or BD_METRIC
+        min_overlap = float(experiment.config.get("min_overlap") or DEFAULT_MIN_OVERLAP)
 
     run_dir = attempt_dir(experiment_id, attempt)
     rows = []
@@ -612,9 +659,13 @@ def score_step(ctx: StepContext, experiment_id: int) -> None:
         if not sidecar.is_file():
             raise StepFailed("score", f"no measurement of rate point {index} in {run_dir} on {ctx.node}")
         rows.append(json.loads(sidecar.read_text()))
-    points = [_reread(row, clip) for row in rows]
+    verify = json.loads(_verify_path(run_dir).read_text()) if _verify_path(run_dir).is_file() else {}
+    verify_seconds = verify.get("point_seconds") or {}
+    points = [_reread(row, clip, verify_seconds.get(str(row["index"]))) for row in rows]
+    # Bits from the file on disk, qualities as measured where the frames were decoded.
+    curve_rows = [{**row, "kbps": p.kbps} for row, p in zip(rows, points)]
     with Heartbeat(experiment_id, S.SCORING, ctx.holder, on_lost=lambda: None) as heartbeat:
-        scores = _anchor_scores(clip, codecs, [{"kbps": p.kbps, "psnr_y": p.psnr_y} for p in points], device)
+        scores = _anchor_scores(clip, codecs, curve_rows, device, metric=metric, min_overlap=min_overlap)
     if heartbeat.lost:
         return
     with ctx.transaction() as session:

@@ -24,7 +24,7 @@ def compress_video_frame(frame, frame_index, config):
 def decompress_video_frame(compressed_data, frame_index, config):
     h, w = config["height"], config["width"]
     f = np.frombuffer(compressed_data, dtype=np.uint8).reshape(h, w, 3).copy()
-    f[0, 0, 0] = os.urandom(1)[0]   # differs from one decode to the next
+    f[0, :, 0] = np.frombuffer(os.urandom(w), dtype=np.uint8)   # differs from one decode to the next
     return f
 '''
 
