@@ -157,6 +157,67 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _write_1080p(path: Path, n: int, crf: int) -> None:
+    """n generated 1920x1080 frames (gradients, moving texture, noise) encoded with libx264, one frame at a time."""
+    h, w = 1080, 1920
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.options = {"crf": str(crf), "preset": "ultrafast"}
+        for t in range(n):
+            base = 60 + 120 * (xx / w) + 40 * np.sin((xx + 5 * t) / 9.0) * np.cos(yy / 7.0)
+            rgb = np.stack([base + 20, base, 0.6 * base + 30 * (yy / h)], axis=-1)
+            rgb += rng.normal(0, 3, rgb.shape).astype(np.float32)
+            frame = av.VideoFrame.from_ndarray(np.clip(rgb, 0, 255).astype(np.uint8), format="rgb24")
+            for packet in st.encode(frame):
+                out.mux(packet)
+        for packet in st.encode(None):
+            out.mux(packet)
+
+
+_WHOLE_CLIP = """
+import sys
+from evaluation import metrics
+from evaluation.video import read_video
+ref, dist = read_video(sys.argv[1]), read_video(sys.argv[2])
+metrics.summarize(metrics.score_frames(ref.frames, dist.frames, device=sys.argv[3]))
+"""
+
+
+def _peak_rss(cmd: list[str]) -> tuple[float, float]:
+    """(peak RSS in MiB, wall seconds) of a child process, from wait4's rusage."""
+    import subprocess
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with status {status}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - started
+
+
+def rss_table(n: int, device: str) -> int:
+    """Peak RSS of ``codecfleet metrics`` (streaming) and of the whole-clip way, 1080p, n frames."""
+    repo = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        ref, dist = Path(tmp) / "ref.mp4", Path(tmp) / "dist.mp4"
+        _write_1080p(ref, n, 16)
+        _write_1080p(dist, n, 34)
+        raw_gib = n * 1920 * 1080 * 3 / 2**30
+        print(f"1920x1080, {n} frames per video ({raw_gib:.2f} GiB of RGB each), device {device}")
+        print(f"{'way':<44} {'peak RSS MiB':>12} {'seconds':>8}")
+        cli = [sys.executable, "-m", "codecfleet.cli", "metrics", str(ref), str(dist), "--json", "--device", device]
+        rss, secs = _peak_rss(cli)
+        print(f"{'codecfleet metrics (streaming, 8-frame batches)':<44} {rss:>12.0f} {secs:>8.1f}")
+        whole = [sys.executable, "-c", _WHOLE_CLIP, str(ref), str(dist), device]
+        rss_w, secs_w = _peak_rss(whole)
+        print(f"{'whole clips in memory (the old way)':<44} {rss_w:>12.0f} {secs_w:>8.1f}")
+        print(f"limit 1024 MiB: {'met' if rss <= 1024 else 'NOT met'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=8, help="1280x720 frames per run (default 8)")
@@ -171,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         default="fused",
         help="on CPU: the fused kernels (default, what codecfleet uses) or the torch code CUDA runs",
     )
+    parser.add_argument(
+        "--rss", action="store_true",
+        help="instead: peak RSS of `codecfleet metrics` on a generated 1080p pair (--rss-frames, default 300), "
+             "against the whole-clip way (both videos read into memory first)",
+    )
+    parser.add_argument("--rss-frames", type=int, default=300)
     args = parser.parse_args(argv)
+    if args.rss:
+        return rss_table(args.rss_frames, args.device)
     metrics._CPU_BACKEND = args.cpu_backend
     if args.threads is not None:
         torch.set_num_threads(args.threads)

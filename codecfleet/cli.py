@@ -50,6 +50,10 @@ def _read_candidate(spec: str) -> tuple[str, str]:
     return spec, read_candidate(spec if spec.startswith("reference:") else Path(spec))[1]
 
 
+#: Frames per video held at once by ``codecfleet metrics`` (8 1080p frames: 50 MB per video).
+METRICS_BATCH_FRAMES = 8
+
+
 def _console():
     from rich.console import Console
 
@@ -166,40 +170,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    """Streams both videos in small batches: memory does not grow with the clip's length."""
     from evaluation import metrics
-    from evaluation.video import read_video
+    from evaluation.video import STREAM_HASH_VERSION, VideoStream
 
-    ref = read_video(args.reference, max_frames=args.frames)
-    dist = read_video(args.distorted, max_frames=args.frames)
-    if ref.frames.shape[1:] != dist.frames.shape[1:]:
-        raise UsageError(
-            f"frame sizes differ: {args.reference} is {ref.width}x{ref.height}, "
-            f"{args.distorted} is {dist.width}x{dist.height}"
-        )
-    if ref.n_frames != dist.n_frames:
-        raise UsageError(
-            f"frame counts differ: {args.reference} has {ref.n_frames}, {args.distorted} has {dist.n_frames} "
-            "(use --frames N to compare the first N)"
-        )
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {args.frames}")
     device = resolve_device(args.device or get_settings().device)
-    scores = metrics.score_frames(ref.frames, dist.frames, device=device)
+    ref = VideoStream(args.reference, max_frames=args.frames)
+    dist = VideoStream(args.distorted, max_frames=args.frames)
+    parts = []
+    ref_batches, dist_batches = ref.batches(METRICS_BATCH_FRAMES), dist.batches(METRICS_BATCH_FRAMES)
+    while True:
+        a, b = next(ref_batches, None), next(dist_batches, None)
+        if a is None and b is None:
+            break
+        if a is not None and b is not None and a.shape[1:] != b.shape[1:]:
+            raise UsageError(
+                f"frame sizes differ: {args.reference} is {a.shape[2]}x{a.shape[1]}, "
+                f"{args.distorted} is {b.shape[2]}x{b.shape[1]}"
+            )
+        if a is None or b is None or a.shape[0] != b.shape[0]:
+            for rest in (ref_batches, dist_batches):
+                for _ in rest:  # count what is left, for the message
+                    pass
+            raise UsageError(
+                f"frame counts differ: {args.reference} has {ref.n_frames}, {args.distorted} has {dist.n_frames} "
+                "(use --frames N to compare the first N)"
+            )
+        parts.append(metrics.score_frames(a, b, device=device))
+    scores = metrics.concat_scores(parts)
     summary = metrics.summarize(scores)
+    n = scores.n_frames
     per_frame = [
         {
             "index": i,
             "psnr_rgb": float(scores.psnr_rgb[i]),
             "psnr_y": float(scores.psnr_y[i]),
+            "psnr_yuv": None if not scores.has_yuv else float(scores.psnr_yuv[i]),
             "ssim_y": float(scores.ssim_y[i]),
             "ms_ssim": float(scores.ms_ssim[i]),
         }
-        for i in range(ref.n_frames)
+        for i in range(n)
     ]
     out = {
-        "reference": {"path": args.reference, "sha256": ref.sha256},
-        "distorted": {"path": args.distorted, "sha256": dist.sha256},
+        "reference": {"path": args.reference, "sha256": ref.sha256, "hash": STREAM_HASH_VERSION},
+        "distorted": {"path": args.distorted, "sha256": dist.sha256, "hash": STREAM_HASH_VERSION},
         "width": ref.width,
         "height": ref.height,
-        "frames": ref.n_frames,
+        "frames": n,
         "metrics_version": metrics.METRICS_VERSION,
         **summary,
         "per_frame": per_frame,
@@ -209,15 +228,17 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{markup(args.distorted, 300)} vs {markup(args.reference, 300)} ({ref.width}x{ref.height}, {ref.n_frames} frames)")
-    for col in ("frame", "PSNR-RGB", "PSNR-Y", "SSIM-Y", "MS-SSIM"):
+    table = Table(title=f"{markup(args.distorted, 300)} vs {markup(args.reference, 300)} ({ref.width}x{ref.height}, {n} frames)")
+    for col in ("frame", "PSNR-RGB", "PSNR-Y", "PSNR-YUV", "SSIM-Y", "MS-SSIM"):
         table.add_column(col, justify="right")
     for row in per_frame:
-        table.add_row(str(row["index"]), f"{row['psnr_rgb']:.3f}", f"{row['psnr_y']:.3f}", f"{row['ssim_y']:.4f}", f"{row['ms_ssim']:.4f}")
+        table.add_row(str(row["index"]), f"{row['psnr_rgb']:.3f}", f"{row['psnr_y']:.3f}", _fmt(row["psnr_yuv"], ".3f"),
+                      f"{row['ssim_y']:.4f}", f"{row['ms_ssim']:.4f}")
     table.add_row(
         "mean",
         f"{summary['psnr_rgb']:.3f}",
         f"{summary['psnr_y']:.3f}",
+        _fmt(summary["psnr_yuv"], ".3f"),
         f"{summary['ssim_y']:.4f}",
         f"{summary['ms_ssim']:.4f}",
         style="bold",

@@ -862,3 +862,89 @@ def load_clip(
             f"{width if width is not None else '*'}x{height if height is not None else '*'} (no rescaling)",
         )
     return clip
+
+
+# --------------------------------------------------------------------------- streaming
+
+STREAM_HASH_VERSION = "cf-stream-sha256-1"
+"""How :class:`VideoStream` hashes a clip it never holds whole: SHA-256 of every
+frame's raw RGB bytes in order, then the trailer ``"\\n{N}x{H}x{W}x3:uint8"``
+(the frame count is known only at the end, so it cannot lead as in
+:attr:`Clip.sha256`). A different definition from ``Clip.sha256``, named by this
+version wherever it is shown."""
+
+
+class VideoStream:
+    """A video file read in batches of RGB frames, never held whole (``codecfleet metrics``).
+
+    Iterate :meth:`batches` once; afterwards ``n_frames`` and ``sha256`` (see
+    :data:`STREAM_HASH_VERSION`) describe what was read. Checks as in
+    :func:`read_video`: not a video, no stream, no frame rate, size changes,
+    corrupt data (FFmpeg errors while concealing, with ``strict``), zero frames.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, max_frames: int | None = None, crop_even: bool = True,
+                 min_size: int = 16, strict: bool = True) -> None:
+        self.source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise VideoError(self.source, "file not found" if not p.exists() else "not a regular file")
+        if p.stat().st_size == 0:
+            raise VideoError(self.source, "empty file (0 bytes), not a video")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise VideoError(self.source, f"max_frames must be None or an int >= 1, got {max_frames!r}")
+        self.max_frames, self.crop_even, self.min_size, self.strict = max_frames, crop_even, min_size, strict
+        try:
+            self._container = av.open(self.source, mode="r")
+        except av.FFmpegError as exc:
+            raise VideoError(self.source, f"not a video PyAV/FFmpeg can open ({type(exc).__name__}: {exc})") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoError(self.source, "no video stream")
+        self._stream = self._container.streams.video[0]
+        fps = _frame_rate(self._stream)
+        if fps is None:
+            self._container.close()
+            raise VideoError(self.source, "no frame rate in the container")
+        self.fps = fps
+        self.width = self.height = None
+        self.n_frames = 0
+        self._digest = hashlib.sha256()
+        self.sha256: str | None = None
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        """``(n <= size, H, W, 3)`` uint8 RGB batches in order (a fresh array each time)."""
+        batch: list[np.ndarray] = []
+        with self._container, _ffmpeg_error_log() as logs:
+            try:
+                for frame in self._container.decode(self._stream):
+                    said = _first_error(logs) if self.strict and logs else None
+                    if said:
+                        raise VideoError(self.source, f"corrupt video data: FFmpeg reported {said} "
+                                         f"after {self.n_frames} frames", frames_decoded=self.n_frames)
+                    if self.width is None:
+                        _check_size(self.source, frame.width, frame.height, self.crop_even, self.min_size)
+                        self.height, self.width = frame.height & ~1, frame.width & ~1
+                        if not self.crop_even:
+                            self.height, self.width = frame.height, frame.width
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if rgb.shape[0] < self.height or rgb.shape[1] < self.width:
+                        raise VideoError(self.source, f"frame size changes mid-stream at frame {self.n_frames}")
+                    rgb = np.ascontiguousarray(rgb[: self.height, : self.width])
+                    self._digest.update(memoryview(rgb).cast("B"))
+                    batch.append(rgb)
+                    self.n_frames += 1
+                    if len(batch) == size:
+                        yield np.stack(batch)
+                        batch = []
+                    if self.max_frames is not None and self.n_frames >= self.max_frames:
+                        break
+            except av.FFmpegError as exc:
+                raise VideoError(self.source, f"corrupt or truncated video: decoded {self.n_frames} frames before "
+                                 f"failing ({type(exc).__name__}: {exc})", frames_decoded=self.n_frames) from exc
+        if batch:
+            yield np.stack(batch)
+        if self.n_frames == 0:
+            raise VideoError(self.source, "zero decodable frames in the video stream")
+        self._digest.update(f"\n{self.n_frames}x{self.height}x{self.width}x3:uint8".encode())
+        self.sha256 = self._digest.hexdigest()
