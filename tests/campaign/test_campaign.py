@@ -38,6 +38,7 @@ def _db_url(env) -> str:
     return f"sqlite:///{env['CODECFLEET_DATA_DIR']}/codecfleet.db"
 
 
+@pytest.mark.slow  # the README's main job end to end (30 candidates); test_gen_learning covers improvement fast
 @pytest.mark.timeout(600)
 def test_offline_evolution_improves_the_best_bd_rate_against_x264(embedded):
     report = campaign([CLIP], "offline", population=6, generations=5, name="learn", seed=0, frames=3)

@@ -97,10 +97,17 @@ class Process:
         self.proc.wait(timeout=10)
         self._log.close()
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (SIGTERM) without waiting; :meth:`stop` then waits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (a Celery warm shutdown), then SIGKILL the session after ``timeout`` s."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if not getattr(self, "_terminated", False):
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
