@@ -264,7 +264,7 @@ def _choose_model(values: np.ndarray) -> tuple[int, int]:
         return 0, 0
     if bits > 15:
         raise ValueError(f"overfit_nn: a coded value of {int(np.abs(values).max())} exceeds the 15-bit bound")
-    guess = int(round(16 * math.log2(max(float(np.abs(values).mean()), 0.05)))) + 128
+    guess = min(255, max(0, int(round(16 * math.log2(max(float(np.abs(values).mean()), 0.05)))) + 128))
     candidates = range(max(0, guess - 24), min(255, guess + 24) + 1)
     bound = (1 << bits) - 1
     return bits, min(candidates, key=lambda code: _code_length(values, bound, code))
@@ -537,8 +537,17 @@ def compress_video_frame(frame: np.ndarray, frame_index: int, config: dict) -> b
         untrained[1]["mlp_w1"].zero_()
     options = [untrained]
     if steps > 0:
-        with torch.enable_grad():
-            options.append(_train(ycc, step, lam, steps, seed=frame_index))
+        # One CPU thread while training: float sums then do not depend on the thread count,
+        # so a frame encodes to the same bytes in every process (and tiny tensors gain
+        # nothing from more threads).
+        threads = torch.get_num_threads()
+        if device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            with torch.enable_grad():
+                options.append(_train(ycc, step, lam, steps, seed=frame_index))
+        finally:
+            torch.set_num_threads(threads)
     best, best_cost = None, math.inf
     for latents, weights in options:
         grids, ints = _integers(latents, weights)

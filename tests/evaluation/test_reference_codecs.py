@@ -20,6 +20,9 @@ from evaluation.video import synthetic_clip
 from sandbox.sanitize import sanitize
 
 CODECS = ("intra_dct", "inter_mc", "torch_dct")
+# The learned codec trains at encode time: its contract tests run on 2 QCIF frames with
+# few steps, in test_overfit_nn.py; the source rules below hold for every seed.
+ALL_CODECS = (*CODECS, "overfit_nn")
 # The seeds keep to a narrower list than the sanitizer allows, so every one of them
 # stays a valid starting point if the policy tightens.
 ALLOWED_IMPORTS = {
@@ -72,8 +75,8 @@ def mix_clip() -> np.ndarray:
 # ---------------------------------------------------------------------------- registry
 
 
-def test_reference_candidates_name_the_three_codec_files():
-    assert set(REFERENCE_CANDIDATES) == set(CODECS)
+def test_reference_candidates_name_the_four_codec_files():
+    assert set(REFERENCE_CANDIDATES) == set(ALL_CODECS)
     for name, path in REFERENCE_CANDIDATES.items():
         assert path.is_file() and path.name == f"{name}.py"
 
@@ -82,13 +85,13 @@ def test_reference_path_of_an_unknown_name_lists_the_known_names():
     with pytest.raises(KeyError) as info:
         reference_path("h264")
     assert isinstance(info.value, UnknownReferenceError)
-    assert "h264" in str(info.value) and all(name in str(info.value) for name in CODECS)
+    assert "h264" in str(info.value) and all(name in str(info.value) for name in ALL_CODECS)
 
 
 # ---------------------------------------------------------------------------- source rules
 
 
-@pytest.mark.parametrize("name", CODECS)
+@pytest.mark.parametrize("name", ALL_CODECS)
 def test_candidate_imports_only_allowed_modules(name):
     tree = ast.parse(reference_code(name))
     imported = set()
@@ -100,7 +103,7 @@ def test_candidate_imports_only_allowed_modules(name):
     assert imported and imported <= ALLOWED_IMPORTS
 
 
-@pytest.mark.parametrize("name", CODECS)
+@pytest.mark.parametrize("name", ALL_CODECS)
 def test_candidate_passes_the_sanitizer_unchanged(name):
     """Nothing stripped (no work at import), nothing refused: what runs is the file as written."""
     result = sanitize(reference_code(name))
