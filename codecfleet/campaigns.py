@@ -69,6 +69,8 @@ class CampaignReport:
     stopped_by: str | None = None  # the budget that stopped it, if any
     spent: dict[str, float] = field(default_factory=dict)
     leaderboard: list[dict] = field(default_factory=list)
+    #: By candidate id: mean BD-rate on the held-out clips and per clip (never in a prompt).
+    held_out: dict = field(default_factory=dict)
 
 
 # --- generator choice ---------------------------------------------------------
@@ -449,6 +451,8 @@ def campaign(
     wait_timeout: float = 3600.0,
     on_event: Callable[[str, dict], None] | None = None,
     clip_seed: int | None = None,
+    held_out: Sequence[str] = (),
+    metric: str = "psnr_y",
 ) -> CampaignReport:
     """Run (or resume) the campaign called ``name`` and return its per-generation report.
 
@@ -466,6 +470,13 @@ def campaign(
     ``prompt_budget``: the prompt size budget in characters (else
     ``CODECFLEET_LLM_PROMPT_BUDGET``, else 160000); not a stored setting, so a
     resume may change it.
+
+    ``held_out``: clip specs never used for fitness or prompts: after the last
+    generation the leaderboard's candidates are measured on them, and the
+    report gives their mean BD-rate there (``report.held_out``, and
+    ``held_out_bd_rate`` per leaderboard row). ``metric``: the quality axis
+    of every BD figure (``psnr_y``, ``psnr_yuv``, ``ssim_y``, ``ms_ssim``),
+    stored with each score.
     """
     import dataclasses
 
@@ -491,6 +502,15 @@ def campaign(
         "clips": list(clips), "population": population, "seeds": list(seeds), "seed": seed,
         "frames": frames, "rate_points": rate_points, "anchor": anchor, "strategy": strategy,
     }
+    # Stored only when set, so campaigns from before these settings resume unchanged.
+    if held_out:
+        params["held_out"] = list(held_out)
+    if metric != "psnr_y":
+        params["metric"] = metric
+    from evaluation.metrics import FITNESS_METRICS
+
+    if metric not in FITNESS_METRICS:
+        raise CampaignError(f"unknown metric {metric!r}; known: {', '.join(FITNESS_METRICS)}")
     from evaluation.anchors import ANCHOR_CODECS
     from evaluation.video import load_clip, public_source, with_secret_seed
 
@@ -499,6 +519,10 @@ def campaign(
     fleet._ensure_database()
     clip_seed = _campaign_clip_seed(name, generator, clip_seed)
     loaded = [load_clip(with_secret_seed(spec, clip_seed)[0], frames=frames) for spec in clips]
+    held = [load_clip(with_secret_seed(spec, clip_seed)[0], frames=frames) for spec in held_out]
+    held_shas = {c.sha256 for c in held}
+    if held_shas & {c.sha256 for c in loaded}:
+        raise CampaignError("a held-out clip is also a training clip")
     seed_codes = _seed_codes(seeds)
     with _db.transaction() as session:
         row = q.get_or_create_campaign(session, name)
@@ -519,9 +543,11 @@ def campaign(
     n_clips = len(clips)
     report = CampaignReport(name=name, campaign_id=campaign_id, anchor=anchor)
 
-    def members():
+    def members(*, held_out_only: bool = False):
+        # Fitness, parents, lineage and prompts see the training clips only.
         with _db.transaction() as session:
-            return campaign_members(session, campaign_id, anchor=anchor)
+            rows = campaign_members(session, campaign_id, anchor=anchor, metric=metric)
+        return [m for m in rows if (m.clip_sha256 in held_shas) == held_out_only]
 
     fleet.resume_stalled(campaign_id)
     current = members()
@@ -537,6 +563,7 @@ def campaign(
                 # reports compare with every classic codec (cached once per clip).
                 "anchors": [anchor, *(a for a in ANCHOR_CODECS if a != anchor)],
                 "campaign": name,
+                "metric": metric,
                 "generated": generated,
                 "generation_failure": failure,
             }
@@ -654,7 +681,43 @@ def campaign(
         if report.stopped_by:
             break
     report.leaderboard = _leaderboard(cands, n_clips)
+    if held:
+        report.held_out = _measure_held_out(report.leaderboard, cands, held, anchor, name, metric, rate_points,
+                                            wait_timeout, lambda: members(held_out_only=True))
+        for row in report.leaderboard:
+            row["held_out_bd_rate"] = report.held_out.get(row["candidate_id"], {}).get("bd_rate")
     return report
+
+
+def _measure_held_out(leaderboard, cands, held, anchor, name, metric, rate_points, wait_timeout, held_members) -> dict:
+    """Measure the leaderboard's candidates on the held-out clips (once: a resume finds
+    them measured); by candidate id: mean BD-rate there and per clip (None when any
+    clip has no reliable figure)."""
+    from codecfleet import fleet
+    from evaluation.anchors import ANCHOR_CODECS
+
+    have = {(m.candidate_id, m.clip_sha256) for m in held_members()}
+    jobs = [
+        {"candidate_id": row["candidate_id"], "candidate": cands[row["candidate_id"]].code, "clip": clip,
+         "rate_points": rate_points, "anchors": [anchor, *(a for a in ANCHOR_CODECS if a != anchor)],
+         "campaign": name, "metric": metric}
+        for row in leaderboard for clip in held if (row["candidate_id"], clip.sha256) not in have
+    ]
+    for handle in fleet.submit_many(jobs) if jobs else []:
+        handle.wait(wait_timeout)
+    out: dict = {}
+    by_candidate: dict[int, dict] = {}
+    for m in held_members():
+        by_candidate.setdefault(m.candidate_id, {})[m.clip_sha256] = m.bd_rate
+    for row in leaderboard:
+        per_clip = by_candidate.get(row["candidate_id"], {})
+        values = [per_clip.get(c.sha256) for c in held]
+        ok = all(v is not None and math.isfinite(v) for v in values)
+        out[row["candidate_id"]] = {
+            "bd_rate": sum(values) / len(values) if ok else None,
+            "per_clip": {c.source: v for c, v in zip(held, values)},
+        }
+    return out
 
 
 def _campaign_clip_seed(name: str, generator, given: int | None) -> int:

@@ -172,7 +172,9 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     candidate_id = None
     meta = job.get("generated")
     shared = candidates is not None and meta is not None
-    if shared and id(meta) in candidates:
+    if job.get("candidate_id") is not None:
+        candidate_id = int(job["candidate_id"])  # an existing candidate measured on another clip (held-out)
+    elif shared and id(meta) in candidates:
         candidate_id = candidates[id(meta)]
     elif meta is not None:
         code = read_candidate(job["candidate"])[1] if job.get("candidate") is not None else None
