@@ -11,7 +11,17 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.models import Candidate, Clip, Experiment, ExperimentPoint, ExperimentStatus, Measurement, Score, candidate_parents
+from db.models import (
+    Candidate,
+    Clip,
+    Experiment,
+    ExperimentPoint,
+    ExperimentStatus,
+    Measurement,
+    Probe,
+    Score,
+    candidate_parents,
+)
 
 
 @dataclass(frozen=True)
@@ -231,3 +241,58 @@ def campaign_codes(session: Session, campaign_id: int) -> list[str]:
             .order_by(Candidate.id)
         )
     )
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    """What the probe did over a campaign: outcomes, seconds spent and saved."""
+
+    probed: int
+    outcomes: dict[str, int]
+    seconds: float  # encode + decode wall seconds of every probe
+    saved_seconds: float  # estimated full-measurement seconds spared by the stops
+
+    @property
+    def stopped(self) -> int:
+        return self.probed - self.outcomes.get("passed", 0)
+
+    @property
+    def net_seconds(self) -> float:
+        """Saved minus spent: what the probe gained overall (negative: it cost more)."""
+        return self.saved_seconds - self.seconds
+
+
+def campaign_probe_stats(session: Session, campaign_id: int) -> ProbeStats:
+    rows = session.execute(
+        sa.select(Probe.outcome, sa.func.count(), sa.func.sum(Probe.seconds), sa.func.sum(Probe.saved_seconds))
+        .join(Experiment, Experiment.id == Probe.experiment_id)
+        .where(Experiment.campaign_id == campaign_id)
+        .group_by(Probe.outcome)
+    ).all()
+    outcomes = {outcome: int(n) for outcome, n, _, _ in rows}
+    return ProbeStats(
+        probed=sum(outcomes.values()),
+        outcomes=outcomes,
+        seconds=float(sum(s or 0.0 for _, _, s, _ in rows)),
+        saved_seconds=float(sum(s or 0.0 for _, _, _, s in rows)),
+    )
+
+
+def campaign_reuse_stats(session: Session, campaign_id: int) -> dict[str, int]:
+    """Rate points of the campaign's experiments by where their numbers came from:
+    ``measured`` here, ``reused`` from another experiment (same bytes, same decoder),
+    ``same_as`` an earlier rate point of the same experiment."""
+    kind = sa.case(
+        (ExperimentPoint.reused_from_id.is_not(None), "reused"),
+        (ExperimentPoint.same_as_rate_index.is_not(None), "same_as"),
+        else_="measured",
+    )
+    rows = session.execute(
+        sa.select(kind, sa.func.count())
+        .join(Experiment, Experiment.id == ExperimentPoint.experiment_id)
+        .where(Experiment.campaign_id == campaign_id)
+        .group_by(kind)
+    ).all()
+    out = {"measured": 0, "reused": 0, "same_as": 0}
+    out.update({kind: int(n) for kind, n in rows})
+    return out

@@ -24,6 +24,7 @@ from sqlalchemy.orm.util import identity_key
 
 from db.models import (
     FAILURES,
+    PSNR_CAP_DB,
     RUNNING,
     STAGE_TIMESTAMPS,
     TERMINAL,
@@ -1005,6 +1006,96 @@ def experiment_measurements(session: Session, experiment_id: int) -> list[PointM
     return [PointMeasurement(p, m, a) for p, m, a in rows]
 
 
+# --- the probe ----------------------------------------------------------------
+
+
+def record_probe(
+    session: Session,
+    experiment_id: int,
+    *,
+    holder: str,
+    outcome: str,
+    reason: str | None,
+    quality: float,
+    n_frames: int,
+    seconds: float,
+    saved_seconds: float = 0.0,
+    payload_bytes: int | None = None,
+    psnr_y: float | None = None,
+    parent_experiment_id: int | None = None,
+    parent_psnr_y: float | None = None,
+    margin_db: float | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Store the probe of an experiment that ``holder`` still holds (``encoding``);
+    a later attempt's probe replaces an earlier one. False when not held (nothing stored)."""
+    held = session.scalar(
+        sa.select(Experiment.id).where(
+            Experiment.id == experiment_id, Experiment.status == S.ENCODING, Experiment.worker_host == holder
+        )
+    )
+    if held is None:
+        return False
+    values = dict(
+        outcome=outcome, reason=reason[:4000] if reason else None, quality=float(quality), n_frames=n_frames,
+        payload_bytes=payload_bytes, psnr_y=None if psnr_y is None else min(float(psnr_y), PSNR_CAP_DB),
+        parent_experiment_id=parent_experiment_id,
+        parent_psnr_y=None if parent_psnr_y is None else min(float(parent_psnr_y), PSNR_CAP_DB),
+        margin_db=margin_db, seconds=max(0.0, float(seconds)), saved_seconds=max(0.0, float(saved_seconds)),
+        created_at=_now(now),
+    )
+    existing = session.scalar(sa.select(Probe).where(Probe.experiment_id == experiment_id))
+    if existing is None:
+        session.add(Probe(experiment_id=experiment_id, **values))
+    else:
+        for key, value in values.items():
+            setattr(existing, key, value)
+    session.flush()
+    return True
+
+
+
+def parent_head_points(
+    session: Session, candidate_id: int, *, clip_sha256: str, metrics_version: str, n_frames: int
+) -> list[tuple[int, list[tuple[int, float]]]]:
+    """For each parent of ``candidate_id`` measured on this clip (its latest succeeded
+    experiment, through a reuse), its (payload bytes, mean PSNR-Y) of the first
+    ``n_frames`` frames at each of its measured rate points: what a probe of the child
+    is compared with (``evaluation.pipeline.compare_with_parent``). Parents without
+    stored per-frame numbers (measured before they were kept), or measured with
+    another metrics version, are left out."""
+    parent_ids = session.scalars(
+        sa.select(candidate_parents.c.parent_id).where(candidate_parents.c.candidate_id == candidate_id)
+    ).all()
+    out = []
+    for parent_id in sorted(parent_ids):
+        row = session.execute(
+            sa.select(Experiment.id, Experiment.reused_from_id)
+            .join(Clip, Clip.id == Experiment.clip_id)
+            .where(Experiment.candidate_id == parent_id, Clip.sha256 == clip_sha256, Experiment.status == S.SUCCEEDED)
+            .order_by(Experiment.finished_at.desc(), Experiment.id.desc())
+            .limit(1)
+        ).one_or_none()
+        if row is None:
+            continue
+        source = row.reused_from_id or row.id
+        measurements = session.execute(
+            sa.select(Measurement.id, Measurement.frame_bytes, Measurement.frame_psnr_y, Measurement.metrics_version)
+            .join(ExperimentPoint, ExperimentPoint.measurement_id == Measurement.id)
+            .where(ExperimentPoint.experiment_id == source)
+        ).all()
+        points: dict[int, tuple[int, float]] = {}
+        for mid, frame_bytes, frame_psnr, version in measurements:
+            if (version != metrics_version or not frame_bytes or not frame_psnr
+                    or len(frame_bytes) < n_frames or len(frame_psnr) < n_frames):
+                points = {}
+                break
+            points[mid] = (int(sum(frame_bytes[:n_frames])), float(sum(frame_psnr[:n_frames]) / n_frames))
+        if points:
+            out.append((source, sorted(points.values())))
+    return out
+
+
 # --- classic anchors --------------------------------------------------------
 
 
@@ -1786,6 +1877,8 @@ __all__ = [
     "create_experiment",
     "expired_leases",
     "PointMeasurement",
+    "parent_head_points",
+    "record_probe",
     "decoder_config",
     "decoder_hash",
     "experiment_decoder_hash",

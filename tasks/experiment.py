@@ -40,7 +40,7 @@ from pathlib import Path
 import db.queries as q
 from codecfleet.settings import get_settings, resolve_device
 from db.campaign_queries import campaign_codes
-from db.models import Experiment, ExperimentStatus
+from db.models import Experiment, ExperimentStatus, Measurement
 from evaluation import metrics
 from evaluation.container import ContainerError, read_bitstream, sha256_file
 from evaluation.pipeline import (
@@ -48,8 +48,12 @@ from evaluation.pipeline import (
     DEFAULT_DETERMINISM,
     DEFAULT_MIN_OVERLAP,
     EVALUATOR_VERSION,
+    PROBE_FRAMES,
     bd_against,
+    compare_with_parent,
     measure_rate_point,
+    probe_candidate,
+    probe_quality,
     verify_determinism,
 )
 from evaluation.runner import CandidateError
@@ -361,9 +365,12 @@ def _write_json_atomically(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _measure_or_resume(code: str, clip: Clip, index: int, quality: float, *, runner, run_dir: Path, device: str) -> dict:
+def _measure_or_resume(code: str, clip: Clip, index: int, quality: float, *, runner, run_dir: Path, device: str,
+                       already_measured=None) -> dict:
     """One rate point: reuse a complete earlier measurement of this attempt (its JSON
-    is written last, and its bitstream must still hash the same), else measure anew."""
+    is written last, and its bitstream must still hash the same), else measure anew.
+    ``already_measured(sha256)``: see ``evaluation.pipeline.measure_rate_point`` (the
+    bytes are then not decoded again; the row says whose numbers it gets)."""
     sidecar = _sidecar(run_dir, index)
     if sidecar.is_file():
         row = json.loads(sidecar.read_text())
@@ -372,9 +379,97 @@ def _measure_or_resume(code: str, clip: Clip, index: int, quality: float, *, run
             return row
     for partial in run_dir.glob(f"rp{index}_q*.cfbs"):
         partial.unlink()  # a killed run's half-written file; write_bitstream never overwrites
-    row, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device)
+    row, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device,
+                                       already_measured=already_measured)
     _write_json_atomically(sidecar, row)
     return row
+
+
+def _remember(seen: dict[str, int], row: dict) -> dict:
+    """Note which rate point first produced ``row``'s bytes (identical later ones are one curve point)."""
+    seen.setdefault(row["bitstream_sha256"], int(row["index"]))
+    return row
+
+
+# --- the probe ----------------------------------------------------------------
+
+
+def _probe_or_resume(code: str, clip: Clip, quality: float, *, runner, run_dir: Path, device: str) -> dict:
+    """The probe of this attempt: its stored JSON when a killed run finished it, else run it."""
+    path = run_dir / "probe.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = probe_candidate(code, clip, quality, runner=runner, run_dir=run_dir, device=device)
+    _write_json_atomically(path, result)
+    return result
+
+
+def probe_verdict(probe: dict, parents: list, *, margin_db: float, n_frames: int, n_points: int) -> dict:
+    """The probe's outcome after comparing with the parents, and the GPU-seconds it saved.
+
+    A candidate is stopped as ``worse_than_parent`` only when it is worse, by more
+    than ``margin_db`` dB of PSNR-Y at equal rate, than *every* parent it can be
+    compared with (``evaluation.pipeline.compare_with_parent``: the parent's own
+    numbers on the same first frames, interpolated at the probe's rate); the row
+    names the closest parent.
+
+    Seconds saved (an estimate, stored as such): a stop whose full measurement would
+    have run to the end (``worse_than_parent``, or garbage frames) spares it,
+    estimated as the probe's own seconds scaled to every frame of every rate point
+    (``seconds * n_points * n_frames / probe frames``) minus the probe itself. A
+    crash or a malformed output would have ended the full measurement as early, at
+    its first rate point, so no saving is claimed for it.
+    """
+    out = dict(probe)
+    out.setdefault("parent_experiment_id", None)
+    out.setdefault("parent_psnr_y", None)
+    out["margin_db"] = margin_db
+    if out["outcome"] == "passed" and parents and out.get("payload_bytes"):
+        verdicts = [(pid, compare_with_parent(out["payload_bytes"], out["psnr_y"], points, margin_db))
+                    for pid, points in parents]
+        comparable = [(pid, v) for pid, v in verdicts if v["verdict"] != "incomparable"]
+        if comparable:
+            pid, closest = min(comparable, key=lambda item: item[1]["deficit_db"])
+            out["parent_experiment_id"], out["parent_psnr_y"] = pid, closest["parent_psnr_y"]
+            if all(v["verdict"] == "worse" for _, v in comparable):
+                out["outcome"] = "worse_than_parent"
+                out["stage"] = "probe"
+                out["reason"] = (
+                    f"probe ({out['n_frames']} frames at quality {out['quality']:.3f}): PSNR-Y {out['psnr_y']:.2f} dB "
+                    f"at {out['payload_bytes']} payload bytes, {closest['deficit_db']:.2f} dB below its parent "
+                    f"(experiment {pid}: {closest['parent_psnr_y']:.2f} dB on the same frames at that rate), "
+                    f"more than the {margin_db:g} dB allowed; not measured further"
+                )
+    saves = out["outcome"] == "worse_than_parent" or (out["outcome"] == "wrong_output" and out.get("stage") == "probe")
+    full = out["seconds"] * n_points * n_frames / max(1, out["n_frames"])
+    out["saved_seconds"] = max(0.0, full - out["seconds"]) if saves else 0.0
+    return out
+
+
+def _run_probe(ctx: StepContext, experiment_id: int, code: str, clip: Clip, qualities: list, parents: list, *,
+               runner, run_dir: Path, device: str, heartbeat) -> bool:
+    """Probe, record the probe, and stop a hopeless candidate (``StepFailed`` at stage
+    ``probe`` with its numbers and reason). False when the experiment was lost meanwhile."""
+    settings = get_settings()
+    probe = probe_verdict(
+        _probe_or_resume(code, clip, probe_quality(qualities), runner=runner, run_dir=run_dir, device=device),
+        parents, margin_db=settings.probe_margin_db, n_frames=clip.n_frames, n_points=len(qualities),
+    )
+    if heartbeat.lost or runner.aborted.is_set():
+        return False
+    with ctx.transaction() as session:
+        held = q.record_probe(
+            session, experiment_id, holder=ctx.holder, outcome=probe["outcome"], reason=probe["reason"],
+            quality=probe["quality"], n_frames=probe["n_frames"], seconds=probe["seconds"],
+            saved_seconds=probe["saved_seconds"], payload_bytes=probe["payload_bytes"], psnr_y=probe["psnr_y"],
+            parent_experiment_id=probe["parent_experiment_id"], parent_psnr_y=probe["parent_psnr_y"],
+            margin_db=probe["margin_db"],
+        )
+    if not held:
+        return False  # cancelled or taken away: that outcome stands
+    if probe["outcome"] != "passed":
+        raise StepFailed("probe", probe["reason"])
+    return True
 
 
 class _AbortableRunner:
@@ -477,21 +572,48 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
         code = experiment.candidate.code
         qualities = list(experiment.rate_points)
         clip = experiment_clip(experiment)
+        decoders = [q.experiment_decoder_hash(experiment, quality) for quality in qualities]
+        parents = (
+            q.parent_head_points(session, experiment.candidate_id, clip_sha256=clip.sha256,
+                                 metrics_version=metrics.METRICS_VERSION, n_frames=min(PROBE_FRAMES, clip.n_frames))
+            if settings.probe else []
+        )
         determinism = experiment.config.get("determinism") or DEFAULT_DETERMINISM
 
     run_dir = attempt_dir(experiment_id, attempt)
     run_dir.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, int] = {}
+
+    def already_measured(index: int):
+        """Bytes this run already decoded (an identical earlier rate point), or that this
+        decoder measured before (stored): they are not decoded again."""
+        def lookup(sha256: str) -> dict | None:
+            if sha256 in seen:
+                return {"same_as": seen[sha256]}
+            with _db.transaction() as session:
+                m = q.find_measurement(session, sha256=sha256, decoder_hash=decoders[index], clip_sha256=clip.sha256,
+                                       metrics_version=metrics.METRICS_VERSION)
+                if m is not None:
+                    return {"reused_measurement_id": m.id, "reused_from": m.experiment_id}
+            return None
+        return lookup
     rows: list[dict] = []
     with Heartbeat(experiment_id, S.ENCODING, ctx.holder, on_lost=runner.abort) as heartbeat:
         try:
+            # A cheap probe first: a broken or hopeless candidate stops here.
+            if settings.probe and not _run_probe(ctx, experiment_id, code, clip, qualities, parents, runner=runner,
+                                                 run_dir=run_dir, device=device, heartbeat=heartbeat):
+                return
             for index, quality in enumerate(qualities):
                 if heartbeat.lost:
                     return
-                rows.append(_measure_or_resume(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device))
+                rows.append(_remember(seen, _measure_or_resume(
+                    code, clip, index, quality, runner=runner, run_dir=run_dir, device=device,
+                    already_measured=already_measured(index))))
             # Later in the run, each rate point's bytes (or one sampled point's) are
             # decoded again in a fresh sandbox: frames must be bit-identical.
             if not heartbeat.lost and not _verify_path(run_dir).is_file():
-                record = verify_determinism(code, clip, rows, runner=runner, device=device, mode=determinism)
+                record = verify_determinism(code, clip, [r for r in rows if "decoded_sha256" in r], runner=runner, device=device, mode=determinism)
                 _write_json_atomically(_verify_path(run_dir), record)
         except CandidateError as exc:
             if heartbeat.lost or runner.aborted.is_set():
@@ -509,6 +631,68 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
 
 
 # --- score ------------------------------------------------------------------
+
+#: Stored measurement columns -> the sidecar row keys ``_reread`` reads them from.
+_ROW_KEYS = {
+    "psnr_rgb": "psnr_rgb", "psnr_y": "psnr_y", "psnr_rgb_pooled": "psnr_rgb_pooled",
+    "psnr_y_pooled": "psnr_y_pooled", "ssim_y": "ssim_y", "ms_ssim": "ms_ssim", "ms_ssim_scales": "ms_ssim_scales",
+    "psnr_capped_frames": "psnr_capped_frames", "encode_seconds": "encode_seconds",
+    "decode_seconds": "decode_seconds", "encode_fps": "encode_fps", "decode_fps": "decode_fps",
+    "peak_rss_bytes": "encode_peak_rss_bytes",
+}
+_FILE_KEYS = ("index", "quality", "bitstream", "bitstream_sha256", "bytes")
+
+
+def _resolve_rows(rows: list[dict]) -> list[dict]:
+    """Sidecar rows with numbers for every rate point: a point with the same bytes as an
+    earlier one takes its numbers; a point whose bytes this decoder measured before takes
+    the stored numbers (``_measured`` False: ``record_result`` links, never re-stores them)."""
+    out: list[dict] = []
+    for row in rows:
+        own = {k: row[k] for k in _FILE_KEYS}
+        if "same_as" in row:
+            first = out[row["same_as"]]
+            out.append({**first, **own, "same_as": row["same_as"]})
+        elif "reused_measurement_id" in row:
+            with _db.transaction() as session:
+                m = session.get(Measurement, row["reused_measurement_id"])
+                if m is None:  # cannot happen: measurements are never deleted
+                    raise RuntimeError(f"measurement {row['reused_measurement_id']} reused by rate point "
+                                       f"{row['index']} is gone")
+                stored = {key: getattr(m, column) for column, key in _ROW_KEYS.items()}
+                stored.update(_evaluator_version=m.evaluator_version, _frame_psnr_y=m.frame_psnr_y,
+                              _frame_bytes=m.frame_bytes)
+            out.append({**stored, **own, "_measured": False, "reused_measurement_id": row["reused_measurement_id"]})
+        else:
+            out.append(row)
+    return out
+
+
+def _finish_points(points: list, rows: list[dict]) -> list:
+    """Per-frame numbers (what a child's probe is compared with) and whether each
+    point's numbers were measured here."""
+    done = []
+    for p, row in zip(points, rows, strict=True):
+        per_frame = row.get("per_frame") or {}
+        done.append(dataclasses.replace(
+            p,
+            frame_psnr_y=tuple(per_frame["psnr_y"]) if per_frame.get("psnr_y") else row.get("_frame_psnr_y"),
+            frame_bytes=tuple(per_frame["payload_bytes"]) if per_frame.get("payload_bytes") else row.get("_frame_bytes"),
+            measured=row.get("_measured", True),
+            evaluator_version=row.get("_evaluator_version", p.evaluator_version),
+        ))
+    return done
+
+
+def _one_per_bitstream(items: list, sha256_of) -> list:
+    """Identical bytes at two rate points are one point of the curve: keep the first."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if sha256_of(item) not in seen:
+            seen.add(sha256_of(item))
+            out.append(item)
+    return out
 
 
 def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> q.RatePointResult:
@@ -661,9 +845,11 @@ def score_step(ctx: StepContext, experiment_id: int) -> None:
         rows.append(json.loads(sidecar.read_text()))
     verify = json.loads(_verify_path(run_dir).read_text()) if _verify_path(run_dir).is_file() else {}
     verify_seconds = verify.get("point_seconds") or {}
+    rows = _resolve_rows(rows)
     points = [_reread(row, clip, verify_seconds.get(str(row["index"]))) for row in rows]
+    points = _finish_points(points, rows)
     # Bits from the file on disk, qualities as measured where the frames were decoded.
-    curve_rows = [{**row, "kbps": p.kbps} for row, p in zip(rows, points)]
+    curve_rows = [{**row, "kbps": p.kbps} for row, p in _one_per_bitstream(list(zip(rows, points)), lambda rp: rp[1].sha256)]
     with Heartbeat(experiment_id, S.SCORING, ctx.holder, on_lost=lambda: None) as heartbeat:
         scores = _anchor_scores(clip, codecs, curve_rows, device, metric=metric, min_overlap=min_overlap)
     if heartbeat.lost:

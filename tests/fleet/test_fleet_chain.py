@@ -85,7 +85,7 @@ def test_hostile_candidate_fails_without_taking_the_worker_down_and_the_next_one
     bad = api.submit(HOSTILE, CLIP, frames=2, rate_points=[0.5]).wait(timeout=120)
     good = api.submit("reference:intra_dct", CLIP + ",seed=3", frames=2, rate_points=[0.5]).wait(timeout=120)
 
-    assert bad["status"] == "failed" and bad["stage"] == "encode", bad
+    assert bad["status"] == "failed" and bad["stage"] == "probe", bad  # the probe's encode
     assert bad["reason"]
     assert gpu.alive()
     assert good["status"] == "succeeded", good
