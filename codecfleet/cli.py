@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="measure one candidate codec on a clip")
-    ev.add_argument("candidate", help="candidate .py file, or reference:NAME (intra_dct, inter_mc, torch_dct)")
+    ev.add_argument("candidate", help="candidate .py file, or reference:NAME (intra_dct, inter_mc, torch_dct, overfit_nn)")
     _add_clip_args(ev)
     ev.add_argument("--rate-points", type=int, default=4, help="number of quality settings (default 4)")
     ev.add_argument("--anchors", default="x264", help="comma-separated classic anchors: x264,x265,svtav1 ('' for none)")
