@@ -69,6 +69,9 @@ class CampaignReport:
     stopped_by: str | None = None  # the budget that stopped it, if any
     spent: dict[str, float] = field(default_factory=dict)
     leaderboard: list[dict] = field(default_factory=list)
+    #: What the probe did (probed, stopped by outcome, seconds spent and saved) and where
+    #: rate points' numbers came from (measured, reused, same_as): see ``summary_counts``.
+    counts: dict = field(default_factory=dict)
     #: By candidate id: mean BD-rate on the held-out clips and per clip (never in a prompt).
     held_out: dict = field(default_factory=dict)
 
@@ -681,6 +684,7 @@ def campaign(
         if report.stopped_by:
             break
     report.leaderboard = _leaderboard(cands, n_clips)
+    report.counts = summary_counts(campaign_id)
     if held:
         report.held_out = _measure_held_out(report.leaderboard, cands, held, anchor, name, metric, rate_points,
                                             wait_timeout, lambda: members(held_out_only=True))
@@ -805,3 +809,42 @@ def _leaderboard(cands: dict[int, _Candidate], n_clips: int, limit: int = 10) ->
             }
         )
     return rows
+
+
+def summary_counts(campaign_id: int) -> dict:
+    """Wasted candidates and the probe's figures of a campaign, from the stored rows:
+    ``duplicate_output`` experiments, ``identical_points`` (failed because identical
+    rate points left fewer distinct curve points than BD-rate needs), rate points
+    ``measured`` / ``reused`` / ``same_as``, and the probe's outcomes with the
+    GPU-seconds it spent and (estimated) saved."""
+    from db.campaign_queries import campaign_probe_stats, campaign_reuse_stats
+    from db.models import Experiment, ExperimentStatus
+    from tasks import _db
+
+    import sqlalchemy as sa
+
+    with _db.transaction() as session:
+        statuses = dict(session.execute(
+            sa.select(Experiment.status, sa.func.count()).where(Experiment.campaign_id == campaign_id)
+            .group_by(Experiment.status)
+        ).all())
+        identical = session.scalar(
+            sa.select(sa.func.count()).select_from(Experiment).where(
+                Experiment.campaign_id == campaign_id, Experiment.status == ExperimentStatus.FAILED,
+                Experiment.failure_stage == "verify", Experiment.error.like("%ignores the quality setting%"))
+        )
+        probe = campaign_probe_stats(session, campaign_id)
+        points = campaign_reuse_stats(session, campaign_id)
+    duplicates = int(statuses.get(ExperimentStatus.DUPLICATE_OUTPUT, 0))
+    return {
+        "experiments": int(sum(statuses.values())),
+        "duplicate_output": duplicates,
+        "identical_points": int(identical or 0),
+        "wasted": duplicates + int(identical or 0),
+        "points": points,
+        "probed": probe.probed,
+        "probe_stopped": probe.stopped,
+        "probe_outcomes": probe.outcomes,
+        "probe_gpu_seconds": probe.seconds,
+        "probe_saved_gpu_seconds": probe.saved_seconds,
+    }

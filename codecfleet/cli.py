@@ -594,6 +594,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.stopped_by:
         console.print("stopped early:", text(report.stopped_by, 500))
     console.print(f"spent: {', '.join(f'{k} {v:g}' for k, v in report.spent.items())}")
+    c = report.counts
+    if c:
+        pts = c["points"]
+        console.print(
+            f"wasted: {c['wasted']} of {c['experiments']} experiments (duplicate_output {c['duplicate_output']}, "
+            f"identical rate points {c['identical_points']}); rate points measured {pts['measured']}, "
+            f"reused {pts['reused']}, same bytes as another point {pts['same_as']}"
+        )
+        stops = ", ".join(f"{k} {v}" for k, v in sorted(c["probe_outcomes"].items()) if k != "passed") or "none"
+        console.print(
+            f"probe: {c['probed']} probed, {c['probe_stopped']} stopped ({stops}); GPU-seconds spent "
+            f"{c['probe_gpu_seconds']:.2f}, saved (estimated) {c['probe_saved_gpu_seconds']:.2f}"
+        )
     console.print("see it all with: codecfleet report --campaign", text(report.name, 200))
     return 0
 

@@ -205,6 +205,8 @@ class Report:
     provenance: list[tuple[rq.ExperimentInfo, tuple[rq.PointRow, ...]]]
     out_dir: Path
     notes: list[str] = field(default_factory=list)
+    #: The probe over the experiments in scope: outcomes, GPU-seconds spent and saved.
+    probe: dict = field(default_factory=dict)
 
     @property
     def html_path(self) -> Path:
@@ -713,6 +715,7 @@ def build_report(
                 {st.best.experiment.id: st.best for s in sections for st in s.lineage if st.best is not None}
             )
             failed_ids = {eid for g in failures for eid, _ in g.examples}
+            probe = probe_summary(session, [e.id for e in experiments])
         finally:
             session.rollback()
             session.close()
@@ -741,9 +744,42 @@ def build_report(
         provenance=sorted(provenance, key=lambda p: p[0].id),
         out_dir=out_dir,
         notes=notes,
+        probe=probe,
     )
     report.html_path.write_text(render_html(report), encoding="utf-8")
     return report
+
+
+def probe_summary(session, experiment_ids: Sequence[int]) -> dict:
+    """What the cheap probe (2 frames, one quality) did for these experiments: how many
+    it probed, its outcomes, the GPU-seconds it spent and the full-measurement seconds
+    its stops saved (an estimate: see ``tasks.experiment.probe_verdict``)."""
+    import sqlalchemy as sa
+
+    from db.models import Probe
+
+    outcomes: dict[str, int] = {}
+    spent = saved = 0.0
+    ids = list(experiment_ids)
+    for i in range(0, len(ids), 500):
+        for outcome, n, seconds, spared in session.execute(
+            sa.select(Probe.outcome, sa.func.count(), sa.func.sum(Probe.seconds), sa.func.sum(Probe.saved_seconds))
+            .where(Probe.experiment_id.in_(ids[i:i + 500])).group_by(Probe.outcome)
+        ):
+            outcomes[outcome] = outcomes.get(outcome, 0) + int(n)
+            spent += float(seconds or 0.0)
+            saved += float(spared or 0.0)
+    probed = sum(outcomes.values())
+    return {"probed": probed, "stopped": probed - outcomes.get("passed", 0), "outcomes": outcomes,
+            "seconds": spent, "saved_seconds": saved}
+
+
+def _probe_text(probe: dict) -> str:
+    if not probe.get("probed"):
+        return "probe: nothing probed in scope"
+    stops = ", ".join(f"{k} {v}" for k, v in sorted(probe["outcomes"].items()) if k != "passed") or "none"
+    return (f"probe: {probe['probed']} probed, {probe['stopped']} stopped ({stops}); GPU-seconds spent "
+            f"{probe['seconds']:.2f}, saved by its stops (estimated) {probe['saved_seconds']:.2f}")
 
 
 def _finish_section(section: ClipSection, out_dir: Path, options: ReportOptions, console: Any) -> None:
@@ -1019,8 +1055,9 @@ def _lineage_html(section: ClipSection) -> str:
 
 
 def _failures_html(report: Report) -> str:
+    probe = f"<p>{_e(_probe_text(report.probe))}</p>" if report.probe else ""
     if not report.failures:
-        return "<p>No experiment in scope ended in failure.</p>"
+        return probe + "<p>No experiment in scope ended in failure.</p>"
     rows = []
     for g in report.failures:
         examples = "<br>".join(f"exp {eid}: {_e(err, HTML_TEXT_LIMIT)}" for eid, err in g.examples) or _nm(
@@ -1030,7 +1067,7 @@ def _failures_html(report: Report) -> str:
             f"<tr><td class=l>{_e(g.status.value)}</td><td class=l>{_e(g.failure_stage or '–')}</td>"
             f"<td>{g.count}</td><td class=l>{examples}</td></tr>"
         )
-    return (
+    return probe + (
         "<table><tr><th class=l>status</th><th class=l>stage</th><th>experiments</th>"
         "<th class=l>example reasons (newest first)</th></tr>" + "".join(rows) + "</table>"
     )
@@ -1167,6 +1204,8 @@ def print_summary(report: Report, console: Any = None, *, rows: int = 10) -> Non
             example = f"exp {g.examples[0][0]}: {g.examples[0][1]}" if g.examples else ""
             table.add_row(text(g.status.value, 50), text(g.failure_stage or "-", 50), str(g.count), text(example, 160))
         console.print(table)
+    if report.probe:
+        console.print(text(_probe_text(report.probe), 500))
     console.print("report:", text(report.html_path.resolve(), 1000))
 
 
