@@ -52,6 +52,12 @@ def test_offline_evolution_improves_the_best_bd_rate_against_x264(embedded):
     assert sum(g.candidates for g in report.generations[1:]) == 30
     assert report.leaderboard[0]["bd_rate"] == pytest.approx(best[-1])
     assert report.leaderboard[0]["generator"] != "seed:intra_dct" or best[-1] == best[0]
+    # Issue 14: at most 2 of the 30 wasted (every rate point a reuse, or identical points
+    # leaving too few for BD-rate); every candidate went through the probe first.
+    counts = report.counts
+    print("wasted:", counts["wasted"], "probe:", counts["probe_outcomes"], "saved s:", counts["probe_saved_gpu_seconds"])
+    assert counts["wasted"] <= 2, counts
+    assert counts["probed"] > 0 and sum(counts["probe_outcomes"].values()) == counts["probed"]
 
 
 def test_budget_stops_the_campaign_and_a_rerun_resumes_without_regenerating(embedded):
