@@ -68,9 +68,9 @@ def _plain_start(with_torch: bool) -> float:
     return time.perf_counter() - t0
 
 
-def _harness_start(mode: str, with_torch: bool) -> float:
+def _harness_start(mode: str, with_torch: bool, view=None) -> float:
     limits = Limits(import_seconds=120, threads=1)
-    session = _Session("encoder", mode, "cpu", limits, _bwrap())
+    session = _Session("encoder", mode, "cpu", limits, _bwrap(), view=view)
     t0 = time.perf_counter()
     try:
         session.start(_code(with_torch), {"width": WIDTH, "height": HEIGHT})
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=60)
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--skip-startup", action="store_true", help="only the per-call table")
+    parser.add_argument("--experiments", type=int, default=3, help="runs of the per-experiment table (0: skip)")
     args = parser.parse_args(argv)
 
     report = probe_isolation()
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if not args.skip_startup:
         _startup_table(args.repeats)
+    if args.experiments:
+        _experiment_table(args.experiments)
     calls = _per_call(args.calls, args.sessions)
     print(
         f"per call, {WIDTH}x{HEIGHT} RGB frame ({WIDTH * HEIGHT * 3 / 1e6:.2f} MB), median over {args.sessions} "
@@ -180,20 +183,77 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _startup_table(repeats: int) -> None:
-    print("start to ready (median ms)")
-    print("| imports | plain python | harness, unsandboxed | harness, strict | sandbox adds (strict - unsandboxed) | strict - plain |")
-    print("|---|---:|---:|---:|---:|---:|")
+    from sandbox.runner import _decoder_view
+
+    view = _decoder_view()
+    print("start to ready, cold (a fresh interpreter per session; median ms)")
+    print(
+        "| imports | plain python | harness, unsandboxed | harness, strict | strict, decoder view "
+        "| sandbox adds (strict - unsandboxed) | strict - plain |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for with_torch in (False, True):
         label = "numpy + torch" if with_torch else "numpy"
-        plain, loose, strict = _interleaved_medians_ms(
+        plain, loose, strict, on_view = _interleaved_medians_ms(
             [
                 lambda: _plain_start(with_torch),
                 lambda: _harness_start("unsandboxed", with_torch),
                 lambda: _harness_start("strict", with_torch),
+                lambda: _harness_start("strict", with_torch, view),
             ],
             repeats,
         )
-        print(f"| {label} | {plain:.1f} | {loose:.1f} | {strict:.1f} | {strict - loose:+.1f} | {strict - plain:+.1f} |")
+        print(
+            f"| {label} | {plain:.1f} | {loose:.1f} | {strict:.1f} | {on_view:.1f} "
+            f"| {strict - loose:+.1f} | {strict - plain:+.1f} |"
+        )
+    print("(from a template process: not built yet, see issue 16)")
+    print()
+
+
+TRIVIAL = """
+import numpy as np
+{extra}
+def compress_video_frame(frame, frame_index, config):
+    return bytes([int(frame[0, 0, 0])])
+def decompress_video_frame(compressed_data, frame_index, config):
+    return np.full((config["height"], config["width"], 3), compressed_data[0], np.uint8)
+"""
+
+
+def _experiment_table(repeats: int) -> None:
+    """Per-experiment overhead: a trivial candidate, 3 QCIF frames, 4 rate points, strict sandbox."""
+    import tempfile
+
+    from evaluation.pipeline import evaluate_candidate
+    from evaluation.video import Clip
+    from sandbox.runner import SandboxRunner
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 144, 176, 3), dtype=np.uint8)
+    clip = Clip(frames=frames, fps=30.0, source="synthetic:bench")
+    runner = SandboxRunner(Limits(import_seconds=120, threads=1))
+    print("per experiment: trivial candidate, 3 QCIF frames, 4 rate points, strict (median s over "
+          f"{repeats} runs)")
+    print("| candidate | evaluation s | candidate compute s | overhead s | sessions |")
+    print("|---|---:|---:|---:|---:|")
+    figures = {}
+    for label, extra in (("numpy", ""), ("torch", "import torch")):
+        totals, computes = [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                result = evaluate_candidate(TRIVIAL.format(extra=extra), clip, 4, runner=runner,
+                                            artifact_dir=Path(tmp))
+                totals.append(time.perf_counter() - t0)
+                assert result["status"] == "succeeded", result.get("reason")
+                computes.append(sum(r["encode_seconds"] + r["decode_seconds"] for r in result["rate_points"]))
+        total, compute = statistics.median(totals), statistics.median(computes)
+        figures[label] = total
+        sessions = len(runner.logs) // repeats
+        runner.logs.clear()
+        print(f"| {label} | {total:.2f} | {compute:.3f} | {total - compute:.2f} | {sessions} |")
+    print(f"torch / numpy: {figures['torch'] / figures['numpy']:.2f}x (issue 16 targets: <= 1.5x, numpy < 1.5 s)")
     print()
 
 

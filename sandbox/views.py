@@ -65,6 +65,7 @@ VIEW_DISTRIBUTIONS = ("numpy", "scipy", "torch", "typing_extensions")
 #: Standard-library directories a codec has no use for (big, or GUI, or tests).
 _STDLIB_SKIP = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3"}
 _MARKER = "VIEW-COMPLETE.json"
+_FORMAT = 2  # bumped when the way a view is built changes
 _TMPFS_MAGIC = 0x01021994
 _DRIVER_LIB = re.compile(r"^lib(cuda|nvidia-|nvcuvid|nvoptix)")
 
@@ -278,7 +279,7 @@ def _plan(prefix: str, python: str, site_dirs: list[str], harness: str) -> _Plan
 
 def _key(plan: _Plan) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([sys.version, plan.dists]).encode())
+    h.update(json.dumps([_FORMAT, sys.version, plan.dists]).encode())
     for f in sorted(plan.files):
         try:
             st = os.lstat(f)
@@ -329,8 +330,11 @@ def _copy(plan: _Plan, tmp: Path) -> tuple[int, int]:
             os.symlink(os.readlink(f), dest)
         elif os.path.isfile(f):
             shutil.copyfile(f, dest)
-            mode = os.stat(f).st_mode & 0o755
-            os.chmod(dest, mode | 0o444)
+            st = os.stat(f)
+            os.chmod(dest, (st.st_mode & 0o755) | 0o444)
+            # Same mtimes: a .pyc names its source's mtime, and a mismatch would
+            # recompile every module at every start (-B: never written back).
+            os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
             total += os.path.getsize(dest)
         else:
             continue
@@ -375,6 +379,7 @@ def _decoder_view_cached(prefix: str, python: str, sites: tuple[str, ...], harne
             if isinstance(exc, OSError):
                 raise ViewError(f"building the decoder view under {base} failed: {exc}") from exc
             raise
+    sweep_views(keep=key)  # views of other versions not used for a day
     info = json.loads((root / _MARKER).read_text())
     try:
         os.utime(root / _MARKER, follow_symlinks=False)  # last used, for sweep_views
