@@ -1,4 +1,4 @@
-"""The ``codecfleet`` command line.
+"""The codecfleet command line: measure LLM-written video codecs honestly.
 
 Errors a user can act on (a missing file, a corrupt video, an unknown anchor)
 are one clear line on stderr and exit status 2; a candidate that fails its
@@ -24,11 +24,12 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clip",
         default="synthetic:mix",
-        help="a video file PyAV can read, or synthetic:NAME[@WxH][,seed=S] (default: synthetic:mix, 352x288; "
-        "a secret seed is drawn unless S is given)",
+        help="a video file PyAV can read, or synthetic:NAME[@WxH][,seed=S], see codecfleet clips "
+        "(default: synthetic:mix, 352x288; a secret seed is drawn unless S is given)",
     )
-    p.add_argument("--frames", type=int, default=None, help="number of frames (synthetic default: 8; file: all)")
-    p.add_argument("--start-frame", type=int, default=0, help="first frame to use (files only)")
+    p.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="number of frames (default: synthetic 8, a file all)")
+    p.add_argument("--start-frame", type=int, default=0, metavar="K", help="first frame to use, files only (default: 0)")
 
 
 def _load_clip(args: argparse.Namespace):
@@ -75,6 +76,42 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def bd_verdict(detail: dict) -> tuple[float | None, str | None]:
+    """``(BD-rate, None)`` for a reliable figure, ``(None, reason)`` otherwise: never both.
+
+    A figure over too little overlap of the quality ranges is no figure (its raw
+    value is named in the reason); one whose computation reported an error is none.
+    """
+    value = detail.get("bd_rate_pct")
+    overlap = detail.get("overlap")
+    raw = detail.get("raw_bd_rate_pct", value)
+    if detail.get("error"):
+        return None, str(detail["error"])
+    if value is None and raw is None:
+        return None, "; ".join(detail.get("warnings") or []) or "no BD-rate computed"
+    if not detail.get("reliable", True) or value is None:
+        minimum = detail.get("min_overlap") or 0.75
+        shown = "" if overlap is None else f"overlap {100 * overlap:.1f} % is below {100 * minimum:.0f} %"
+        return None, f"unreliable: {shown or 'overlap unknown'} (raw figure {raw:+.2f} %, not used)"
+    return float(value), None
+
+
+def normalize_bd(result: dict) -> dict:
+    """The result with each BD figure either a number (with its overlap) or None with
+    ``error`` saying why: an unreliable or failed figure moves to ``raw_bd_rate_pct``."""
+    for codec, detail in (result.get("bd") or {}).items():
+        value, reason = bd_verdict(detail)
+        detail.setdefault("raw_bd_rate_pct", detail.get("bd_rate_pct"))
+        if value is None:
+            detail["bd_rate_pct"] = None
+            detail["bd_psnr_db"] = None
+            detail["error"] = reason
+        else:
+            detail.pop("error", None)
+        result.setdefault("bd_rate", {})[codec] = value
+    return result
+
+
 def _print_evaluation(result: dict, candidate: str) -> None:
     from rich.table import Table
 
@@ -103,8 +140,9 @@ def _print_evaluation(result: dict, candidate: str) -> None:
             _fmt(rp["encode_fps"], ".1f"),
             _fmt(rp["decode_fps"], ".1f"),
         )
-    console.print(table)
-    if result["anchors"]:
+    if result["rate_points"]:  # a candidate that failed before any point has no table, only its reason
+        console.print(table)
+    if result["anchors"] and result["rate_points"]:
         metric = result.get("metric") or result["bd"][next(iter(result["bd"]))]["metric"]
         anchors = Table(title=f"BD against classic anchors (curve: kbps vs {markup(metric, 50)}; anchor points matched to the candidate's range)")
         for col in ("anchor", "CRF: kbps / PSNR-Y / PSNR-YUV", "BD-rate %", "BD-PSNR dB", "overlap", "note"):
@@ -114,9 +152,11 @@ def _print_evaluation(result: dict, candidate: str) -> None:
             pts = ", ".join(
                 f"{p['crf']}: {p['kbps']:.0f}/{p['psnr_y']:.2f}/{_fmt(p.get('psnr_yuv'), '.2f')}" for p in points
             )
-            note = bd.get("error") or "; ".join(bd["warnings"])
-            overlap = "-" if bd.get("overlap") is None else f"{100 * bd['overlap']:.1f} %" + ("" if bd.get("reliable") else " (unreliable)")
-            anchors.add_row(text(codec, 50), pts, _fmt(bd["bd_rate_pct"], "+.2f"), _fmt(bd["bd_psnr_db"], "+.3f"), overlap, text(note, 500))
+            value, reason = bd_verdict(bd)
+            note = reason or "; ".join(bd.get("warnings") or [])
+            overlap = "-" if bd.get("overlap") is None else f"{100 * bd['overlap']:.1f} %"
+            anchors.add_row(text(codec, 50), pts, _fmt(value, "+.2f"), _fmt(bd["bd_psnr_db"] if value is not None else None, "+.3f"),
+                            overlap, text(note, 500))
         console.print(anchors)
     det = result.get("determinism")
     if det and det.get("mode") != "off" and det.get("identical"):
@@ -139,8 +179,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     name, code = _read_candidate(args.candidate)
+    anchors = _anchor_list(args.anchors)
+    _check_clip_specs([args.clip])
     clip = _load_clip(args)
-    anchors = [a.strip() for a in args.anchors.split(",") if a.strip()] if args.anchors else []
     from codecfleet.progress import progress
 
     # Drawn only on a terminal (and never with --json, whose stdout is data).
@@ -160,6 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             min_overlap=args.min_overlap,
             determinism=args.determinism,
         )
+    normalize_bd(result)
     if args.json:
         from evaluation.pipeline import to_json
 
@@ -283,7 +325,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _job_args(args: argparse.Namespace) -> dict:
-    anchors = [a.strip() for a in args.anchors.split(",") if a.strip()] if args.anchors else []
+    anchors = _anchor_list(args.anchors)
+    _check_clip_specs([args.clip])
     frames = args.frames
     if frames is not None and frames < 1:
         raise UsageError(f"--frames must be at least 1, got {frames}")
@@ -344,6 +387,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         status = handle.status()
         result = handle.result() if status.finished else None
+    if result is not None:
+        normalize_bd(result)
     if args.json:
         print(to_json(result) if result is not None else json.dumps({"id": handle.id, "status": handle.status().status}))
     elif result is not None:
@@ -364,7 +409,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             from evaluation.pipeline import to_json
 
-            print(to_json(handle.result()))
+            print(to_json(normalize_bd(handle.result())))
         else:
             where = None
             if status.waiting_for:
@@ -379,8 +424,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                         f"  rate point {rp['index']}: q={rp['quality']:.3f} {rp['bytes']} bytes "
                         f"{rp['kbps']:.1f} kbps PSNR-Y {rp['psnr_y']:.3f} dB SSIM-Y {rp['ssim_y']:.4f}"
                     )
-                for codec, value in result["bd_rate"].items():
-                    print(f"  BD-rate vs {codec}: {_fmt(value, '+.2f')} %")
+                for codec, detail in result["bd"].items():
+                    value, reason = bd_verdict(detail)
+                    if value is None:
+                        print(f"  BD-rate vs {codec}: not given: {clean(reason, 300, one_line=True)}")
+                    else:
+                        print(f"  BD-rate vs {codec}: {value:+.2f} % (overlap {100 * (detail.get('overlap') or 0):.0f} %)")
         return 0
     import db.queries as q
     from tasks import _db
@@ -431,13 +480,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{q_['waiting']} for {q_['step']} (longest {_duration(q_['longest_seconds'])})" for q_ in queues.values()
         )
         console.print(f"waiting in queues (no lease runs while waiting): {summary}")
+    if not rows:
+        console.print("no experiments yet: codecfleet evaluate, submit or run make some")
+        return 0
     table = Table(title="recent experiments")
-    for col in ("id", "status", "waiting for", "stage", "attempts", "worker", "queued at", "reason"):
+    # "runs": the stored attempts counts re-queues, so the first run is attempt 0; shown as runs (1 = first try).
+    for col in ("id", "status", "waiting for", "stage", "runs", "worker", "queued at", "reason"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             str(r["id"]), r["status"], text(_waiting(r["waiting_for"], r["waiting_seconds"], where.get(r["id"])), 80),
-            text(r["stage"] or "", 50), str(r["attempts"]), text(r["worker"] or "", 100),
+            text(r["stage"] or "", 50), str(r["attempts"] + 1), text(r["worker"] or "", 100),
             r["queued_at"], text(r["reason"] or "", 80, one_line=True),
         )
     console.print(table)
@@ -526,10 +579,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         money_usd=args.budget_usd,
     )
     name = args.name or f"run-seed{args.seed}-p{args.population}"
+    # Every argument is checked before the banner: an error is the only thing printed.
+    _check_clip_specs(clips)
+    anchor = _anchor_list(args.anchors)
+    if len(anchor) != 1:
+        raise UsageError(f"--anchors takes one anchor for the fitness of a campaign, got {args.anchors!r}")
+    anchor = anchor[0]
+    from evaluation.reference import REFERENCE_CANDIDATES
+
+    unknown = [s for s in seeds if s not in REFERENCE_CANDIDATES]
+    if unknown or not seeds:
+        raise UsageError(f"unknown seed {unknown[0] if unknown else '(none)'!r}; known: {', '.join(REFERENCE_CANDIDATES)}")
+    for label, value, least in (("--frames", args.frames, 1), ("--population", args.population, 1),
+                                ("--generations", args.generations, 0), ("--rate-points", args.rate_points, 4)):
+        if value < least:
+            raise UsageError(f"{label} must be at least {least}, got {value}")
     console.print(
         f"campaign [bold]{markup(name, 200)}[/]: {args.generations} generations of {args.population} on "
         f"{markup(', '.join(public_source(c) for c in clips), 500)} ({args.frames} frames), seeds "
-        f"{markup(', '.join(seeds), 200)}, fitness = BD-rate vs {markup(args.anchor, 50)} (PSNR-Y)"
+        f"{markup(', '.join(seeds), 200)}, fitness = BD-rate vs {markup(anchor, 50)} (PSNR-Y)"
     )
     total = len(seeds) + args.population * args.generations
     with progress(total, "candidates") as advance:
@@ -558,7 +626,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 seeds=seeds,
                 frames=args.frames,
                 rate_points=args.rate_points,
-                anchor=args.anchor,
+                anchor=anchor,
                 on_event=on_event,
                 clip_seed=args.clip_seed,
             )
@@ -576,10 +644,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             text(", ".join(f"{k} {v}" for k, v in sorted(g.statuses.items())), 300),
         )
     console.print(table)
-    board = Table(title="leaderboard")
-    for col in ("rank", "candidate", "family", "generator", "parents", f"BD-rate vs {report.anchor} %", "kbps", "PSNR-Y dB"):
+    held = bool(report.held_out)
+    board = Table(title=f"leaderboard (BD-rate: mean over the training clips{'; held-out: the clips fitness never saw' if held else ''})")
+    cols = ["rank", "candidate", "family", "generator", "parents", f"BD-rate vs {report.anchor} %"]
+    cols += [f"held-out BD-rate vs {report.anchor} %"] if held else []
+    for col in (*cols, "kbps", "PSNR-Y dB"):
         board.add_column(text(col, 100))
     for rank, row in enumerate(report.leaderboard, 1):
+        extra = [_fmt(row.get("held_out_bd_rate"), "+.2f") if row.get("held_out_bd_rate") is not None
+                 else "not given: no reliable figure on every held-out clip"] if held else []
         board.add_row(
             str(rank),
             str(row["candidate_id"]),
@@ -587,10 +660,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             text(row["generator"] or "-", 200),
             ",".join(map(str, row["parents"])) or "-",
             f"{row['bd_rate']:+.2f}",
+            *extra,
             " / ".join(f"{k:.0f}" for k in row["kbps"]),
             " / ".join(f"{p:.2f}" for p in row["psnr_y"]),
         )
-    console.print(board)
+    if report.leaderboard:
+        console.print(board)
+    else:
+        console.print("leaderboard: no candidate has a reliable BD-rate yet")
     if report.stopped_by:
         console.print("stopped early:", text(report.stopped_by, 500))
     console.print(f"spent: {', '.join(f'{k} {v:g}' for k, v in report.spent.items())}")
@@ -611,107 +688,226 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codecfleet", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+EXAMPLES = """\
+examples:
+  codecfleet run                                     the main job: a 5-generation campaign on a synthetic clip
+  codecfleet report --campaign run-seed0-p6          HTML report of that campaign (./codecfleet-report/index.html)
+  codecfleet evaluate my_codec.py                    measure one candidate (4 rate points, BD-rate vs x264)
+  codecfleet evaluate reference:inter_mc --clip synthetic:pan@176x144 --frames 4
+  codecfleet clips                                   the synthetic clips and the clip spec syntax
+  codecfleet submit my_codec.py --wait               the same through the fleet (in-process without a broker)
+  codecfleet status                                  recent experiments; codecfleet status ID for one
+  codecfleet metrics ref.mp4 dist.mp4                PSNR / SSIM / MS-SSIM of two videos
 
-    ev = sub.add_parser("evaluate", help="measure one candidate codec on a clip")
-    ev.add_argument("candidate", help="candidate .py file, or reference:NAME (intra_dct, inter_mc, torch_dct, overfit_nn)")
-    _add_clip_args(ev)
-    ev.add_argument("--rate-points", type=int, default=4, help="number of quality settings (default 4)")
-    ev.add_argument("--anchors", default="x264", help="comma-separated classic anchors: x264,x265,svtav1 ('' for none)")
-    ev.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE or auto)")
-    ev.add_argument("--metric", default="psnr_y", choices=("psnr_y", "psnr_yuv", "ssim_y", "ms_ssim"),
-                    help="quality axis of the BD figures (default psnr_y)")
-    ev.add_argument("--min-overlap", type=float, default=0.75,
-                    help="a BD figure over less overlap of the quality ranges is marked unreliable (default 0.75)")
-    ev.add_argument("--determinism", default="one", choices=("every", "one", "off"),
-                    help="decode every / one sampled rate point a second time in a fresh sandbox (default one)")
-    ev.add_argument(
-        "--runner",
-        default="sandbox",
-        choices=("sandbox", "in-process"),
-        help="sandbox (default) or in-process: no isolation, for trusted code only",
+The candidate contract (what my_codec.py defines) is in README.md, "Write a candidate".
+"""
+
+#: Clip-spec help shared by every command that takes --clip.
+CLIP_SPEC_HELP = "a video file PyAV can read, or synthetic:NAME[@WxH][,seed=S] (see: codecfleet clips)"
+
+#: One line per synthetic clip (evaluation.video's module docstring has the details).
+SYNTHETIC_DESCRIPTIONS = {
+    "mix": "camera pan over a textured background, textured moving objects, light noise, a scene cut at frame N//2",
+    "objects": "static textured background, textured objects moving and occluding",
+    "pan": "camera pan (sub-pixel, both axes) over a textured background",
+    "noise": "pan and objects under heavy sensor noise (sigma 8 levels)",
+    "cut": "pan and objects with scene cuts at N//3 and 2N//3",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout; wider help column so defaults stay on the option's line."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=100)
+
+
+def _check_clip_specs(specs: list[str]) -> None:
+    """Refuse a clip spec before anything runs, naming it as the user typed it."""
+    import re
+
+    from evaluation.video import SYNTHETIC_NAMES
+
+    for spec in specs:
+        if spec.startswith("synthetic:"):
+            m = re.fullmatch(r"synthetic:([A-Za-z0-9_]+)(?:@(\d+)x(\d+))?(?:,seed=\d+)?", spec)
+            if m is None:
+                raise UsageError(f"malformed clip spec {spec!r}; expected synthetic:NAME[@WxH][,seed=S] (codecfleet clips)")
+            if m.group(1) not in SYNTHETIC_NAMES:
+                raise UsageError(f"unknown synthetic clip {m.group(1)!r} in {spec!r}; known: {', '.join(SYNTHETIC_NAMES)}")
+            for value in (m.group(2), m.group(3)):
+                if value is not None and (int(value) < 16 or int(value) % 2):
+                    raise UsageError(f"clip size in {spec!r} must be even and at least 16x16")
+        elif not Path(spec).is_file():
+            raise UsageError(f"clip file not found: {spec}")
+
+
+def _anchor_list(value: str) -> list[str]:
+    from evaluation.anchors import ANCHOR_CODECS
+
+    anchors = [a.strip() for a in (value or "").split(",") if a.strip()]
+    unknown = [a for a in anchors if a not in ANCHOR_CODECS]
+    if unknown:
+        raise UsageError(f"unknown anchor {unknown[0]!r}; known: {', '.join(ANCHOR_CODECS)}")
+    return anchors
+
+
+def cmd_clips(args: argparse.Namespace) -> int:
+    """The synthetic clips and the clip spec syntax."""
+    from rich.table import Table
+
+    from evaluation.video import SYNTHETIC_NAMES
+
+    console = _console()
+    table = Table(title="synthetic clips (generated in code; no input file needed)")
+    table.add_column("spec")
+    table.add_column("content")
+    for name in SYNTHETIC_NAMES:
+        table.add_row(f"synthetic:{name}", SYNTHETIC_DESCRIPTIONS.get(name, "-"))
+    console.print(table)
+    console.print(
+        "options: synthetic:NAME[@WxH][,seed=S]\n"
+        "  @WxH     frame size, even, at least 16x16 (default 352x288; codecfleet run uses synthetic:mix@176x144)\n"
+        "  ,seed=S  the generator's seed; without it a secret seed is drawn, so no candidate can regenerate the clip\n"
+        "  frames   --frames N (default: evaluate/submit 8, run 4); 30 fps\n"
+        "a file: any video PyAV can decode (--frames N: the first N, --start-frame K: from frame K); frames are never rescaled",
+        markup=False,
     )
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.set_defaults(func=cmd_evaluate)
+    return 0
 
-    me = sub.add_parser("metrics", help="PSNR, SSIM and MS-SSIM of a distorted video against a reference")
-    me.add_argument("reference")
-    me.add_argument("distorted")
-    me.add_argument("--frames", type=int, default=None, help="compare the first N frames")
-    me.add_argument("--device", default=None)
-    me.add_argument("--json", action="store_true")
-    me.set_defaults(func=cmd_metrics)
 
-    sa = sub.add_parser("sanitize", help="run the sanitizer on a candidate file or an LLM reply")
-    sa.add_argument("file")
-    sa.add_argument("--json", action="store_true")
-    sa.set_defaults(func=cmd_sanitize)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codecfleet",
+        description=__import__("textwrap").fill(
+            "Measure LLM-written video codecs honestly: encode a clip with a candidate at several rate points, "
+            "decode the bytes read back from disk in a separate sandbox, score against the source and classic "
+            "anchors.", 100),
+        epilog=EXAMPLES,
+        formatter_class=_Formatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    su = sub.add_parser("submit", help="submit an experiment (fleet: enqueue and return; no broker: run here)")
-    su.add_argument("candidate", help="candidate .py file, or reference:NAME")
-    _add_clip_args(su)
-    su.add_argument("--rate-points", type=int, default=4, help="number of quality settings (default 4)")
-    su.add_argument("--anchors", default="", help="comma-separated classic anchors: x264,x265,svtav1 (default none)")
-    su.add_argument("--campaign", default=None, help="campaign name (created if new)")
-    su.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE)")
-    su.add_argument("--wait", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
-                    help="wait until it ends (optionally at most SECONDS)")
-    su.add_argument("--json", action="store_true", help="print the result (or the id) as JSON")
-    su.set_defaults(func=cmd_submit)
+    def add(name: str, help: str, **kw) -> argparse.ArgumentParser:
+        import textwrap
 
-    st = sub.add_parser("status", help="one experiment's status and result, or the recent experiments")
-    st.add_argument("experiment", type=int, nargs="?", default=None)
-    st.add_argument("--limit", type=int, default=20)
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_status)
+        description = textwrap.fill(kw.pop("description", help[:1].upper() + help[1:] + "."), 100)
+        return sub.add_parser(name, help=help, description=description, formatter_class=_Formatter, **kw)
 
-    ca = sub.add_parser("cancel", help="cancel an experiment, or every unfinished one of a campaign")
-    ca.add_argument("experiment", type=int, nargs="?", default=None)
-    ca.add_argument("--campaign", default=None)
-    ca.set_defaults(func=cmd_cancel)
-
-    wo = sub.add_parser("worker", help="start a Celery worker (task events on) for some queues")
-    wo.add_argument("--queues", required=True, help="comma-separated: llm, cpu, gpu (the private queue is added)")
-    wo.add_argument("--name", default=None, help="node name, e.g. gpu0@%%h (default: QUEUES@%%h)")
-    wo.add_argument("--concurrency", type=int, default=1, help="pool processes (gpu: 1)")
-    wo.add_argument("--max-tasks-per-child", type=int, default=20)
-    wo.add_argument("--loglevel", default="INFO")
-    wo.add_argument("--beat", action="store_true", help="also run the beat scheduler (the reaper); one per fleet")
-    wo.add_argument("--print", action="store_true", help="print the celery command line instead of running it")
-    wo.set_defaults(func=cmd_worker)
-
-    ru = sub.add_parser("run", help="run (or resume) a campaign: generate, measure, learn")
-    ru.add_argument("--clip", default="synthetic:mix@176x144", help="clip spec(s), comma-separated")
-    ru.add_argument("--frames", type=int, default=4)
-    ru.add_argument("--population", type=int, default=6)
-    ru.add_argument("--generations", type=int, default=5)
-    ru.add_argument("--seed", type=int, default=0, help="seed of parent selection and the offline generator")
+    ru = add("run", "run (or resume) a campaign: generate candidates, measure them, feed the results back, repeat",
+             description="Run (or resume, by --name) a campaign: generation 0 measures the seed codecs, then each "
+             "generation writes --population candidates from the best so far and measures them. Fitness is the "
+             "BD-rate against the anchor on PSNR-Y. The Python API codecfleet.campaign() has the same defaults "
+             "except frames (3 there, 4 here).",
+             epilog="example: codecfleet run --generations 2 --population 4 --name quick")
+    ru.add_argument("--clip", default="synthetic:mix@176x144",
+                    help=f"clip spec(s), comma-separated; {CLIP_SPEC_HELP} (default: synthetic:mix@176x144)")
+    ru.add_argument("--frames", type=int, default=4, metavar="N", help="frames of each clip (default: 4)")
+    ru.add_argument("--population", type=int, default=6, metavar="N", help="candidates per generation (default: 6)")
+    ru.add_argument("--generations", type=int, default=5, metavar="N", help="generations after the seeds' generation 0 (default: 5)")
+    ru.add_argument("--seed", type=int, default=0, metavar="S", help="seed of parent selection and the offline generator (default: 0)")
     ru.add_argument("--clip-seed", type=int, default=None,
-                    help="seed of the synthetic clips (default: a secret one drawn when the campaign starts, "
+                    metavar="S", help="seed of the synthetic clips (default: a secret one drawn when the campaign starts, "
                          "stored with it and reused on resume)")
-    ru.add_argument("--seeds", default="intra_dct,inter_mc", help="reference candidates of generation 0")
-    ru.add_argument("--name", default=None, help="campaign name (rerun with the same name to resume)")
+    ru.add_argument("--seeds", default="intra_dct,inter_mc",
+                    metavar="NAMES", help="reference codecs measured as generation 0, comma-separated (default: intra_dct,inter_mc)")
+    ru.add_argument("--name", default=None,
+                    help="campaign name; rerun with the same name to resume (default: run-seed{SEED}-p{POPULATION})")
     ru.add_argument("--generator", default=None,
-                    help="offline, replay:CAMPAIGN (default: from CODECFLEET_LLM_*, offline when unset)")
-    ru.add_argument("--rate-points", type=int, default=4)
-    ru.add_argument("--anchor", default="x264")
-    ru.add_argument("--budget-candidates", type=int, default=None)
-    ru.add_argument("--budget-gpu-seconds", type=float, default=None)
-    ru.add_argument("--budget-tokens", type=int, default=None)
-    ru.add_argument("--budget-usd", type=float, default=None)
+                    help="offline or replay:CAMPAIGN (default: the LLM of CODECFLEET_LLM_*, offline when unset)")
+    ru.add_argument("--rate-points", type=int, default=4, metavar="K", help="qualities per candidate, at least 4 (default: 4)")
+    ru.add_argument("--anchors", default="x264", metavar="ANCHOR",
+                    help="the anchor fitness is measured against: x264, x265 or svtav1 (default: x264)")
+    ru.add_argument("--anchor", dest="anchors", help=argparse.SUPPRESS)  # the old spelling
+    ru.add_argument("--budget-candidates", type=int, default=None,
+                    metavar="N", help="stop after this many generated candidates (default: no limit)")
+    ru.add_argument("--budget-gpu-seconds", type=float, default=None,
+                    metavar="S", help="stop after this much encode + decode time (default: no limit)")
+    ru.add_argument("--budget-tokens", type=int, default=None, metavar="T", help="stop after this many LLM tokens (default: no limit)")
+    ru.add_argument("--budget-usd", type=float, default=None, metavar="X", help="stop after this much LLM cost in USD (default: no limit)")
     ru.set_defaults(func=cmd_run)
 
     from codecfleet.report import add_report_parser
 
     add_report_parser(sub)
 
-    dbp = sub.add_parser("db", help="database administration")
-    dbsub = dbp.add_subparsers(dest="db_command", required=True)
-    up = dbsub.add_parser("upgrade", help="apply migrations to CODECFLEET_DATABASE_URL")
+    ev = add("evaluate", "measure one candidate codec on a clip, here, now",
+             epilog="example: codecfleet evaluate my_codec.py --clip synthetic:mix@176x144 --frames 4")
+    ev.add_argument("candidate", help="candidate .py file, or reference:NAME (intra_dct, inter_mc, torch_dct, overfit_nn)")
+    _add_clip_args(ev)
+    ev.add_argument("--rate-points", type=int, default=4, help="number of qualities, spread over 0.1..0.9 (default: 4)")
+    ev.add_argument("--anchors", default="x264", help="comma-separated classic anchors: x264,x265,svtav1; '' for none (default: x264)")
+    ev.add_argument("--anchor", dest="anchors", help=argparse.SUPPRESS)
+    ev.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE, else auto)")
+    ev.add_argument("--metric", default="psnr_y", choices=("psnr_y", "psnr_yuv", "ssim_y", "ms_ssim"),
+                    help="quality axis of the BD figures (default: psnr_y)")
+    ev.add_argument("--min-overlap", type=float, default=0.75,
+                    help="below this overlap of the quality ranges a BD figure is not given (default: 0.75)")
+    ev.add_argument("--determinism", default="one", choices=("every", "one", "off"),
+                    help="decode every / one sampled rate point a second time in a fresh sandbox (default: one)")
+    ev.add_argument("--runner", default="sandbox", choices=("sandbox", "in-process"),
+                    help="sandbox, or in-process: no isolation, for trusted code only (default: sandbox)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    ev.set_defaults(func=cmd_evaluate)
+
+    su = add("submit", "submit an experiment (fleet: enqueue and return; no broker: run here)")
+    su.add_argument("candidate", help="candidate .py file, or reference:NAME")
+    _add_clip_args(su)
+    su.add_argument("--rate-points", type=int, default=4, help="number of qualities (default: 4)")
+    su.add_argument("--anchors", default="",
+                    help="comma-separated classic anchors: x264,x265,svtav1 (default: none, unlike evaluate: "
+                         "a fleet measures anchors only when asked)")
+    su.add_argument("--anchor", dest="anchors", help=argparse.SUPPRESS)
+    su.add_argument("--campaign", default=None, help="campaign name, created if new (default: none)")
+    su.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE, else auto)")
+    su.add_argument("--wait", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
+                    help="wait until it ends, at most SECONDS if given (default: return at once with a fleet)")
+    su.add_argument("--json", action="store_true", help="print the result (or the id) as JSON")
+    su.set_defaults(func=cmd_submit)
+
+    st = add("status", "one experiment's status and result, or the recent experiments")
+    st.add_argument("experiment", type=int, nargs="?", default=None, help="experiment id (default: list the recent ones)")
+    st.add_argument("--limit", type=int, default=20, help="how many recent experiments to list (default: 20)")
+    st.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    st.set_defaults(func=cmd_status)
+
+    ca = add("cancel", "cancel an experiment, or every unfinished one of a campaign")
+    ca.add_argument("experiment", type=int, nargs="?", default=None, help="experiment id (or give --campaign)")
+    ca.add_argument("--campaign", default=None, help="cancel every unfinished experiment of this campaign (default: none)")
+    ca.set_defaults(func=cmd_cancel)
+
+    cl = add("clips", "list the synthetic clips and the clip spec syntax")
+    cl.set_defaults(func=cmd_clips)
+
+    me = add("metrics", "PSNR, SSIM and MS-SSIM of a distorted video against a reference")
+    me.add_argument("reference", help="the reference video file")
+    me.add_argument("distorted", help="the distorted video file, same size and frame count")
+    me.add_argument("--frames", type=int, default=None, help="compare the first N frames (default: all)")
+    me.add_argument("--device", default=None, help="cpu, cuda or auto (default: CODECFLEET_DEVICE, else auto)")
+    me.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    me.set_defaults(func=cmd_metrics)
+
+    sa = add("sanitize", "run the sanitizer on a candidate file or an LLM reply")
+    sa.add_argument("file", help="a .py file or the text of an LLM reply (fenced code is extracted)")
+    sa.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sa.set_defaults(func=cmd_sanitize)
+
+    wo = add("worker", "start a Celery worker (task events on) for some queues")
+    wo.add_argument("--queues", required=True, help="comma-separated: llm, cpu, gpu (the private queue is added); required")
+    wo.add_argument("--name", default=None, help="node name, e.g. gpu0@%%h (default: QUEUES@%%h)")
+    wo.add_argument("--concurrency", type=int, default=1, help="pool processes; 1 for gpu (default: 1)")
+    wo.add_argument("--max-tasks-per-child", type=int, default=20, help="recycle a pool process after N tasks (default: 20)")
+    wo.add_argument("--loglevel", default="INFO", help="Celery log level (default: INFO)")
+    wo.add_argument("--beat", action="store_true", help="also run the beat scheduler (the reaper); one per fleet")
+    wo.add_argument("--print", action="store_true", help="print the celery command line instead of running it")
+    wo.set_defaults(func=cmd_worker)
+
+    dbp = add("db", "database administration")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    up = dbsub.add_parser("upgrade", help="apply migrations to CODECFLEET_DATABASE_URL",
+                          description="Apply the Alembic migrations.", formatter_class=_Formatter)
     up.add_argument("--url", default=None, help="database URL (default: CODECFLEET_DATABASE_URL or the SQLite file)")
-    up.add_argument("--revision", default="head")
+    up.add_argument("--revision", default="head", help="target revision (default: head)")
     up.set_defaults(func=cmd_db_upgrade)
     return parser
 
