@@ -145,7 +145,14 @@ def test_reference_candidate_gives_identical_bytes_and_frames_in_the_sandbox(nam
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_CANDIDATES))
-def test_reference_candidate_metrics_are_unchanged_by_isolation(name, runner, clip, tmp_path):
+def test_reference_candidate_metrics_are_unchanged_by_isolation(name, strict_isolation, clip, tmp_path):
+    from dataclasses import replace
+
+    from _sandbox_testlib import TEST_LIMITS
+    from sandbox.runner import SandboxRunner
+
+    # Reference codecs do real work (overfit_nn trains at encode time): not the hang tests' 2 s per call.
+    runner = SandboxRunner(replace(TEST_LIMITS, call_seconds=60.0))
     code = REFERENCE_CANDIDATES[name].read_text()
     trusted = evaluate_candidate(code, clip, [0.3, 0.7], runner=InProcessRunner(), artifact_dir=tmp_path / "in")
     isolated = evaluate_candidate(code, clip, [0.3, 0.7], runner=runner, artifact_dir=tmp_path / "sb")
