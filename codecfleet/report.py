@@ -1,19 +1,25 @@
 """``codecfleet report``: the results database as pictures and tables a researcher reads.
 
-The report is a folder: ``index.html`` plus the PNG files it shows, side by
-side, so the folder can be copied anywhere and opened offline (no scripts, no
-network, no inline base64). For each clip in scope it holds
+The report is one self-contained file, ``index.html``: every figure and crop is
+embedded as a PNG data URI, so the file can be copied anywhere and opened
+offline (no scripts, no network). It opens with the headline: best-so-far
+BD-rate per generation with every candidate as a dot coloured by its status,
+one sentence with the best result against each anchor (with the overlap of
+the quality ranges), and what was spent. Then, for each clip in scope,
 
 * a leaderboard: each candidate's best experiment ranked by its stored BD-rate
-  (PSNR-Y curve) against x264, with BD-rate against every anchor, rate and
-  quality ranges, speed and status;
-* RD curves (PSNR-Y and SSIM-Y against kbps) of the best candidates beside
-  x264, x265 and SVT-AV1;
+  (PSNR-Y curve) against x264, with BD-rate and overlap against every anchor,
+  family, rate and quality ranges, speed and status; the seeds always appear;
+* RD curves (PSNR-Y and SSIM-Y against kbps) of the best candidate of each
+  family and of the seeds, each with its own marker, beside x264, x265 and
+  SVT-AV1; held-out clips of a campaign are marked as such;
 * side-by-side crops of the source, the best candidate and x264 at a similar
   rate, each re-made from its artifact (see :func:`make_crops`);
 * the lineage of the best candidate, with the diff and the numbers of each step;
 
-and, over the whole scope, the failures by status and stage with example
+and, over the whole scope, a per-model table when several models wrote
+candidates, deduplication (``duplicate_output`` and reused results: work not
+repeated, not failures), the failures by status and stage with example
 reasons, and the provenance of every number shown.
 
 Every number is read from the database (measurements, scores, anchor results)
@@ -25,11 +31,14 @@ with the reason. The report never writes to the database.
 from __future__ import annotations
 
 import argparse
+import base64
 import difflib
+import io
 import html
 import math
 import sys
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +55,7 @@ __all__ = [
     "PRIMARY_ANCHOR",
     "AnchorCurve",
     "ClipSection",
+    "Headline",
     "CropPanel",
     "Crops",
     "LineageStep",
@@ -89,15 +99,16 @@ class ReportError(ValueError):
 class ReportOptions:
     """What to put in the report and where the slow parts may run.
 
-    ``top``: leaderboard rows per clip. ``curves``: candidates drawn on the RD
-    figures. ``crops``: re-decode the best candidate for the side-by-side
+    ``top``: leaderboard rows per clip (the seeds are added when they fall below).
+    ``curves``: families whose best candidate is drawn on the RD figures (the
+    seeds are drawn in any case). ``crops``: re-decode the best candidate for the side-by-side
     crops (in the sandbox, ``sandbox_mode``). ``compute_anchors``: measure
     anchor curves a clip has none of in the database (cached under
     ``anchor_cache_dir``). ``device``: where metrics run ("cpu" or "cuda").
     """
 
     top: int = 20
-    curves: int = 3
+    curves: int = 6  # families drawn on the RD figures (their best candidate each), seeds always
     crops: bool = True
     compute_anchors: bool = True
     anchor_cache_dir: Path | None = None
@@ -145,6 +156,10 @@ class RankedExperiment:
     points: tuple[rq.PointRow, ...]
     #: BD_METRIC scores by anchor codec.
     scores: dict[str, rq.ScoreRow]
+    #: The seed codec its first-parent line starts from (or "own line" when none).
+    family: str | None = None
+    #: A seed: a reference codec the search started from (drawn and tabulated always).
+    seed: bool = False
 
     @property
     def primary_bd_rate(self) -> float | None:
@@ -159,7 +174,7 @@ class RankedExperiment:
 @dataclass(frozen=True)
 class CropPanel:
     title: str
-    file: str  # PNG file name, beside index.html
+    file: str  # the PNG as a data URI (embedded in index.html)
     caption: str
 
 
@@ -192,6 +207,41 @@ class ClipSection:
     crops_note: str | None = None
     lineage: list[LineageStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: A campaign's held-out clip: never used for fitness, parents or prompts.
+    held_out: bool = False
+
+
+@dataclass(frozen=True)
+class HeadlineDot:
+    candidate_id: int
+    generation: int
+    bd_rate: float | None  # mean over the training clips vs PRIMARY_ANCHOR; None: no figure
+    status: str  # succeeded, reused, duplicate_output, failed, rejected, ...
+    family: str | None
+
+
+@dataclass
+class Headline:
+    """The campaign at a glance: best-so-far per generation, every candidate, the best result, the cost."""
+
+    dots: list[HeadlineDot]
+    #: (generation, best in generation or None, best so far or None)
+    generations: list[tuple[int, float | None, float | None]]
+    generation_basis: str  # how generations were counted
+    sentence: str
+    spent: str
+    held_out: str | None = None
+    figure: str | None = None  # PNG data URI
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    generator: str
+    model: str | None
+    candidates: int
+    succeeded: int
+    best: float | None
+    median: float | None
 
 
 @dataclass
@@ -207,6 +257,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
     #: The probe over the experiments in scope: outcomes, GPU-seconds spent and saved.
     probe: dict = field(default_factory=dict)
+    headline: Headline | None = None
+    #: Per (generator, model) over the candidates in scope; shown when several models wrote candidates.
+    models: list[ModelRow] = field(default_factory=list)
+    #: duplicate_output experiments and reused results: work saved, not failures.
+    dedup: dict = field(default_factory=dict)
 
     @property
     def html_path(self) -> Path:
@@ -260,7 +315,7 @@ def _best_per_candidate(rows: Sequence[RankedExperiment]) -> list[RankedExperime
     for r in ordered:
         if r.primary_bd_rate is not None:
             rank += 1
-            out.append(RankedExperiment(rank, r.experiment, r.candidate, r.points, r.scores))
+            out.append(dataclasses.replace(r, rank=rank))
         else:
             out.append(r)
     return out
@@ -333,6 +388,247 @@ def _scope(session, campaign: str | None, experiment_id: int | None) -> tuple[st
     if experiment_id is not None:
         return f"experiment #{experiment_id}", None
     return "all experiments", None
+
+
+# --- families, seeds, generations: the campaign's headline -------------------------
+
+SEED_PREFIX = "seed:"
+
+
+def _reference_hashes() -> dict[str, str]:
+    """Normalised-AST hash -> reference codec name, to recognise a seed stored without its name."""
+    from evaluation.reference import REFERENCE_CANDIDATES, reference_code
+    from sandbox.sanitize import sanitize
+
+    out = {}
+    for name in REFERENCE_CANDIDATES:
+        verdict = sanitize(reference_code(name))
+        if verdict.ok and verdict.ast_hash:
+            out[verdict.ast_hash] = name
+    return out
+
+
+def _with_ancestors(session, ids: Sequence[int]) -> dict[int, rq.CandidateInfo]:
+    """``ids`` and every first-parent ancestor of them."""
+    known: dict[int, rq.CandidateInfo] = {}
+    frontier = {i for i in ids if i is not None}
+    for _ in range(200):
+        if not frontier:
+            break
+        got = rq.candidates_by_id(session, sorted(frontier))
+        known.update(got)
+        frontier = {c.parent_ids[0] for c in got.values() if c.parent_ids and c.parent_ids[0] not in known}
+    return known
+
+
+def _seed_name(c: rq.CandidateInfo, ref_hashes: dict[str, str]) -> str | None:
+    if c.generator.startswith(SEED_PREFIX):
+        return c.generator[len(SEED_PREFIX):]
+    if not c.parent_ids and c.ast_hash in ref_hashes:
+        return ref_hashes[c.ast_hash]
+    return None
+
+
+def _lineage_facts(cands: dict[int, rq.CandidateInfo]) -> dict[int, tuple[str, bool, int]]:
+    """Candidate id -> (family, is a seed, steps from its root along first parents)."""
+    refs = _reference_hashes()
+    out: dict[int, tuple[str, bool, int]] = {}
+    for cid in cands:
+        chain, cur = [], cands.get(cid)
+        while cur is not None and len(chain) < 200:
+            chain.append(cur)
+            cur = cands.get(cur.parent_ids[0]) if cur.parent_ids else None
+        root = chain[-1]
+        seed = _seed_name(root, refs)
+        family = seed or f"own line (root {root.id})"
+        out[cid] = (family, _seed_name(cands[cid], refs) is not None, len(chain) - 1)
+    return out
+
+
+def _campaign_params(session, campaign_id: int | None) -> dict:
+    import json
+
+    from db.models import Campaign
+
+    if campaign_id is None:
+        return {}
+    row = session.get(Campaign, campaign_id)
+    try:
+        return json.loads(row.description) if row is not None and row.description else {}
+    except ValueError:
+        return {}
+
+
+def _normal_spec(spec: str) -> str:
+    from evaluation.video import public_source
+
+    spec = public_source(spec)
+    if spec.startswith("synthetic:") and "@" not in spec:
+        spec += "@352x288"
+    return spec
+
+
+def _candidate_status(exps: Sequence[rq.ExperimentInfo]) -> str:
+    done = [e for e in exps if e.status is ExperimentStatus.SUCCEEDED]
+    if done:
+        return "reused" if all(e.reused_from_id is not None for e in done) else "succeeded"
+    return max(exps, key=lambda e: e.id).status.value
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _bd_phrase(codec: str, value: float, overlap: float | None) -> str:
+    more = "more" if value >= 0 else "fewer"
+    ov = "" if overlap is None else f", overlap {overlap:.0%}"
+    return f"{abs(value):.1f} % {more} bits than {codec} (BD-rate {value:+.1f} %{ov})"
+
+
+def _headline(session, experiments, rows, infos, facts, params, training, held_shas) -> Headline:
+    """The headline over all experiments in scope (see :class:`Headline`)."""
+    import sqlalchemy as sa
+
+    from db.models import Candidate
+
+    population = params.get("population")
+    generated = sorted(cid for cid in {e.candidate_id for e in experiments if e.candidate_id is not None}
+                       if not facts.get(cid, ("", False, 0))[1])
+    if population:
+        gen_of = {cid: 1 + i // int(population) for i, cid in enumerate(generated)}
+        basis = f"generation: seeds are 0, then {population} candidates per generation in creation order"
+    else:
+        gen_of = {cid: facts[cid][2] for cid in generated if cid in facts}
+        basis = "generation: steps from the root along first parents (no campaign population stored)"
+    by_cand: dict[int, list[rq.ExperimentInfo]] = {}
+    for e in experiments:
+        if e.candidate_id is not None and e.clip.sha256 not in held_shas:
+            by_cand.setdefault(e.candidate_id, []).append(e)
+    bd_by: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r.experiment.clip.sha256 in held_shas or r.primary_bd_rate is None:
+            continue
+        cur = bd_by.setdefault(r.experiment.candidate_id, {})
+        sha = r.experiment.clip.sha256
+        cur[sha] = min(cur.get(sha, math.inf), r.primary_bd_rate)
+    dots = []
+    for cid, exps in sorted(by_cand.items()):
+        per_clip = bd_by.get(cid, {})
+        bd = sum(per_clip.values()) / len(per_clip) if per_clip and len(per_clip) == len(training) else None
+        family, seed, _depth = facts.get(cid, (None, False, 0))
+        dots.append(HeadlineDot(cid, 0 if seed else gen_of.get(cid, 0), bd, _candidate_status(exps), family))
+    gens = []
+    best_so_far = None
+    for g in sorted({d.generation for d in dots}):
+        here = [d.bd_rate for d in dots if d.generation == g and d.bd_rate is not None]
+        best_here = min(here) if here else None
+        if best_here is not None and (best_so_far is None or best_here < best_so_far):
+            best_so_far = best_here
+        gens.append((g, best_here, best_so_far))
+
+    scored = [d for d in dots if d.bd_rate is not None]
+    if scored:
+        best = min(scored, key=lambda d: (d.bd_rate, d.candidate_id))
+        mine = [r for r in rows if r.experiment.candidate_id == best.candidate_id
+                and r.experiment.clip.sha256 not in held_shas]
+        phrases = []
+        for codec in ANCHOR_ORDER:
+            got = [r.scores[codec] for r in mine if codec in r.scores and r.scores[codec].bd_rate is not None]
+            if len(got) == len(training) and got:
+                value = sum(s.bd_rate for s in got) / len(got)
+                overlaps = [s.overlap for s in got if s.overlap is not None]
+                phrases.append(_bd_phrase(codec, value, min(overlaps) if overlaps else None))
+            else:
+                why = next((r.scores[codec].reason for r in mine if codec in r.scores and r.scores[codec].reason), None)
+                phrases.append(f"no BD-rate against {codec} ({why or 'not measured'})")
+        where = "the training clip" if len(training) == 1 else f"the mean over {len(training)} training clips"
+        sentence = (
+            f"Best: candidate {best.candidate_id} (family {best.family}, generation {best.generation}) needs "
+            f"{phrases[0]}; against the other anchors: {'; '.join(phrases[1:])}. PSNR-Y curves, {where}."
+        )
+    else:
+        sentence = "No candidate in scope has a reliable BD-rate against x264 yet."
+
+    # Spent: candidates, wall time, encode+decode seconds, tokens, money.
+    cand_ids = sorted(by_cand)
+    n_seeds = sum(1 for cid in cand_ids if facts.get(cid, ("", False, 0))[1])
+    measured = sum(p.encode_seconds + p.decode_seconds for r in rows for p in r.points
+                   if p.source_experiment_id == r.experiment.id)
+    tokens, money = 0, 0.0
+    for i in range(0, len(cand_ids), 500):
+        for pt, ct, usd in session.execute(
+            sa.select(Candidate.prompt_tokens, Candidate.completion_tokens, Candidate.cost_usd)
+            .where(Candidate.id.in_(cand_ids[i:i + 500]))
+        ):
+            tokens += (pt or 0) + (ct or 0)
+            money += usd or 0.0
+    started = min((e.queued_at for e in experiments), default=None)
+    ended = max((e.finished_at for e in experiments if e.finished_at is not None), default=None)
+    wall = _fmt_seconds((ended - started).total_seconds()) if started and ended else "unknown"
+    spent = (
+        f"Spent: {len(cand_ids)} candidates ({len(cand_ids) - n_seeds} generated, {n_seeds} seeds) in "
+        f"{len(experiments)} experiments over {len(gens)} generations; {wall} wall clock from the first queued to "
+        f"the last finished experiment; {measured:.1f} s of encode + decode in the measurements; "
+        f"{tokens} LLM tokens, ${money:.2f}."
+    )
+    return Headline(dots, gens, basis, sentence, spent)
+
+
+def _held_out_text(rows, held_shas, infos, best_id: int | None) -> str | None:
+    """The held-out clips' numbers of the best candidates (means over those clips)."""
+    if not held_shas:
+        return None
+    per: dict[int, dict[str, float | None]] = {}
+    for r in rows:
+        if r.experiment.clip.sha256 in held_shas:
+            cur = per.setdefault(r.experiment.candidate_id, {})
+            cur[r.experiment.clip.sha256] = r.primary_bd_rate
+    if not per:
+        return f"Held-out clips ({len(held_shas)}): not measured yet (the campaign measures them after its last generation)."
+    parts = []
+    for cid, clips in sorted(per.items(), key=lambda kv: (kv[0] != best_id, kv[0]))[:6]:
+        values = [clips.get(sha) for sha in held_shas]
+        if all(v is not None for v in values):
+            parts.append(f"candidate {cid} {sum(values) / len(values):+.1f} %")
+        else:
+            parts.append(f"candidate {cid}: no reliable figure on every held-out clip")
+    return (f"Held-out clips ({len(held_shas)}, never used for fitness, parents or prompts), mean BD-rate vs "
+            f"{PRIMARY_ANCHOR}: " + "; ".join(parts) + ".")
+
+
+def _model_rows(rows, experiments, infos, facts) -> list[ModelRow]:
+    best_by: dict[int, float] = {}
+    for r in rows:
+        if r.primary_bd_rate is not None:
+            best_by[r.experiment.candidate_id] = min(best_by.get(r.experiment.candidate_id, math.inf), r.primary_bd_rate)
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for cid in sorted({e.candidate_id for e in experiments if e.candidate_id is not None}):
+        c = infos.get(cid)
+        if c is None or facts.get(cid, ("", False, 0))[1]:
+            continue  # seeds are not a model's work
+        groups.setdefault((c.generator, c.model), []).append(cid)
+    out = []
+    for (gen, model), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        values = sorted(best_by[i] for i in ids if i in best_by)
+        out.append(ModelRow(gen, model, len(ids), len(values), values[0] if values else None,
+                            values[len(values) // 2] if values else None))
+    return out
+
+
+def _dedup(session, experiments) -> dict:
+    dup = [e for e in experiments if e.status is ExperimentStatus.DUPLICATE_OUTPUT]
+    reused = [e for e in experiments if e.status is ExperimentStatus.SUCCEEDED and e.reused_from_id is not None]
+    return {
+        "duplicate_output": len(dup),
+        "duplicate_examples": [(e.id, e.duplicate_of_id) for e in dup[:5]],
+        "reused": len(reused),
+        "reused_examples": [(e.id, e.reused_from_id) for e in reused[:5]],
+    }
 
 
 # --- anchors --------------------------------------------------------------------
@@ -420,7 +716,7 @@ class RDSeries:
     """One curve of an RD figure: ``points`` are (kbps, PSNR-Y dB, SSIM-Y) by rising rate."""
 
     label: str
-    kind: str  # "candidate" or "anchor"
+    kind: str  # "candidate", "seed" or "anchor"
     points: tuple[tuple[float, float, float], ...]
 
 
@@ -429,7 +725,9 @@ _ANCHOR_STYLE = {
     "x265": {"color": "#7a7a7a", "linestyle": "-.", "marker": "^"},
     "svtav1": {"color": "#a0522d", "linestyle": ":", "marker": "D"},
 }
-_CANDIDATE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
+_CANDIDATE_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22")
+#: One marker per candidate or seed curve (the anchors have s, ^ and D).
+_CANDIDATE_MARKERS = ("o", "v", "P", "X", "*", "h", "<", ">", "p", "d", "H", "8")
 
 
 def rd_figure(series: Sequence[RDSeries], metric: str, *, title: str = ""):
@@ -456,8 +754,14 @@ def rd_figure(series: Sequence[RDSeries], metric: str, *, title: str = ""):
             ax.plot(xs, ys, label=s.label, linewidth=1.4, markersize=4, **style)
         else:
             color = _CANDIDATE_COLORS[n_candidates % len(_CANDIDATE_COLORS)]
+            marker = _CANDIDATE_MARKERS[n_candidates % len(_CANDIDATE_MARKERS)]
             n_candidates += 1
-            ax.plot(xs, ys, label=s.label, color=color, linestyle="-", marker="o", linewidth=2.0, markersize=5)
+            if s.kind == "seed":  # a baseline: thin, hollow markers
+                ax.plot(xs, ys, label=s.label, color=color, linestyle=(0, (5, 2)), marker=marker, linewidth=1.3,
+                        markersize=7, markerfacecolor="white")
+            else:
+                ax.plot(xs, ys, label=s.label, color=color, linestyle="-", marker=marker, linewidth=2.0, markersize=7,
+                        alpha=0.9)
     ax.set_xscale("log")
     ax.set_xlabel(RATE_LABEL)
     ax.set_ylabel(RD_METRICS[metric])
@@ -469,13 +773,30 @@ def rd_figure(series: Sequence[RDSeries], metric: str, *, title: str = ""):
 
 
 def rd_series(section: ClipSection, n_curves: int) -> list[RDSeries]:
-    """The curves of a clip's RD figures: its ``n_curves`` best candidates, then each anchor with points."""
+    """The curves of a clip's RD figures: the best candidate of each of the ``n_curves``
+    best families (a family's best that is its seed is drawn once, as the seed), then
+    every seed as a baseline, then each anchor with points."""
     out = []
-    for r in [r for r in section.ranked if r.points][:n_curves]:
+    with_points = [r for r in section.ranked if r.points]
+    seeds = [r for r in with_points if r.seed]
+    families: dict[str, RankedExperiment] = {}
+    for r in with_points:
+        families.setdefault(r.family or f"candidate {r.experiment.candidate_id}", r)
+    for family, r in list(families.items())[:n_curves]:
+        if r.seed:
+            continue
         out.append(
             RDSeries(
-                label=f"cand {r.experiment.candidate_id} (exp {r.experiment.id})",
+                label=f"cand {r.experiment.candidate_id}, best of {family}",
                 kind="candidate",
+                points=tuple((p.kbps, p.psnr_y, p.ssim_y) for p in r.points),
+            )
+        )
+    for r in seeds:
+        out.append(
+            RDSeries(
+                label=f"seed {r.family} (cand {r.experiment.candidate_id})",
+                kind="seed",
                 points=tuple((p.kbps, p.psnr_y, p.ssim_y) for p in r.points),
             )
         )
@@ -486,8 +807,80 @@ def rd_series(section: ClipSection, n_curves: int) -> list[RDSeries]:
     return out
 
 
-def _save_figure(fig, path: Path) -> None:
-    fig.savefig(path, format="png")
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure_data_uri(fig) -> str:
+    """A matplotlib figure as a PNG data URI (embedded in the page: one self-contained file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return _png_uri(buf.getvalue())
+
+
+def data_uri_bytes(uri: str) -> bytes:
+    """The bytes of a ``data:...;base64,`` URI (for tests and tools reading the page)."""
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+#: Colours of the headline's dots by candidate status.
+STATUS_COLORS = {
+    "succeeded": "#1f77b4",
+    "reused": "#9e9e9e",
+    "duplicate_output": "#9e9e9e",
+    "failed": "#d62728",
+    "rejected": "#ff7f0e",
+    "timed_out": "#8c564b",
+    "cancelled": "#7f7f7f",
+}
+HEADLINE_SIZE_PX = (1100, 380)
+
+
+def headline_figure(h: Headline):
+    """Best-so-far BD-rate per generation (a step line) over every candidate as a dot coloured by status.
+
+    Candidates without a BD-rate (failed, rejected, deduplicated, unreliable) sit in a band above the
+    highest figure, labelled so, at their generation.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(HEADLINE_SIZE_PX[0] / 100, HEADLINE_SIZE_PX[1] / 100), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    values = [d.bd_rate for d in h.dots if d.bd_rate is not None]
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    span = max(hi - lo, 1.0)
+    band = hi + 0.25 * span
+    slot: dict[int, int] = {}
+    by_status: dict[str, list[tuple[float, float]]] = {}
+    for d in sorted(h.dots, key=lambda d: d.candidate_id):
+        k = slot.get(d.generation, 0)
+        slot[d.generation] = k + 1
+        x = d.generation + (((k % 9) - 4) * 0.04)
+        status = d.status if d.bd_rate is not None or d.status != "succeeded" else "succeeded (no reliable BD-rate)"
+        by_status.setdefault(status, []).append((x, d.bd_rate if d.bd_rate is not None else band))
+    for status, pts in sorted(by_status.items()):
+        color = STATUS_COLORS.get(status, "#bcbd22")
+        label = {"reused": "reused (deduplicated)", "duplicate_output": "duplicate_output (deduplicated)"}.get(status, status)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=36, color=color, alpha=0.8, label=f"{label} ({len(pts)})",
+                   edgecolors="white", linewidths=0.5, zorder=3)
+    gens = [g for g in h.generations if g[2] is not None]
+    if gens:
+        xs = [g[0] for g in gens]
+        ax.step(xs, [g[2] for g in gens], where="post", color="black", linewidth=2.2, label="best so far", zorder=4)
+        for x, _here, best in gens:
+            ax.annotate(f"{best:+.1f} %", (x, best), textcoords="offset points", xytext=(0, -13), ha="center",
+                        fontsize=8, zorder=5)
+    if len(values) < len(h.dots):
+        ax.axhline(band - 0.1 * span, color="#cccccc", linewidth=0.8)
+        ax.text(ax.get_xlim()[0] if h.dots else 0, band, " no BD-rate", va="center", fontsize=8, color="#666666")
+    ax.set_xticks(sorted({d.generation for d in h.dots}) or [0])
+    ax.set_xlabel("generation")
+    ax.set_ylabel(f"BD-rate vs {PRIMARY_ANCHOR} (%, lower is better)")
+    ax.set_title("Best-so-far BD-rate per generation; every candidate a dot coloured by status")
+    ax.grid(True, alpha=0.3)
+    if h.dots:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig
 
 
 # --- crops --------------------------------------------------------------------
@@ -503,7 +896,7 @@ def x264_decoded_frames(clip: Any, crf: int) -> tuple[np.ndarray, int]:
     from evaluation import anchors as anchors_mod
 
     packets, _ = anchors_mod._encode(clip, "x264", int(crf))
-    frames, _ = anchors_mod._decode(packets, "x264", int(crf), clip.n_frames)
+    frames = anchors_mod._decode(packets, "x264", int(crf), clip.n_frames)[0]
     return frames, sum(len(p) for p in packets)
 
 
@@ -536,10 +929,12 @@ def _frame_psnr_y(reference: np.ndarray, decoded: np.ndarray, device: str) -> fl
     return float(metrics.score_frames(reference[None], decoded[None], device=device, ms_ssim=False).psnr_y[0])
 
 
-def _save_crop(path: Path, image: np.ndarray, zoom: int) -> None:
+def _crop_uri(image: np.ndarray, zoom: int) -> str:
     from matplotlib.image import imsave
 
-    imsave(path, np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1))
+    buf = io.BytesIO()
+    imsave(buf, np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1), format="png")
+    return _png_uri(buf.getvalue())
 
 
 def make_crops(
@@ -607,8 +1002,10 @@ def make_crops(
         "fps": float(clip.fps),
         "device": device,
     }
-    if best.experiment.config.get("device") not in (None, device):
-        notes.append(f"measured on {best.experiment.config.get('device')}, re-decoded on {device} for the crop")
+    # The device the experiment ran on (provenance's label), not the "auto" it may have asked for.
+    measured_on = best.experiment.device or best.experiment.config.get("device")
+    if measured_on not in (None, "auto", device):
+        notes.append(f"measured on {measured_on}, re-decoded on {device} for the crop")
     try:
         runner = SandboxRunner(Limits(), device=device, mode=sandbox_mode)
         decoded = runner.decode(best.candidate.code, payloads, config, clip.n_frames).frames
@@ -656,9 +1053,7 @@ def make_crops(
             f"this frame {_frame_psnr_y(clip.frames[index], x264_frames[index], device):.2f} dB",
         ),
     ):
-        file = f"{prefix}_crop_{name}.png"
-        _save_crop(out_dir / file, np.ascontiguousarray(frame[window]), CROP_ZOOM)
-        panels.append(CropPanel(title, file, caption))
+        panels.append(CropPanel(title, _crop_uri(np.ascontiguousarray(frame[window]), CROP_ZOOM), caption))
     return Crops(index, (left, top, cw, ch), CROP_ZOOM, tuple(panels), tuple(notes))
 
 
@@ -696,20 +1091,45 @@ def build_report(
             succeeded = [
                 e for e in experiments if e.status is ExperimentStatus.SUCCEEDED and e.candidate_id is not None
             ]
-            rows = _ranked_rows(session, succeeded)
+            infos = _with_ancestors(session, [e.candidate_id for e in experiments if e.candidate_id is not None])
+            facts = _lineage_facts(infos)
+            rows = [
+                dataclasses.replace(r, family=facts.get(r.experiment.candidate_id, (None,))[0],
+                                    seed=facts.get(r.experiment.candidate_id, (None, False))[1])
+                for r in _ranked_rows(session, succeeded)
+            ]
+            params = _campaign_params(session, campaign_id)
+            held_specs = {_normal_spec(x) for x in params.get("held_out", [])}
             clips: dict[int, rq.ClipInfo] = {}
             for e in experiments:
                 clips.setdefault(e.clip.id, e.clip)
+            held_shas = {c.sha256 for c in clips.values() if _normal_spec(c.source) in held_specs}
+            training = [c for c in clips.values() if c.sha256 not in held_shas]
             sections = []
             notes = []
-            for clip in clips.values():
+            for clip in sorted(clips.values(), key=lambda c: (c.sha256 in held_shas, c.id)):
                 ranked = _best_per_candidate([r for r in rows if r.experiment.clip.id == clip.id])
                 if not ranked:
                     notes.append(f"clip {_clip_name(clip)} ({clip.sha256[:12]}…): no succeeded experiment in scope")
                     continue
-                section = ClipSection(clip, ranked[: options.top], len(ranked), anchors=_anchor_curves(session, clip))
+                # The seeds are the baselines: they stay in the table below --top.
+                shown_rows = ranked[: options.top] + [r for r in ranked[options.top:] if r.seed]
+                section = ClipSection(clip, shown_rows, len(ranked), anchors=_anchor_curves(session, clip),
+                                      held_out=clip.sha256 in held_shas)
                 section.lineage = _lineage(session, ranked[0])
+                section.lineage = [
+                    st if st.best is None else dataclasses.replace(st, best=dataclasses.replace(
+                        st.best, family=facts.get(st.best.experiment.candidate_id, (None,))[0]))
+                    for st in section.lineage
+                ]
                 sections.append(section)
+            headline = _headline(session, experiments, rows, infos, facts, params, training, held_shas)
+            best_dot = min((d for d in headline.dots if d.bd_rate is not None),
+                           key=lambda d: (d.bd_rate, d.candidate_id), default=None)
+            headline.held_out = _held_out_text(rows, held_shas, infos, best_dot.candidate_id if best_dot else None)
+            models = _model_rows(rows, experiments, infos, facts)
+            dedup = _dedup(session, experiments)
+            failures = [g for g in failures if g.status is not ExperimentStatus.DUPLICATE_OUTPUT]
             shown = {r.experiment.id: r for s in sections for r in s.ranked}
             shown.update(
                 {st.best.experiment.id: st.best for s in sections for st in s.lineage if st.best is not None}
@@ -730,6 +1150,8 @@ def build_report(
             old.unlink()
     for section in sections:
         _finish_section(section, out_dir, options, console)
+    if headline.dots:
+        headline.figure = figure_data_uri(headline_figure(headline))
 
     failed_infos = [e for e in experiments if e.id in failed_ids]
     provenance = [(r.experiment, r.points) for r in sorted(shown.values(), key=lambda r: r.experiment.id)]
@@ -745,6 +1167,9 @@ def build_report(
         out_dir=out_dir,
         notes=notes,
         probe=probe,
+        headline=headline if headline.dots else None,
+        models=models if len(models) > 1 else [],
+        dedup=dedup,
     )
     report.html_path.write_text(render_html(report), encoding="utf-8")
     return report
@@ -800,9 +1225,7 @@ def _finish_section(section: ClipSection, out_dir: Path, options: ReportOptions,
     series = rd_series(section, options.curves)
     for metric in RD_METRICS:
         fig = rd_figure(series, metric, title=f"{RD_METRICS[metric]} against rate, {_clip_name(section.clip)}")
-        file = f"{prefix}_rd_{metric}.png"
-        _save_figure(fig, out_dir / file)
-        section.figures[metric] = file
+        section.figures[metric] = figure_data_uri(fig)
     if not options.crops:
         section.crops_note = "crops were turned off (--no-crops)"
         return
@@ -835,13 +1258,20 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
 h3 { margin-top: 1.6rem; }
 .meta { color: #555; font-size: .9rem; }
-table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .86rem; }
-th, td { border: 1px solid #d6d6d6; padding: .25rem .5rem; text-align: right; vertical-align: top; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .84rem; max-width: 100%; }
+th, td { border: 1px solid #d6d6d6; padding: .25rem .45rem; text-align: right; vertical-align: top;
+         overflow-wrap: normal; }
+td.w { overflow-wrap: anywhere; }
+td.nw, th.nw { white-space: nowrap; overflow-wrap: normal; }
+.headline { background: #f6f8fa; border: 1px solid #d0d7de; padding: .6rem 1rem; margin: .6rem 0 1rem; }
+.headline img { max-width: 100%; height: auto; display: block; }
+.headline p { margin: .4rem 0; } .headline .best { font-size: 1.05rem; }
+.held { background: #eef3ff; border: 1px solid #b6c8f0; padding: .1rem .4rem; font-size: .8rem; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 tr.best td { background: #eef7ee; }
 .nm { color: #9a6700; font-style: italic; } .why { display: block; font-size: .75rem; color: #777; font-style: normal; }
 .good { color: #116329; } .bad { color: #a40e26; }
-.figs { display: flex; flex-wrap: wrap; gap: 1rem; } .figs img { max-width: 100%; border: 1px solid #e3e3e3; }
+.figs { display: flex; flex-wrap: wrap; gap: 1rem; } .figs img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
 .crops { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
 .crops figure { margin: 0; } .crops img { image-rendering: pixelated; border: 1px solid #ccc; display: block; }
 figcaption { font-size: .8rem; color: #333; max-width: 300px; }
@@ -901,7 +1331,19 @@ def _score_reason(r: RankedExperiment, codec: str) -> str:
         if codec not in r.experiment.anchors:
             return f"the experiment did not ask for {codec}"
         return f"no {BD_METRIC} score stored against {codec}"
+    if s.raw_bd_rate is not None and s.reliable is False:
+        minimum = f" < {s.min_overlap:.0%}" if s.min_overlap is not None else ""
+        overlap = "unknown" if s.overlap is None else f"{s.overlap:.0%}"
+        return f"unreliable: overlap {overlap}{minimum} (raw figure {s.raw_bd_rate:+.1f} %, not used)"
     return s.reason or "no BD-rate stored"
+
+
+def _bd_text(r: RankedExperiment, codec: str) -> str:
+    """``+57.3 % (overlap 96 %)`` or ``not given: REASON``: a figure with its overlap, or none with why."""
+    s = r.scores.get(codec)
+    if s is None or s.bd_rate is None:
+        return f"not given: {_score_reason(r, codec)}"
+    return f"{s.bd_rate:+.1f} %" + ("" if s.overlap is None else f" (overlap {s.overlap:.0%})")
 
 
 def _bd_cell(r: RankedExperiment, codec: str) -> str:
@@ -931,29 +1373,35 @@ def _leaderboard_html(section: ClipSection) -> str:
     rows = []
     for r in section.ranked:
         pts = r.points
+        seed = ' <span class="held">seed</span>' if r.seed else ""
         rows.append(
             f'<tr{" class=best" if r is section.ranked[0] else ""}>'
             f"<td>{r.rank if r.rank is not None else '–'}</td>"
-            f"<td>{r.experiment.candidate_id}</td><td>{r.experiment.id}</td><td class=l>{_who(r.candidate)}</td>"
+            f'<td title="experiment {r.experiment.id}">{r.experiment.candidate_id}{seed}</td>'
+            f"<td class=l>{_e(r.family or '–')}</td><td class=l>{_who(r.candidate)}</td>"
             + "".join(f"<td>{_bd_cell(r, c)}</td>" for c in ANCHOR_ORDER)
-            + f"<td>{_span([p.kbps for p in pts], '.1f')}</td>"
-            f"<td>{_span([p.psnr_y for p in pts], '.2f')}</td>"
-            f"<td>{_span([p.ssim_y for p in pts], '.4f')}</td>"
-            f"<td>{_num(_mean([p.encode_fps for p in pts]), '.1f', 'no encode time stored')}</td>"
-            f"<td>{_num(_mean([p.decode_fps for p in pts]), '.1f', 'no decode time stored')}</td>"
+            + f"<td class=nw>{_span([p.kbps for p in pts], '.0f')}</td>"
+            f"<td class=nw>{_span([p.psnr_y for p in pts], '.2f')}</td>"
+            f"<td class=nw>{_span([p.ssim_y for p in pts], '.3f')}</td>"
+            f"<td class=nw>{_num(_mean([p.encode_fps for p in pts]), '.1f', 'no encode time stored')} / "
+            f"{_num(_mean([p.decode_fps for p in pts]), '.1f', 'no decode time stored')}</td>"
             f"<td class=l>{_e(_status_text(r.experiment))}</td></tr>"
         )
     more = ""
-    if section.n_candidates > len(section.ranked):
-        more = f'<p class="meta">{section.n_candidates - len(section.ranked)} more candidates not shown (--top).</p>'
+    hidden = section.n_candidates - len(section.ranked)
+    if hidden > 0:
+        more = (f'<p class="meta">{hidden} more candidate{"s" if hidden != 1 else ""} not shown (--top); '
+                "the seeds are always shown.</p>")
     return (
-        f"<table><tr><th>rank</th><th>candidate</th><th>exp</th><th class=l>generator / model</th>{head}"
-        "<th>kbps</th><th>PSNR-Y dB</th><th>SSIM-Y</th><th>enc fps</th><th>dec fps</th><th class=l>status</th></tr>"
+        f"<table><tr><th>rank</th><th>cand&shy;idate</th><th class=l>family</th><th class=l>generator / model</th>{head}"
+        "<th>kbps</th><th>PSNR-Y dB</th><th>SSIM-Y</th><th>enc / dec fps</th><th class=l>status</th></tr>"
         + "".join(rows)
         + "</table>"
         + f'<p class="meta">Ranked by BD-rate on the {BD_METRIC} curve against {PRIMARY_ANCHOR} (lower is better; '
-        "negative beats the anchor). kbps, PSNR-Y and SSIM-Y: range over the rate points; fps: mean over them. "
-        "One row per candidate: its best experiment on this clip.</p>"
+        "negative beats the anchor); each figure with the overlap of the two quality ranges it integrates over, "
+        "or none with the reason. kbps, PSNR-Y and SSIM-Y: range over the rate points; fps: mean over them. "
+        "One row per candidate: its best experiment on this clip (hover the id for the experiment). "
+        "Family: the seed codec its line of first parents starts from.</p>"
         + more
     )
 
@@ -984,7 +1432,7 @@ def _crops_html(section: ClipSection) -> str:
     c = section.crops
     x, y, w, h = c.box
     figs = "".join(
-        f'<figure><img src="{_e(p.file)}" width="{w * c.zoom}" height="{h * c.zoom}" alt="{_e(p.title)}">'
+        f'<figure><img src="{p.file}" width="{w * c.zoom}" height="{h * c.zoom}" alt="{_e(p.title)}">'
         f"<figcaption><b>{_e(p.title)}</b><br>{_e(p.caption)}</figcaption></figure>"
         for p in c.panels
     )
@@ -1033,10 +1481,7 @@ def _lineage_html(section: ClipSection) -> str:
             numbers = _nm("no succeeded experiment of this candidate on this clip")
         else:
             b = step.best
-            bds = ", ".join(
-                f"{codec} {NOT_MEASURED}" if (v := _bd_value(b, codec)) is None else f"{codec} {v:+.1f} %"
-                for codec in ANCHOR_ORDER
-            )
+            bds = ", ".join(f"vs {codec} {_bd_text(b, codec)}" for codec in ANCHOR_ORDER)
             numbers = f"exp {b.experiment.id}: BD-rate {_e(bds)}<br>{_e(_points_text(b))}"
         parts.append(
             f"<h4>candidate {c.id} <span class=meta>— {_who(c)}, {_e(parent)}, "
@@ -1054,6 +1499,50 @@ def _lineage_html(section: ClipSection) -> str:
     return "".join(parts)
 
 
+def _dedup_html(report: Report) -> str:
+    d = report.dedup or {}
+    if not d.get("duplicate_output") and not d.get("reused"):
+        return "<p>Nothing was deduplicated in scope: every experiment was measured.</p>"
+    dup = ", ".join(f"exp {a} = exp {b}" for a, b in d.get("duplicate_examples", []))
+    reuse = ", ".join(f"exp {a} from exp {b}" for a, b in d.get("reused_examples", []))
+    n_dup, n_reused = d.get("duplicate_output", 0), d.get("reused", 0)
+    return (
+        "<p>Work that was not repeated (these are not failures): "
+        f"<b>{n_dup}</b> experiment{'s' if n_dup != 1 else ''} ended <code>duplicate_output</code> (every rate point's "
+        "bytes had already been measured by the same decoder: pointed at the original, not ranked twice)"
+        + (f" — e.g. {_e(dup)}" if dup else "")
+        + f"; <b>{n_reused}</b> reused the result of identical code on the same clip and settings"
+        + (f" — e.g. {_e(reuse)}" if reuse else "")
+        + ".</p>"
+    )
+
+
+def _models_html(report: Report) -> str:
+    rows = "".join(
+        f"<tr><td class=l>{_e(m.generator)}</td><td class=l>{_e(m.model or '–')}</td><td>{m.candidates}</td>"
+        f"<td>{m.succeeded}</td><td>{_num(m.best, '+.1f', 'no BD-rate')}</td><td>{_num(m.median, '+.1f', 'no BD-rate')}</td></tr>"
+        for m in report.models
+    )
+    return (
+        "<table><tr><th class=l>generator</th><th class=l>model</th><th>candidates</th><th>with a BD-rate</th>"
+        f"<th>best BD-rate vs {PRIMARY_ANCHOR} %</th><th>median %</th></tr>" + rows + "</table>"
+        '<p class="meta">Seeds excluded; a candidate\'s figure is its best on any clip in scope.</p>'
+    )
+
+
+def _headline_html(h: Headline | None) -> str:
+    if h is None:
+        return ""
+    fig = (f'<img src="{h.figure}" width="{HEADLINE_SIZE_PX[0]}" height="{HEADLINE_SIZE_PX[1]}" '
+           'alt="best-so-far BD-rate per generation, every candidate a dot">') if h.figure else ""
+    held = f"<p>{_e(h.held_out)}</p>" if h.held_out else ""
+    return (
+        f'<div class="headline" id="headline">{fig}<p class="best"><b>{_e(h.sentence)}</b></p>{held}'
+        f"<p>{_e(h.spent)}</p><p class=\"meta\">{_e(h.generation_basis)}. Grey dots: deduplicated (reused or "
+        "duplicate_output), not failures.</p></div>"
+    )
+
+
 def _failures_html(report: Report) -> str:
     probe = f"<p>{_e(_probe_text(report.probe))}</p>" if report.probe else ""
     if not report.failures:
@@ -1065,7 +1554,7 @@ def _failures_html(report: Report) -> str:
         )
         rows.append(
             f"<tr><td class=l>{_e(g.status.value)}</td><td class=l>{_e(g.failure_stage or '–')}</td>"
-            f"<td>{g.count}</td><td class=l>{examples}</td></tr>"
+            f"<td>{g.count}</td><td class='l w'>{examples}</td></tr>"
         )
     return probe + (
         "<table><tr><th class=l>status</th><th class=l>stage</th><th>experiments</th>"
@@ -1084,12 +1573,10 @@ def _provenance_html(report: Report) -> str:
         rows.append(
             f"<tr><td>{e.id}</td><td>{e.candidate_id if e.candidate_id is not None else '–'}</td>"
             f"<td class=l>{_e(e.status.value)}</td>"
-            f"<td class=l>{_e(_versions(points, 'evaluator_version'))}</td>"
-            f"<td class=l>{_e(_versions(points, 'metrics_version'))}</td>"
-            f'<td class=l><code title="{_e(e.clip.sha256)}">{_e(e.clip.sha256[:16])}…</code><br>'
-            f"{_e(_clip_name(e.clip))}</td>"
-            f"<td class=l>{_e(e.worker_host or '–')}</td><td class=l>{_e(e.device or '–')}</td>"
-            f"<td class=l>{_e(e.isolation or '–')}</td>"
+            f"<td class='l w'>{_e(_versions(points, 'evaluator_version'))}<br>{_e(_versions(points, 'metrics_version'))}</td>"
+            f'<td class="l w">{_e(_clip_name(e.clip))}<br><code title="{_e(e.clip.sha256)}">{_e(e.clip.sha256[:12])}…</code></td>'
+            f"<td class='l w'>{_e(e.worker_host or '–')}</td><td class=l>{_e(e.device or '–')}</td>"
+            f"<td class='l w'>{_e(e.isolation or '–')}</td>"
             f"<td class=l>{_e(e.queued_at.isoformat(timespec='seconds'))}<br>"
             f"{_e(e.finished_at.isoformat(timespec='seconds') if e.finished_at else '–')}</td>"
             f"<td>{results if results != e.id else ''}</td></tr>"
@@ -1097,8 +1584,8 @@ def _provenance_html(report: Report) -> str:
     return (
         '<p class="meta">Every experiment whose numbers appear above. Versions are those recorded with its '
         "measurements; anchor provenance is in each clip's anchor table.</p>"
-        "<table><tr><th>exp</th><th>candidate</th><th class=l>status</th><th class=l>evaluator</th>"
-        "<th class=l>metrics</th><th class=l>clip sha256 / source</th><th class=l>worker</th><th class=l>device</th>"
+        "<table><tr><th>exp</th><th>candidate</th><th class=l>status</th><th class=l>evaluator / metrics version</th>"
+        "<th class=l>clip / sha256</th><th class=l>worker</th><th class=l>device</th>"
         "<th class=l>isolation</th><th class=l>queued / finished (UTC)</th><th>numbers from exp</th></tr>"
         + "".join(rows)
         + "</table>"
@@ -1110,6 +1597,7 @@ def render_html(report: Report) -> str:
     counts = ", ".join(f"{s.value} {n}" for s, n in sorted(report.status_counts.items(), key=lambda kv: kv[0].value))
     body = [
         "<h1>codecfleet report</h1>",
+        _headline_html(report.headline),
         f'<p class="meta">Scope: <b>{_e(report.scope)}</b> · database {_e(report.database)} · generated '
         f"{_e(report.generated_at.isoformat(timespec='seconds'))}</p>",
         f"<p>Experiments: {_e(counts) if counts else 'none'}.</p>",
@@ -1119,8 +1607,10 @@ def render_html(report: Report) -> str:
         body.append('<p class="note">No succeeded experiment in scope yet: nothing to rank or plot.</p>')
     for s in report.sections:
         c = s.clip
+        held = (' <span class="held">held-out: never used for fitness, parents or prompts</span>'
+                if s.held_out else "")
         body.append(
-            f'<h2 id="clip{c.id}">Clip {_e(_clip_name(c))}</h2><p class="meta">{c.width}x{c.height}, {c.n_frames} frames '
+            f'<h2 id="clip{c.id}">Clip {_e(_clip_name(c))}{held}</h2><p class="meta">{c.width}x{c.height}, {c.n_frames} frames '
             f"at {c.fps:g} fps, sha256 <code>{_e(c.sha256)}</code></p>"
         )
         body += [f'<p class="note">{_e(n, HTML_TEXT_LIMIT)}</p>' for n in s.notes]
@@ -1129,7 +1619,7 @@ def render_html(report: Report) -> str:
         body.append(
             '<div class="figs">'
             + "".join(
-                f'<img src="{_e(f)}" width="{FIGURE_SIZE_PX[0]}" height="{FIGURE_SIZE_PX[1]}" '
+                f'<img src="{f}" width="{FIGURE_SIZE_PX[0]}" height="{FIGURE_SIZE_PX[1]}" '
                 f'alt="{_e(RD_METRICS[m])} against kbps">'
                 for m, f in s.figures.items()
             )
@@ -1138,6 +1628,9 @@ def render_html(report: Report) -> str:
         body.append(_anchor_table_html(s))
         body.append("<h3>Side by side at a similar rate</h3>" + _crops_html(s))
         body.append("<h3>Lineage of the best candidate</h3>" + _lineage_html(s))
+    if report.models:
+        body.append("<h2>By model</h2>" + _models_html(report))
+    body.append("<h2>Deduplication</h2>" + _dedup_html(report))
     body.append("<h2>Failures by stage and reason</h2>" + _failures_html(report))
     body.append("<h2>Provenance</h2>" + _provenance_html(report))
     return (
@@ -1167,23 +1660,30 @@ def print_summary(report: Report, console: Any = None, *, rows: int = 10) -> Non
             console = Console(width=200, emoji=False)
     counts = ", ".join(f"{s.value} {n}" for s, n in sorted(report.status_counts.items(), key=lambda kv: kv[0].value))
     console.print(f"[bold]codecfleet report[/] — {markup(report.scope, 300)}: {counts or 'no experiments'}")
+    if report.headline is not None:
+        console.print(text(report.headline.sentence, 1000, style="bold"))
+        if report.headline.held_out:
+            console.print(text(report.headline.held_out, 1000))
+        console.print(text(report.headline.spent, 1000))
     for note in report.notes:
         console.print(text(note, 1000, style="yellow"))
     for s in report.sections:
+        held = " — held-out clip (never used for fitness)" if s.held_out else ""
         table = Table(
-            title=f"{markup(_clip_name(s.clip), 300)} ({s.clip.width}x{s.clip.height}, {s.clip.n_frames} frames)"
+            title=f"{markup(_clip_name(s.clip), 300)} ({s.clip.width}x{s.clip.height}, {s.clip.n_frames} frames){held}"
         )
-        for col in ("rank", "cand", "exp", *(f"BD {c} %" for c in ANCHOR_ORDER), "kbps", "PSNR-Y", "SSIM-Y", "status"):
+        for col in ("rank", "cand", "family", *(f"BD vs {c} % (overlap)" for c in ANCHOR_ORDER), "kbps", "PSNR-Y",
+                    "SSIM-Y", "status"):
             table.add_column(col, justify="right")
-        for r in s.ranked[:rows]:
+        for r in s.ranked[:rows] + [r for r in s.ranked[rows:] if r.seed]:
             kbps = [p.kbps for p in r.points]
             psnr = [p.psnr_y for p in r.points]
             ssim = [p.ssim_y for p in r.points]
-            bds = [_cell(_bd_value(r, c), "+.1f") for c in ANCHOR_ORDER]
+            bds = [text(_bd_text(r, c), 120) for c in ANCHOR_ORDER]
             table.add_row(
                 str(r.rank) if r.rank is not None else "-",
-                str(r.experiment.candidate_id),
-                str(r.experiment.id),
+                str(r.experiment.candidate_id) + (" seed" if r.seed else ""),
+                text(r.family or "-", 60),
                 *bds,
                 f"{min(kbps):.0f}-{max(kbps):.0f}" if kbps else NOT_MEASURED,
                 f"{min(psnr):.2f}-{max(psnr):.2f}" if psnr else NOT_MEASURED,
@@ -1206,7 +1706,11 @@ def print_summary(report: Report, console: Any = None, *, rows: int = 10) -> Non
         console.print(table)
     if report.probe:
         console.print(text(_probe_text(report.probe), 500))
-    console.print("report:", text(report.html_path.resolve(), 1000))
+    d = report.dedup or {}
+    if d.get("duplicate_output") or d.get("reused"):
+        console.print(f"deduplicated (not failures): duplicate_output {d.get('duplicate_output', 0)}, "
+                      f"reused results {d.get('reused', 0)}")
+    console.print("report (one self-contained file):", text(report.html_path.resolve(), 1000))
 
 
 # --- the command ------------------------------------------------------------------
@@ -1217,15 +1721,16 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "report",
         help="write an HTML report (leaderboard, RD curves, crops, lineage, failures, provenance)",
-        description="Write a self-contained HTML report (index.html plus PNG files in --out) and print a summary.",
+        description="Write a self-contained HTML report (--out/index.html, images embedded) and print a summary.",
     )
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--campaign", default=None, help="only this campaign (name or id)")
-    scope.add_argument("--experiment", type=int, default=None, help="only this experiment id")
+    scope.add_argument("--campaign", default=None, help="only this campaign, by name or id (default: every experiment)")
+    scope.add_argument("--experiment", type=int, default=None, help="only this experiment id (default: every experiment)")
     p.add_argument("--out", default="codecfleet-report", help="output folder (default: ./codecfleet-report)")
     p.add_argument("--db", default=None, help="database URL (default: CODECFLEET_DATABASE_URL or the SQLite file)")
     p.add_argument("--top", type=int, default=20, help="leaderboard rows per clip (default 20)")
-    p.add_argument("--curves", type=int, default=3, help="best candidates drawn on the RD curves (default 3)")
+    p.add_argument("--curves", type=int, default=6,
+                   help="families whose best candidate is drawn on the RD curves; the seeds always are (default 6)")
     p.add_argument("--no-crops", action="store_true", help="skip re-decoding the best candidate for crops")
     p.add_argument(
         "--no-compute-anchors",

@@ -149,6 +149,11 @@ class ScoreRow:
     reason: str | None
     anchor_version: str
     metrics_version: str
+    #: Whether the overlap reached ``min_overlap`` (None: no figure computed), and the
+    #: figure before that check (``bd_rate`` is None when it did not).
+    reliable: bool | None = None
+    raw_bd_rate: float | None = None
+    min_overlap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +333,8 @@ def scores_by_experiment(
             query = query.where(Score.metric == metric)
         for s in session.scalars(query):
             by_owner.setdefault(s.experiment_id, {})[(s.anchor_codec, s.metric)] = ScoreRow(
-                s.anchor_codec, s.metric, s.bd_rate, s.bd_psnr, s.overlap, s.reason, s.anchor_version, s.metrics_version
+                s.anchor_codec, s.metric, s.bd_rate, s.bd_psnr, s.overlap, s.reason, s.anchor_version, s.metrics_version,
+                s.reliable, s.raw_bd_rate, s.min_overlap,
             )
     return {eid: dict(by_owner.get(src, {})) for eid, src in owner.items()}
 
