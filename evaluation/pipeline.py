@@ -30,7 +30,7 @@ import numpy as np
 
 from evaluation import anchors as anchors_mod
 from evaluation import metrics
-from evaluation.container import open_bitstream, read_bitstream, write_bitstream
+from evaluation.container import open_bitstream, write_bitstream
 from evaluation.rd import RDError, bd_psnr, bd_rate, overlap_fraction
 from evaluation.runner import CandidateError, CandidateRunner, check_frame
 from evaluation.video import Clip
@@ -59,6 +59,97 @@ def frames_digest(frames: np.ndarray) -> tuple[str, list[str]]:
         whole.update(data)
         per_frame.append(hashlib.sha256(data).hexdigest())
     return whole.hexdigest(), per_frame
+
+
+#: Decoded frames scored together: at most this many, and at most
+#: :data:`STREAM_BATCH_BYTES` of them (16 QCIF frames, 5 frames of 1080p).
+STREAM_BATCH_FRAMES = 16
+STREAM_BATCH_BYTES = 32 << 20
+
+
+class DecodedStream:
+    """Takes decoded frames one at a time, in index order (a runner's ``on_frame``),
+    and keeps only a batch of them: each full batch is scored against the same
+    reference frames and hashed, then its buffer is reused. :meth:`finish` gives
+    the per-frame scores of the whole clip (each number as :func:`metrics.score_frames`
+    gives it for the whole clip at once: every metric is per frame, pooled after) and
+    the digests :func:`frames_digest` gives. Memory: one batch, not the clip.
+    ``keep=True`` also keeps every frame (``frames``), for callers that ask for them.
+    """
+
+    def __init__(self, reference: np.ndarray, *, device: str, score: bool = True, keep: bool = False):
+        n, h, w, _ = reference.shape
+        self.reference, self.device, self.score, self.n = reference, device, score, n
+        size = max(1, min(STREAM_BATCH_FRAMES, STREAM_BATCH_BYTES // max(1, h * w * 3), n))
+        self._batch = np.empty((size, h, w, 3), dtype=np.uint8)
+        self._filled = 0
+        self._start = 0
+        self._next = 0
+        self._whole = hashlib.sha256(f"{n}x{h}x{w}x3:uint8\n".encode())
+        self.frame_sha256: list[str] = []
+        self._parts: list = []
+        self.frames: list[np.ndarray] | None = [] if keep else None
+
+    def __call__(self, index: int, frame: np.ndarray) -> None:
+        if index != self._next:
+            raise CandidateError("verify", f"decoder output arrived as frame {index}, expected frame {self._next}")
+        self._batch[self._filled] = frame
+        data = memoryview(np.ascontiguousarray(self._batch[self._filled])).cast("B")
+        self._whole.update(data)
+        self.frame_sha256.append(hashlib.sha256(data).hexdigest())
+        if self.frames is not None:
+            self.frames.append(self._batch[self._filled].copy())
+        self._filled += 1
+        self._next += 1
+        if self._filled == len(self._batch):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._filled and self.score:
+            ref = self.reference[self._start:self._start + self._filled]
+            self._parts.append(metrics.score_frames(ref, self._batch[:self._filled], device=self.device))
+        self._start += self._filled
+        self._filled = 0
+
+    def finish(self):
+        """``(scores or None, decoded_sha256, per-frame sha256)`` once every frame arrived."""
+        self._flush()
+        if self._next != self.n:
+            raise CandidateError("verify", f"decoder returned {self._next} frames, expected {self.n}")
+        scores = metrics.concat_scores(self._parts) if self.score else None
+        return scores, self._whole.hexdigest(), self.frame_sha256
+
+
+def _takes_on_frame(decode) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(decode).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "on_frame" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def stream_decode(runner: CandidateRunner, code: str, payloads, config: dict, n_frames: int, sink):
+    """``runner.decode`` with every frame handed to ``sink(index, frame)`` as it arrives.
+    A runner without ``on_frame`` (a test double, a wrapper) decodes the whole clip
+    first; its frames are then checked and handed over one at a time."""
+    if _takes_on_frame(runner.decode):
+        dec = runner.decode(code, payloads, config, n_frames, on_frame=sink)
+        if dec.frames is None:
+            return dec
+        frames = dec.frames  # a runner that took on_frame but kept the clip anyway
+    else:
+        dec = runner.decode(code, payloads, config, n_frames)
+        frames = dec.frames
+        if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[0] != n_frames:
+            got = frames.shape[0] if isinstance(frames, np.ndarray) and frames.ndim else type(frames).__name__
+            raise CandidateError("verify", f"decoder returned {got} frames, expected {n_frames}")
+        h, w = int(config["height"]), int(config["width"])
+        for i in range(n_frames):
+            sink(i, check_frame(frames[i], i, h, w))
+    dec.frames = None
+    return dec
 
 
 def quality_points(k: int) -> list[float]:
@@ -124,11 +215,13 @@ def measure_rate_point(
     run_dir: Path,
     device: str,
     already_measured: Callable[[str], dict | None] | None = None,
+    keep_decoded: bool = False,
 ) -> tuple[dict, np.ndarray | None]:
     """Encode, write, re-read, decode and score one rate point.
 
-    Returns the row for the result and the decoded frames (kept by the caller
-    only as long as it needs them).
+    Returns the row for the result and, with ``keep_decoded``, the decoded
+    frames (else None: they are scored as they arrive and not kept, see
+    :class:`DecodedStream`).
 
     ``already_measured(sha256)``: asked once the bitstream is written and hashed;
     when it returns a dict, these bytes were already decoded by this decoder
@@ -155,19 +248,14 @@ def measure_rate_point(
             "bytes": info.n_bytes, "encode_seconds": enc.seconds, "encode_fps": _fps(clip.n_frames, enc.seconds),
             "encode_peak_rss_bytes": enc.peak_rss_bytes, **known,
         }, None
-    # The decoder gets what is on disk, not what the encoder handed us.
+    # The decoder gets what is on disk, not what the encoder handed us. Its frames are
+    # scored and hashed as they arrive, a batch at a time: never the whole decoded clip.
     payloads = open_bitstream(info.path)
-    dec = runner.decode(code, payloads, dict(system_config), clip.n_frames)
-    decoded = dec.frames
-    if not isinstance(decoded, np.ndarray) or decoded.shape[0] != clip.n_frames:
-        got = decoded.shape[0] if isinstance(decoded, np.ndarray) else type(decoded).__name__
-        raise CandidateError("verify", f"decoder returned {got} frames, expected {clip.n_frames}")
-    for i in range(clip.n_frames):
-        check_frame(decoded[i], i, clip.height, clip.width)
-
-    scores = metrics.score_frames(clip.frames, decoded, device=device)
+    stream = DecodedStream(clip.frames, device=device, keep=keep_decoded)
+    dec = stream_decode(runner, code, payloads, dict(system_config), clip.n_frames, stream)
+    scores, decoded_sha256, frame_sha256 = stream.finish()
     summary = metrics.summarize(scores)
-    decoded_sha256, frame_sha256 = frames_digest(decoded)
+    decoded = np.stack(stream.frames) if keep_decoded else None
     rate = metrics.rate_stats(info.n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
     row = {
         "index": index,
@@ -239,15 +327,18 @@ def verify_determinism(
             "fps": float(clip.fps),
             "device": device,
         }
-        payloads = read_bitstream(Path(row["bitstream"]))
+        payloads = open_bitstream(Path(row["bitstream"]))
         point_started = time.perf_counter()
-        dec = runner.decode(code, payloads, dict(system_config), clip.n_frames)
-        frames = dec.frames
-        if not isinstance(frames, np.ndarray) or frames.shape != (clip.n_frames, clip.height, clip.width, 3):
-            got = frames.shape if isinstance(frames, np.ndarray) else type(frames).__name__
+        # Hashed as the frames arrive (never the whole clip held).
+        stream = DecodedStream(clip.frames, device=device, score=False)
+        try:
+            stream_decode(runner, code, payloads, dict(system_config), clip.n_frames, stream)
+            _, digest, per_frame = stream.finish()
+        except CandidateError as exc:
+            if exc.stage != "verify":
+                raise
             raise CandidateError("verify", f"nondeterministic decoder: rate point {row['index']} decoded a "
-                                 f"second time gave {got}, not the frames of the first decode")
-        digest, per_frame = frames_digest(frames)
+                                 f"second time gave other output than the first decode ({exc.reason})") from None
         if digest != row["decoded_sha256"]:
             first = row.get("per_frame", {}).get("decoded_sha256") or []
             diff = next((i for i, (a, b) in enumerate(zip(first, per_frame)) if a != b), None)
@@ -361,7 +452,8 @@ def evaluate_candidate(
     decoded_frames: list[np.ndarray] = []
     try:
         for i, q in enumerate(qualities):
-            row, decoded = measure_rate_point(code, clip, i, q, runner=runner, run_dir=run_dir, device=device)
+            row, decoded = measure_rate_point(code, clip, i, q, runner=runner, run_dir=run_dir, device=device,
+                                              keep_decoded=keep_decoded)
             result["rate_points"].append(row)
             if keep_decoded:
                 decoded_frames.append(decoded)

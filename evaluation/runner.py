@@ -57,7 +57,7 @@ class EncodeOutput:
 
 @dataclass
 class DecodeOutput:
-    frames: np.ndarray  # (N, H, W, 3) uint8
+    frames: np.ndarray | None  # (N, H, W, 3) uint8; None when streamed to on_frame
     seconds: float
     frame_seconds: list[float]
     peak_rss_bytes: int | None
@@ -68,6 +68,8 @@ class CandidateRunner(Protocol):
 
     def encode(self, code: str, frames: np.ndarray, config: dict) -> EncodeOutput: ...
 
+    # ``on_frame(index, frame)``, when a runner takes it: frames are handed over as they
+    # arrive (a reused buffer) and ``DecodeOutput.frames`` is None (see evaluation.pipeline).
     def decode(self, code: str, payloads: list[bytes], config: dict, n_frames: int) -> DecodeOutput: ...
 
 
@@ -173,7 +175,7 @@ class InProcessRunner:
         finally:
             _unload(module)
 
-    def decode(self, code: str, payloads: list[bytes], config: dict, n_frames: int) -> DecodeOutput:
+    def decode(self, code: str, payloads: list[bytes], config: dict, n_frames: int, *, on_frame=None) -> DecodeOutput:
         if len(payloads) != n_frames:
             raise CandidateError("verify", f"bitstream holds {len(payloads)} frames, expected {n_frames}")
         module = load_module(code, "decoder")
@@ -181,7 +183,7 @@ class InProcessRunner:
             fn = getattr(module, DECODE_FN)
             cfg = merged_config(module, config)
             height, width = int(config["height"]), int(config["width"])
-            out_frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+            out_frames = np.empty((n_frames, height, width, 3), dtype=np.uint8) if on_frame is None else None
             frame_seconds: list[float] = []
             for i, payload in enumerate(payloads):
                 t0 = time.perf_counter()
@@ -190,7 +192,11 @@ class InProcessRunner:
                 except Exception as exc:
                     raise CandidateError("decode", f"{DECODE_FN} raised {type(exc).__name__} on frame {i}: {exc}") from exc
                 frame_seconds.append(time.perf_counter() - t0)
-                out_frames[i] = check_frame(frame, i, height, width)
+                check_frame(frame, i, height, width)
+                if on_frame is not None:
+                    on_frame(i, frame)
+                else:
+                    out_frames[i] = frame
             return DecodeOutput(out_frames, float(sum(frame_seconds)), frame_seconds, None)
         finally:
             _unload(module)

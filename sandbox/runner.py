@@ -517,19 +517,34 @@ class SandboxRunner:
             _check_empty(session)
         return EncodeOutput(payloads, float(sum(frame_seconds)), frame_seconds, session.log.peak_rss_bytes)
 
-    def decode(self, code: str, payloads: list[bytes], config: dict, n_frames: int) -> DecodeOutput:
+    def decode(
+        self, code: str, payloads: list[bytes], config: dict, n_frames: int, *, on_frame=None
+    ) -> DecodeOutput:
+        """Decode ``n_frames`` payloads in a fresh decoder sandbox.
+
+        With ``on_frame(index, frame)`` each checked frame is handed over as it
+        arrives, in one buffer reused for the next frame (copy what you keep), and
+        the result's ``frames`` is None: this side holds one decoded frame, not
+        the clip. The candidate's call time excludes the callback's.
+        """
         if len(payloads) != n_frames:
             raise CandidateError("verify", f"bitstream holds {len(payloads)} frames, expected {n_frames}")
         height, width = int(config["height"]), int(config["width"])
-        out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+        if on_frame is None:
+            out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+        else:
+            out, buffer = None, np.empty((height, width, 3), dtype=np.uint8)
         frame_seconds: list[float] = []
         session = self._session("decoder", _max_decoded_bytes(height, width))
         try:
             session.start(code, config)
             for i in range(n_frames):  # in index order, whatever the candidate does
-                frame, seconds = session.decode_frame(payloads[i], i, height, width, into=out[i])
+                into = out[i] if out is not None else buffer
+                frame, seconds = session.decode_frame(payloads[i], i, height, width, into=into)
                 check_frame(frame, i, height, width)
                 frame_seconds.append(seconds)
+                if on_frame is not None:
+                    on_frame(i, frame)
             session.finish()
         finally:
             session.close()

@@ -488,8 +488,8 @@ class _AbortableRunner:
     def encode(self, code, frames, config):
         return self._runner.encode(code, frames, config)
 
-    def decode(self, code, payloads, config, n_frames):
-        return self._runner.decode(code, payloads, config, n_frames)
+    def decode(self, code, payloads, config, n_frames, *, on_frame=None):
+        return self._runner.decode(code, payloads, config, n_frames, on_frame=on_frame)
 
 
 def make_runner(device: str):
