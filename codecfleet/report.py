@@ -519,7 +519,9 @@ def _headline(session, experiments, rows, infos, facts, params, training, held_s
     dots = []
     for cid, exps in sorted(by_cand.items()):
         per_clip = bd_by.get(cid, {})
-        bd = sum(per_clip.values()) / len(per_clip) if per_clip and len(per_clip) == len(training) else None
+        # A campaign's fitness needs every training clip; outside a campaign, the clips it was measured on.
+        need = len(training) if params.get("clips") else len({e.clip.sha256 for e in exps})
+        bd = sum(per_clip.values()) / len(per_clip) if per_clip and len(per_clip) >= need else None
         family, seed, _depth = facts.get(cid, (None, False, 0))
         dots.append(HeadlineDot(cid, 0 if seed else gen_of.get(cid, 0), bd, _candidate_status(exps), family))
     gens = []
@@ -539,14 +541,15 @@ def _headline(session, experiments, rows, infos, facts, params, training, held_s
         phrases = []
         for codec in ANCHOR_ORDER:
             got = [r.scores[codec] for r in mine if codec in r.scores and r.scores[codec].bd_rate is not None]
-            if len(got) == len(training) and got:
+            if got and len(got) == len({r.experiment.clip.sha256 for r in mine}):
                 value = sum(s.bd_rate for s in got) / len(got)
                 overlaps = [s.overlap for s in got if s.overlap is not None]
                 phrases.append(_bd_phrase(codec, value, min(overlaps) if overlaps else None))
             else:
                 why = next((r.scores[codec].reason for r in mine if codec in r.scores and r.scores[codec].reason), None)
                 phrases.append(f"no BD-rate against {codec} ({why or 'not measured'})")
-        where = "the training clip" if len(training) == 1 else f"the mean over {len(training)} training clips"
+        n_clips = len({r.experiment.clip.sha256 for r in mine})
+        where = "one clip" if n_clips == 1 else f"the mean over {n_clips} clips"
         sentence = (
             f"Best: candidate {best.candidate_id} (family {best.family}, generation {best.generation}) needs "
             f"{phrases[0]}; against the other anchors: {'; '.join(phrases[1:])}. PSNR-Y curves, {where}."

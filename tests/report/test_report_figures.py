@@ -6,7 +6,9 @@ import pytest
 from matplotlib.image import imread
 from matplotlib.lines import Line2D
 
-from codecfleet.report import ANCHOR_ORDER, FIGURE_SIZE_PX, RATE_LABEL, RDSeries, rd_figure, rd_series
+import io
+
+from codecfleet.report import ANCHOR_ORDER, FIGURE_SIZE_PX, RATE_LABEL, RDSeries, data_uri_bytes, rd_figure, rd_series
 
 
 def _clip1_section(fx):
@@ -22,31 +24,36 @@ def test_rd_figure_has_rate_and_quality_axes_on_a_log_rate_scale(report_fixture,
     assert ax.get_xscale() == "log"
 
 
-def test_rd_figure_draws_one_labelled_line_per_candidate_and_anchor(report_fixture):
+def test_rd_figure_draws_the_best_of_each_family_the_seeds_and_the_anchors_with_distinct_markers(report_fixture):
     section = _clip1_section(report_fixture)
     series = rd_series(section, 3)
     (ax,) = rd_figure(series, "psnr_y").axes
     lines = [line for line in ax.get_lines() if isinstance(line, Line2D)]
-    candidates = [f"cand {r.experiment.candidate_id} (exp {r.experiment.id})" for r in section.ranked[:3]]
-    assert [line.get_label() for line in lines] == candidates + list(ANCHOR_ORDER)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == candidates + list(ANCHOR_ORDER)
     best = section.ranked[0]
+    (root,) = [r for r in section.ranked if r.seed]
+    # One family (intra_dct: root -> mutated -> inter): its best, then the seed as a baseline.
+    labels = [f"cand {best.experiment.candidate_id}, best of intra_dct",
+              f"seed intra_dct (cand {root.experiment.candidate_id})"]
+    assert [line.get_label() for line in lines] == labels + list(ANCHOR_ORDER)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels + list(ANCHOR_ORDER)
     xs, ys = lines[0].get_data()
     assert list(xs) == [p.kbps for p in best.points] and list(ys) == [p.psnr_y for p in best.points]
     x264 = section.anchors["x264"].points
-    assert sorted(lines[3].get_xdata()) == sorted(p.kbps for p in x264)
+    assert sorted(lines[2].get_xdata()) == sorted(p.kbps for p in x264)
+    markers = [line.get_marker() for line in lines]
+    assert len(set(markers)) == len(markers)
 
 
-def test_rd_series_limits_the_candidates_but_keeps_every_anchor(report_fixture):
-    series = rd_series(_clip1_section(report_fixture), 1)
-    assert [s.kind for s in series] == ["candidate", "anchor", "anchor", "anchor"]
+def test_rd_series_keeps_the_seeds_and_every_anchor_with_no_family(report_fixture):
+    series = rd_series(_clip1_section(report_fixture), 0)
+    assert [s.kind for s in series] == ["seed", "anchor", "anchor", "anchor"]
 
 
 def test_saved_rd_pngs_decode_at_the_figure_size(report_fixture):
     section = _clip1_section(report_fixture)
     assert set(section.figures) == {"psnr_y", "ssim_y"}
-    for file in section.figures.values():
-        pixels = imread(report_fixture.out_dir / file)
+    for uri in section.figures.values():
+        pixels = imread(io.BytesIO(data_uri_bytes(uri)), format="png")
         assert pixels.shape[:2] == (FIGURE_SIZE_PX[1], FIGURE_SIZE_PX[0])
         assert pixels[..., :3].std() > 0.05  # drawn, not blank
 

@@ -4,6 +4,7 @@ a real browser (Debian's headless Chromium, offline flags) loads the page and al
 from __future__ import annotations
 
 import html as htmllib
+import io
 import json
 import re
 import secrets
@@ -17,7 +18,15 @@ import pytest
 import sqlalchemy as sa
 from matplotlib.image import imread
 
-from codecfleet.report import CROP_ZOOM, NOT_MEASURED, PRIMARY_ANCHOR, ReportError, ReportOptions, build_report
+from codecfleet.report import (
+    CROP_ZOOM,
+    NOT_MEASURED,
+    PRIMARY_ANCHOR,
+    ReportError,
+    ReportOptions,
+    build_report,
+    data_uri_bytes,
+)
 from _report_testlib import BROKEN_REASON, CAMPAIGN, WORKER, build_report_fixture, in_ci
 from db import migrate
 from db import queries as q
@@ -45,16 +54,40 @@ def _section(fx, clip):
 # --- the folder -----------------------------------------------------------------
 
 
-def test_report_folder_holds_index_html_and_every_image_it_references(report_fixture):
+def _png(uri: str):
+    return imread(io.BytesIO(data_uri_bytes(uri)), format="png")
+
+
+def test_report_is_one_self_contained_file_with_every_image_embedded(report_fixture):
     page = _html(report_fixture)
     sources = re.findall(r'<img src="([^"]+)"', page)
-    # Per clip: two RD figures and three crops (or, without a sandbox, the figures only).
+    # The headline chart, then per clip two RD figures and three crops (or, without a sandbox, the figures only).
     per_clip = 5 if report_fixture.sandbox_ok else 2
-    assert len(sources) == per_clip * len(report_fixture.report.sections) == per_clip * 2
+    assert len(sources) == 1 + per_clip * len(report_fixture.report.sections) == 1 + per_clip * 2
     for src in sources:
-        assert "/" not in src and src.endswith(".png"), src
-        assert (report_fixture.out_dir / src).is_file(), src
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        assert _png(src).shape[0] > 0
+    assert [p.name for p in report_fixture.out_dir.iterdir()] == ["index.html"]
     assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+def test_page_opens_with_the_headline_chart_and_sentence(report_fixture):
+    page = _html(report_fixture)
+    body = page[page.index("<body>"):]
+    assert body.index('id="headline"') < body.index("<h2")
+    assert body.index('<img src="data:image/png') < body.index("Scope:")
+    h = report_fixture.report.headline
+    best = report_fixture.report.sections[0].ranked[0]
+    assert h.sentence.startswith(f"Best: candidate {best.experiment.candidate_id} ")
+    overlap = best.scores["x264"].overlap
+    shown = "" if overlap is None else f", overlap {overlap:.0%}"
+    assert f"than x264 (BD-rate {best.primary_bd_rate:+.1f} %{shown})" in h.sentence
+    assert "Spent: " in h.spent and " candidates (" in h.spent
+    # Every candidate of the scope is a dot: the failed and rejected ones without a BD-rate.
+    by_status = {d.candidate_id: d.status for d in h.dots}
+    c = report_fixture.candidates
+    assert by_status[c["broken"]] == "failed" and by_status[c["rejected"]] == "rejected"
+    assert {d.candidate_id for d in h.dots if d.bd_rate is None} >= {c["broken"], c["rejected"]}
 
 
 # --- a real browser ------------------------------------------------------------------
@@ -108,7 +141,7 @@ def _run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.Comple
 def _images_seen_by_chromium(chromium: str, report_dir: Path, tmp_path: Path) -> list[dict]:
     """Copy the report, add a probe script to a copy of the page, and read what Chromium loaded."""
     copy = tmp_path / "report"
-    shutil.copytree(report_dir, copy)
+    shutil.copytree(report_dir, copy, dirs_exist_ok=True)
     page = (copy / "index.html").read_text(encoding="utf-8").replace("</body>", IMAGE_PROBE)
     (copy / "probe.html").write_text(page, encoding="utf-8")
     proc = _run_chromium(
@@ -127,13 +160,45 @@ def test_chromium_loads_the_page_and_every_image(report_fixture, chromium, tmp_p
     assert broken == []
 
 
-def test_chromium_image_probe_notices_a_missing_image(report_fixture, chromium, tmp_path):
+def test_chromium_image_probe_notices_a_broken_image(report_fixture, chromium, tmp_path):
     damaged = tmp_path / "damaged"
-    shutil.copytree(report_fixture.out_dir, damaged)
-    victim = sorted(damaged.glob("*_rd_psnr_y.png"))[0]
-    victim.unlink()
+    damaged.mkdir()
+    page = _html(report_fixture)
+    victim = re.findall(r'<img src="([^"]+)"', page)[1]
+    broken = victim[:60] + "AAAA"
+    (damaged / "index.html").write_text(page.replace(victim, broken), encoding="utf-8")
     images = _images_seen_by_chromium(chromium, damaged, tmp_path)
-    assert [i["w"] for i in images if i["src"] == victim.name] == [0]
+    assert [i["w"] for i in images if i["src"] == broken] == [0]
+
+
+WIDTH_PROBE = """<script>
+window.addEventListener('load', function () {
+  var out = document.createElement('pre');
+  out.id = 'widthcheck';
+  var tables = Array.from(document.querySelectorAll('table')).map(function (t) {
+    return {sw: t.scrollWidth, cw: t.clientWidth, right: t.getBoundingClientRect().right};
+  });
+  out.textContent = JSON.stringify({sw: document.documentElement.scrollWidth, cw: document.documentElement.clientWidth,
+                                    tables: tables});
+  document.body.appendChild(out);
+});
+</script></body>"""
+
+
+def test_chromium_at_1280_px_has_no_horizontal_scroll_and_every_table_fits(report_fixture, chromium, tmp_path):
+    page = _html(report_fixture).replace("</body>", WIDTH_PROBE)
+    probe = tmp_path / "width.html"
+    probe.write_text(page, encoding="utf-8")
+    proc = _run_chromium(chromium, tmp_path / "profile", "--window-size=1280,1000", "--virtual-time-budget=10000",
+                         "--dump-dom", probe.as_uri())
+    match = re.search(r'<pre id="widthcheck">(.*?)</pre>', proc.stdout, re.S)
+    assert match, proc.stderr[-800:]
+    seen = json.loads(htmllib.unescape(match.group(1)))
+    assert seen["cw"] > 1200, seen  # the window really was 1280 px wide
+    assert seen["sw"] <= seen["cw"], seen
+    assert len(seen["tables"]) >= 5
+    for t in seen["tables"]:
+        assert t["sw"] <= t["cw"] and t["right"] <= seen["cw"], (t, seen["cw"])
 
 
 def test_chromium_screenshot_of_the_report_is_a_drawn_page(report_fixture, chromium, tmp_path):
@@ -219,13 +284,13 @@ def test_crops_show_source_candidate_and_x264_zoomed_and_labelled(report_fixture
     assert titles[:2] == ["source", f"candidate {section.ranked[0].experiment.candidate_id}"]
     assert re.fullmatch(r"x264 CRF \d+", titles[2])
     for panel in crops.panels:
-        assert imread(report_fixture.out_dir / panel.file).shape[:2] == (h * CROP_ZOOM, w * CROP_ZOOM)
+        assert _png(panel.file).shape[:2] == (h * CROP_ZOOM, w * CROP_ZOOM)
     chosen = [p for p in section.ranked[0].points if f"{p.kbps:.1f} kbps" in crops.panels[1].caption]
     assert len(chosen) == 1 and f"{chosen[0].psnr_y:.2f} dB (stored)" in crops.panels[1].caption
     assert re.search(r"this frame \d+\.\d\d dB", crops.panels[2].caption)
     # Re-decoding the stored bitstream in the sandbox reproduced the stored measurement.
     assert crops.notes == ()
-    source = imread(report_fixture.out_dir / crops.panels[0].file)[..., :3]
+    source = _png(crops.panels[0].file)[..., :3]
     frame = report_fixture.clip1.frames[crops.frame_index, y : y + h, x : x + w]
     assert np.array_equal((source[::CROP_ZOOM, ::CROP_ZOOM] * 255).round().astype(np.uint8), frame)
 
