@@ -414,6 +414,7 @@ class Handle:
 def experiment_result(session, experiment_id: int) -> dict:
     import db.queries as q
     from evaluation import anchors as anchors_mod
+    from evaluation.pipeline import BD_METRIC, DEFAULT_DETERMINISM
 
     e = q.get_experiment(session, experiment_id)
     clip = e.clip
@@ -444,6 +445,8 @@ def experiment_result(session, experiment_id: int) -> dict:
         "anchors": {},
         "bd_rate": {},
         "bd": {},
+        "metric": (e.config or {}).get("metric") or BD_METRIC,
+        "determinism": None,
     }
     if e.status.value != "succeeded":
         return out
@@ -464,6 +467,14 @@ def experiment_result(session, experiment_id: int) -> dict:
             "encode_seconds": m.encode_seconds, "decode_seconds": m.decode_seconds,
             "encode_fps": m.encode_fps, "decode_fps": m.decode_fps, "peak_rss_bytes": m.peak_rss_bytes,
         })
+    # The second decode of the determinism check, as stored (a succeeded experiment passed it).
+    checked = {rp["index"]: rp["verify_decode_seconds"] for rp in out["rate_points"]
+               if rp["verify_decode_seconds"] is not None}
+    out["determinism"] = {
+        "mode": (e.config or {}).get("determinism") or DEFAULT_DETERMINISM,
+        "points": sorted(checked), "seconds": sum(checked.values()), "identical": True if checked else None,
+        "point_seconds": checked,
+    }
     for s in q.experiment_scores(session, experiment_id):
         points = []
         for crf in anchors_mod.DEFAULT_CRFS.get(s.anchor_codec, ()):

@@ -225,7 +225,7 @@ def _plan(prefix: str, python: str, site_dirs: list[str], harness: str) -> _Plan
     sites = [os.path.realpath(s) for s in site_dirs]
     for dist in dists:
         for f in dist.files or ():
-            p = os.path.normpath(str(dist.locate_file(f)))
+            p = _canonical(os.path.normpath(str(dist.locate_file(f))))  # as the (resolved) sites
             if any(p.startswith(s + "/") for s in sites) and os.path.lexists(p):
                 files.add(p)
     files.add(harness)
@@ -279,7 +279,9 @@ def _plan(prefix: str, python: str, site_dirs: list[str], harness: str) -> _Plan
 
 def _key(plan: _Plan) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([_FORMAT, sys.version, plan.dists]).encode())
+    # The bind points too: two processes whose paths differ (a symlinked venv, another
+    # checkout) must not share a view built for the other's layout.
+    h.update(json.dumps([_FORMAT, sys.version, plan.dists, sorted(plan.roots)]).encode())
     for f in sorted(plan.files):
         try:
             st = os.lstat(f)
