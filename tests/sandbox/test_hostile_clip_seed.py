@@ -223,8 +223,15 @@ def test_the_sandbox_sees_nothing_of_the_seed(strict_isolation, tmp_path):
     assert b"seed" not in bitstream
 
 
-def test_submit_measures_a_secret_seeded_clip_and_keeps_the_seed_on_the_trusted_side(strict_isolation, embedded):
+def test_submit_measures_a_secret_seeded_clip_and_keeps_the_seed_on_the_trusted_side(strict_isolation, embedded,
+                                                                                     monkeypatch):
     from codecfleet import fleet
+    from codecfleet.settings import get_settings
+
+    # The cheat's full measurement is the point here: the probe (which would stop it
+    # early as wrong output, < 15 dB) is switched off for this test.
+    monkeypatch.setenv("CODECFLEET_PROBE", "off")
+    get_settings.cache_clear()
 
     cheat_result = fleet.submit(cheat(0), SPEC, frames=N, rate_points=[0.5]).result()
     probe = fleet.submit(CONFIG_PROBE, SPEC, frames=N, rate_points=[0.5]).result()
