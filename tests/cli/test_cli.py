@@ -184,3 +184,92 @@ def test_sanitize_json_reports_verdict_hash_and_code(env, tmp_path):
     out = json.loads(proc.stdout)
     assert out["ok"] is True and len(out["ast_hash"]) == 64
     assert "__main__" not in out["code"]
+
+
+# --- help, clips, argument errors -----------------------------------------------------
+
+
+def _all_parsers():
+    import argparse
+
+    from codecfleet.cli import build_parser
+
+    root = build_parser()
+    todo, out = [("codecfleet", root)], []
+    while todo:
+        name, parser = todo.pop()
+        out.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+    return out
+
+
+def test_every_option_has_help_with_its_default():
+    import argparse
+
+    missing = []
+    for name, parser in _all_parsers():
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+                continue
+            if not action.help:
+                missing.append(f"{name} {action.dest}: no help")
+            elif action.option_strings and not isinstance(action, argparse._StoreTrueAction) \
+                    and "default" not in action.help and "required" not in action.help:
+                missing.append(f"{name} {action.option_strings[0]}: no default in {action.help!r}")
+    assert missing == []
+
+
+def test_top_level_help_has_examples_and_no_markup(env):
+    proc = codecfleet("--help", env=env)
+    assert proc.returncode == 0
+    assert "``" not in proc.stdout and "examples:" in proc.stdout
+    assert "codecfleet run " in proc.stdout and "codecfleet evaluate my_codec.py" in proc.stdout
+
+
+def test_clips_lists_every_synthetic_clip_and_the_spec_options(env):
+    from evaluation.video import SYNTHETIC_NAMES
+
+    proc = codecfleet("clips", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for name in SYNTHETIC_NAMES:
+        assert f"synthetic:{name}" in proc.stdout
+    assert "synthetic:NAME[@WxH][,seed=S]" in proc.stdout
+
+
+def test_run_refuses_a_bad_clip_before_any_banner_and_echoes_it_as_typed(env, tmp_path):
+    proc = codecfleet("run", "--clip", "synthetic:foo", env=env)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == ("codecfleet run: error: unknown synthetic clip 'foo' in 'synthetic:foo'; "
+                                   "known: mix, objects, pan, noise, cut")
+    assert not (tmp_path / "data").exists()  # nothing was recorded
+
+
+def test_run_takes_anchors_and_the_old_anchor_spelling(env):
+    for option in ("--anchors", "--anchor"):
+        proc = codecfleet("run", option, "x999", env=env)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert "unknown anchor 'x999'" in proc.stderr
+
+
+def test_a_bd_figure_is_a_number_with_its_overlap_or_none_with_a_reason():
+    from codecfleet.cli import bd_verdict, normalize_bd
+
+    assert bd_verdict({"bd_rate_pct": 12.5, "overlap": 0.9, "reliable": True}) == (12.5, None)
+    value, reason = bd_verdict({"bd_rate_pct": 12.5, "overlap": 0.5, "reliable": False, "min_overlap": 0.75})
+    assert value is None and "overlap 50.0 % is below 75 %" in reason and "+12.50" in reason
+    result = {"bd": {"x264": {"bd_rate_pct": 3.0, "bd_psnr_db": None, "overlap": 0.9, "reliable": True,
+                              "error": "BD-PSNR failed"}}, "bd_rate": {"x264": 3.0}}
+    normalize_bd(result)
+    assert result["bd"]["x264"]["bd_rate_pct"] is None and result["bd_rate"]["x264"] is None
+    assert result["bd"]["x264"]["raw_bd_rate_pct"] == 3.0 and result["bd"]["x264"]["error"] == "BD-PSNR failed"
+
+
+def test_a_failed_candidate_prints_no_empty_table(env, tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n", encoding="utf-8")
+    proc = codecfleet("evaluate", str(bad), "--clip", CLIP, "--frames", "2", "--anchors", "", env=env)
+    assert proc.returncode == 1
+    assert "candidate rate points" not in proc.stdout and "stage: sanitize" in proc.stdout
