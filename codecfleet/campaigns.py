@@ -208,7 +208,7 @@ def _record(c: _Candidate, n_clips: int):
     )
 
 
-def _info(c: _Candidate, n_clips: int, anchor: str):
+def _info(c: _Candidate, n_clips: int, anchor: str, figures: dict | None = None):
     from generation import CandidateInfo, RatePoint
 
     fit = c.fitness(n_clips)
@@ -222,7 +222,51 @@ def _info(c: _Candidate, n_clips: int, anchor: str):
         points=tuple(
             RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps) for p in pts
         ),
+        bd_figures=tuple((figures or {}).get(c.candidate_id, ())),
     )
+
+
+def _bd_figures(cands: dict[int, _Candidate], n_clips: int, metric: str) -> dict[int, tuple]:
+    """By candidate id: one ``BdFigure`` per anchor from the stored scores of its
+    training-clip experiments (``cands`` holds no held-out member): the mean of the
+    per-clip figures (``bd_rate`` only when every clip has a reliable one), the smallest
+    overlap, and how many clips. What prompts show beside every BD figure."""
+    from generation.base import BdFigure
+    from tasks import _db
+    from tasks.experiment import stored_bd_figures
+
+    source = {}  # candidate id -> clip sha -> the experiment whose numbers it reports
+    for c in cands.values():
+        for m in c.members:
+            source.setdefault(c.candidate_id, {}).setdefault(m.clip_sha256, m.reused_from_id or m.experiment_id)
+    ids = sorted({e for per_clip in source.values() for e in per_clip.values()})
+    with _db.transaction() as session:
+        stored = stored_bd_figures(session, ids, metric)
+    out: dict[int, tuple] = {}
+    for cid, per_clip in source.items():
+        by_anchor: dict[str, list] = {}
+        for eid in per_clip.values():
+            for f in stored.get(eid, ()):
+                by_anchor.setdefault(f.anchor, []).append(f)
+        figures = []
+        for codec, fs in sorted(by_anchor.items()):
+            if all(f.overlap is None and f.raw_bd_rate is None and f.bd_rate is None for f in fs):
+                continue  # never computed (too few points, no curve): nothing to show
+            reliable = len(fs) >= n_clips and all(f.reliable and f.bd_rate is not None for f in fs)
+            raws = [f.raw_bd_rate if f.raw_bd_rate is not None else f.bd_rate for f in fs]
+            raws = [r for r in raws if r is not None and math.isfinite(r)]
+            overlaps = [f.overlap for f in fs if f.overlap is not None]
+            figures.append(BdFigure(
+                codec, metric,
+                sum(f.bd_rate for f in fs) / len(fs) if reliable else None,
+                min(overlaps) if overlaps else None,
+                reliable,
+                next((f.min_overlap for f in fs if f.min_overlap is not None), None),
+                sum(raws) / len(raws) if raws else None,
+                clips=len(fs),
+            ))
+        out[cid] = tuple(figures)
+    return out
 
 
 def _spent(members, candidates: dict[int, _Candidate]) -> dict[str, float]:
@@ -600,12 +644,13 @@ def campaign(
                 index = (g - 1) * population + slot
                 records = [_record(c, n_clips) for c in cands.values()]
                 chosen = select_parents(records, index=index, seed=seed, strategy=strategy)
+                figures = _bd_figures(cands, n_clips, metric)
                 if chosen.parents:
-                    parents = tuple(_info(cands[p.candidate_id], n_clips, anchor) for p in chosen.parents)
+                    parents = tuple(_info(cands[p.candidate_id], n_clips, anchor, figures) for p in chosen.parents)
                 else:
                     family = seeds[index % len(seeds)]
                     seed_cand = next(c for c in cands.values() if c.family == family and _is_seed(c.generator))
-                    parents = (_info(seed_cand, n_clips, anchor),)
+                    parents = (_info(seed_cand, n_clips, anchor, figures),)
                 # The parent whole, with where its bits go and its lineage.
                 first = cands[parents[0].candidate_id]
                 parents = (
@@ -627,9 +672,10 @@ def campaign(
                         # The public, seedless name: the seed never reaches a prompt.
                         clip=public_source(clip0.source), width=clip0.width, height=clip0.height, n_frames=clip0.n_frames,
                         fps=clip0.fps, rate_points=tuple(fleet._qualities(rate_points)), anchors=(anchor,),
+                        metric=metric, n_clips=n_clips,
                     ),
                     parents=parents,
-                    top_k=tuple(_info(c, n_clips, anchor) for c in ranked),
+                    top_k=tuple(_info(c, n_clips, anchor, figures) for c in ranked),
                     failures=tuple(failures),
                     index=index,
                     seed=seed,
@@ -645,8 +691,8 @@ def campaign(
                     ),
                     budget_chars=budget_chars,
                 )
-                fallbacks = [_info(c, n_clips, anchor) for c in distinct]
-                fallbacks += [_info(c, n_clips, anchor) for c in cands.values() if _is_seed(c.generator)]
+                fallbacks = [_info(c, n_clips, anchor, figures) for c in distinct]
+                fallbacks += [_info(c, n_clips, anchor, figures) for c in cands.values() if _is_seed(c.generator)]
                 try:
                     out = _generate(gen, request, fallbacks, emit)
                 except ReplayExhausted as exc:

@@ -99,6 +99,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class BdFigure:
+    """One BD figure of a candidate against an anchor, as the scores rows store it.
+
+    ``bd_rate`` is the fitness figure, None when it is unreliable (``overlap`` below
+    ``min_overlap``) or could not be computed; ``raw_bd_rate`` is the figure over
+    whatever overlap there is, kept to be shown, never fitness. Over several clips
+    (a campaign): ``bd_rate`` and ``raw_bd_rate`` are means of the per-clip figures
+    (``bd_rate`` None unless every clip has a reliable one), ``overlap`` is the
+    smallest clip's and ``clips`` counts them.
+    """
+
+    anchor: str
+    metric: str = "psnr_y"
+    bd_rate: float | None = None
+    overlap: float | None = None  # fraction of the wider quality range both curves share
+    reliable: bool | None = None
+    min_overlap: float | None = None
+    raw_bd_rate: float | None = None
+    clips: int = 1
+
+
+@dataclass(frozen=True)
 class CandidateInfo:
     """A measured (or seed) candidate: its code and what it achieved.
 
@@ -116,6 +138,9 @@ class CandidateInfo:
     points: tuple[RatePoint, ...] = ()
     #: The last few steps of its ancestry, oldest first, ending with this candidate.
     lineage: tuple[LineageStep, ...] = ()
+    #: The stored BD figures with their overlap and reliability (see :class:`BdFigure`);
+    #: when empty, prompts show ``bd_rate`` alone.
+    bd_figures: tuple[BdFigure, ...] = ()
 
     @property
     def name(self) -> str:
@@ -161,6 +186,10 @@ class TaskSpec:
     rate_points: tuple[float, ...] = ()
     anchors: tuple[str, ...] = ("x264",)
     metric: str = "psnr_y"
+    #: Below this overlap of the quality ranges a BD figure is unreliable and not fitness.
+    min_overlap: float = 0.75
+    #: How many clips fitness averages over (the per-clip BD-rates' mean); ``clip`` is the first.
+    n_clips: int = 1
     device: str = "cpu"
     #: Each anchor's measured sweep on this clip (codec -> points by CRF); empty when unknown.
     anchor_points: Mapping[str, tuple[AnchorPoint, ...]] = field(default_factory=dict)

@@ -10,7 +10,10 @@ be rebuilt and compared during a replay. It holds, in this order:
    parent;
 2. notes of the system about this request (for instance why another parent was chosen);
 3. the anchors: each anchor's measured RD sweep on the clip (CRF, kbps, PSNR-Y, SSIM-Y)
-   and the PSNR-Y range the BD-rate integrates over, with the parent's overlap;
+   and the parent's stored overlap with the fitness anchor (the fraction of the wider
+   quality range its BD figure integrates over, as the score row holds it: never
+   recomputed here); every BD figure shown carries its stored overlap, and one below
+   the task's ``min_overlap`` is shown as unreliable and not fitness;
 4. the parent to improve, always whole: its numbers, where its bits go (payload bytes per
    frame), its lineage (what changed in each step and how the BD-rate moved) and its code;
 5. recent failures: the status and stage codecfleet recorded, and the error text, which
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from generation.base import (
     DEFAULT_PROMPT_BUDGET_CHARS,
     AnchorPoint,
+    BdFigure,
     CandidateInfo,
     FailureInfo,
     GenerationRequest,
@@ -106,9 +110,20 @@ Blocks apply in order. Change only what improves the codec; the result must stil
 satisfy the contract. No `if __name__ == "__main__":` block, no file, network or process
 access, no printing."""
 
-METRIC_NAMES = {"psnr_y": "PSNR-Y", "psnr_rgb": "PSNR-RGB", "ssim_y": "SSIM-Y", "ms_ssim": "MS-SSIM"}
+METRIC_NAMES = {"psnr_y": "PSNR-Y", "psnr_rgb": "PSNR-RGB", "psnr_yuv": "PSNR-YUV", "ssim_y": "SSIM-Y",
+                "ms_ssim": "MS-SSIM"}
+#: What each fitness metric is, for the task statement.
+METRIC_MEANING = {
+    "psnr_y": "PSNR of luma (BT.709 Y from RGB), mean of per-frame dB",
+    "psnr_rgb": "PSNR over the three RGB channels, mean of per-frame dB",
+    "psnr_yuv": "(6 PSNR-Y + PSNR-U + PSNR-V) / 8 on the YUV 4:2:0 planes (BT.709, limited range, the conversion the "
+                "anchors get), mean of per-frame dB",
+    "ssim_y": "SSIM of luma, as -10 log10(1 - SSIM) dB on the BD axis",
+    "ms_ssim": "MS-SSIM of luma, as -10 log10(1 - MS-SSIM) dB on the BD axis",
+}
 
-#: Below this overlap of the PSNR ranges a BD-rate is flagged (evaluation.rd's threshold).
+#: Below this overlap of the quality ranges a BD-rate is unreliable when the task does
+#: not say otherwise (evaluation.pipeline.DEFAULT_MIN_OVERLAP).
 LOW_OVERLAP = 0.75
 #: Caps on candidate-sourced text in a prompt.
 FAILURE_TEXT_CHARS = 600
@@ -198,18 +213,27 @@ def describe_task(task: TaskSpec, budget_chars: int | None = None) -> str:
     anchors = ", ".join(task.anchors) if task.anchors else "the classic codecs"
     points = ", ".join(f"{q:g}" for q in task.rate_points)
     fitness = task.anchors[0] if task.anchors else "the anchor"
+    where = task.clip
+    if task.n_clips > 1:
+        where = f"{task.n_clips} clips (the first: {task.clip}{size}); fitness is the mean of the per-clip BD-rates"
+        size = ""
     lines = [
         "# Task: write a better video codec",
         "",
-        f"Candidates are measured on {task.clip}{size}, running on device `{task.device}`.",
+        f"Candidates are measured on {where}{size}, running on device `{task.device}`.",
         f"Each candidate encodes the clip at the qualities [{points}] (config['quality']),"
         if points
         else "Each candidate encodes the clip at several qualities (config['quality']),",
         "its bitstream is decoded in a separate sandbox, and its rate-distortion curve "
         f"({metric} against kbps) is compared with {anchors} by BD-rate: the percentage of "
         "bits saved (negative) or spent extra (positive) at equal quality. Lower BD-rate is "
-        f"better; the fitness is the BD-rate against {fitness}. Decoding is mandatory and every "
+        f"better; the fitness is the BD-rate against {fitness} on {metric}. Decoding is mandatory and every "
         "byte counts toward the rate.",
+        "",
+        f"Fitness metric: `{task.metric}` = {metric}: {METRIC_MEANING.get(task.metric, task.metric)}. "
+        f"A BD-rate integrates only over the {metric} range both curves cover; when that overlap is below "
+        f"{100 * task.min_overlap:.0f} % of the wider range the figure is marked unreliable and is not fitness "
+        "(the candidate then has no fitness).",
     ]
     if budget_chars:
         lines += [
@@ -286,17 +310,6 @@ def _curve_range(points: Iterable[float]) -> tuple[float, float] | None:
     return (values[0], values[-1]) if values else None
 
 
-def overlap(anchor: Sequence[float], test: Sequence[float]) -> tuple[float, float, float] | None:
-    """``(lo, hi, fraction)`` of the shared PSNR interval of two curves, as BD-rate
-    integrates it (fraction = shared / the larger range; evaluation.rd's definition)."""
-    ra, rt = _curve_range(anchor), _curve_range(test)
-    if ra is None or rt is None:
-        return None
-    lo, hi = max(ra[0], rt[0]), min(ra[1], rt[1])
-    span = max(ra[1] - ra[0], rt[1] - rt[0])
-    return lo, hi, (max(hi - lo, 0.0) / span if span > 0 else 0.0)
-
-
 def _anchor_table(codec: str, points: Sequence[AnchorPoint]) -> str:
     lines = [f"{codec} on this clip:", "", "| CRF | kbps | PSNR-Y dB | SSIM-Y |", "|---|---|---|---|"]
     for p in sorted(points, key=lambda p: p.kbps):
@@ -304,40 +317,78 @@ def _anchor_table(codec: str, points: Sequence[AnchorPoint]) -> str:
     return "\n".join(lines)
 
 
+def figure_for(candidate: CandidateInfo, anchor: str | None) -> BdFigure | None:
+    """The candidate's stored BD figure against ``anchor``, if it has one."""
+    return next((f for f in candidate.bd_figures if f.anchor == anchor), None)
+
+
+def describe_figure(figure: BdFigure, min_overlap: float = LOW_OVERLAP) -> str:
+    """``x264 -12.3 % (overlap 93 %)``, or what makes a figure unreliable: the raw figure,
+    its overlap and the threshold, and that it is not fitness. Every number is stored."""
+    over = "overlap not stored" if figure.overlap is None else f"overlap {100 * figure.overlap:.0f} %"
+    if figure.clips > 1:
+        over += f", the smallest of {figure.clips} clips"
+    threshold = figure.min_overlap if figure.min_overlap is not None else min_overlap
+    if figure.bd_rate is not None and figure.reliable is not False:
+        mean = "mean " if figure.clips > 1 else ""
+        return f"{figure.anchor} {mean}{figure.bd_rate:+.1f} % ({over})"
+    if figure.raw_bd_rate is not None:
+        return (f"{figure.anchor} UNRELIABLE, not fitness: {figure.raw_bd_rate:+.1f} % over only the shared part "
+                f"({over}, below the {100 * threshold:.0f} % needed)")
+    if figure.overlap is not None and figure.overlap < threshold:
+        return f"{figure.anchor} none, not fitness ({over}, below the {100 * threshold:.0f} % needed)"
+    return f"{figure.anchor} not measured"
+
+
+def _bd_text(candidate: CandidateInfo, min_overlap: float = LOW_OVERLAP) -> str:
+    if candidate.bd_figures:
+        return ", ".join(describe_figure(f, min_overlap) for f in sorted(candidate.bd_figures, key=lambda f: f.anchor))
+    return ", ".join(f"{a} {v:+.1f} %" for a, v in sorted(candidate.bd_rate.items()))
+
+
 def describe_fitness_range(task: TaskSpec, parent: CandidateInfo | None) -> str:
-    """Where the BD-rate integrates for the fitness anchor, and the parent's overlap."""
+    """What the fitness anchor's sweep covers, and the parent's stored overlap with it
+    (the overlap its BD figure was computed over; never recomputed here)."""
     codec = task.anchors[0] if task.anchors else None
     points = task.anchor_points.get(codec, ()) if codec else ()
     if not points:
         return ""
     ra = _curve_range(p.psnr_y for p in points)
+    metric = METRIC_NAMES.get(task.metric, task.metric)
     lines = [
-        f"BD-rate integrates log-rate over the PSNR-Y range that both curves cover. {codec} spans "
+        f"BD-rate integrates log-rate over the {metric} range that both curves cover; {codec}'s points are "
+        f"picked from the sweep above to span the candidate's measured range. {codec}'s sweep spans "
         f"{ra[0]:.2f}-{ra[1]:.2f} dB PSNR-Y and {min(p.kbps for p in points):.1f}-"
         f"{max(p.kbps for p in points):.1f} kbps."
     ]
     if parent is not None and parent.points:
-        ov = overlap([p.psnr_y for p in points], [p.psnr_y for p in parent.points])
         rt = _curve_range(p.psnr_y for p in parent.points)
-        lo, hi, frac = ov
-        if hi > lo:
-            lines.append(
-                f"The parent spans {rt[0]:.2f}-{rt[1]:.2f} dB, so its BD-rate integrates over {lo:.2f}-{hi:.2f} dB: "
-                f"an overlap of {100 * frac:.0f} % of the wider range"
-                + (f" (below {100 * LOW_OVERLAP:.0f} % the BD-rate is flagged as unreliable)." if frac < LOW_OVERLAP
-                   else ".")
-            )
+        figure = figure_for(parent, codec)
+        spans = f"The parent spans {rt[0]:.2f}-{rt[1]:.2f} dB PSNR-Y"
+        if figure is None or figure.overlap is None:
+            lines.append(spans + f"; its overlap with {codec} is not stored.")
         else:
-            lines.append(f"The parent spans {rt[0]:.2f}-{rt[1]:.2f} dB: no overlap with {codec}, so no BD-rate.")
-        if frac < 0.95:
-            lines.append(
-                f"Choose the mapping from `quality` to your quantiser so that the qualities "
-                f"[{', '.join(f'{q:g}' for q in task.rate_points)}] reach from about {ra[0]:.1f} to {ra[1]:.1f} dB."
-            )
+            threshold = figure.min_overlap if figure.min_overlap is not None else task.min_overlap
+            text = (f"{spans}; its stored overlap with {codec} on {metric} is {100 * figure.overlap:.0f} % of the "
+                    "wider range")
+            if figure.clips > 1:
+                text += f" (the smallest of its {figure.clips} clips)"
+            if figure.overlap < threshold:
+                text += (f", below the {100 * threshold:.0f} % a BD figure needs: its BD-rate is unreliable and not "
+                         "fitness.")
+            else:
+                text += "."
+            lines.append(text)
+            if figure.overlap < 0.95:
+                lines.append(
+                    f"Choose the mapping from `quality` to your quantiser so that the qualities "
+                    f"[{', '.join(f'{q:g}' for q in task.rate_points)}] reach from about {ra[0]:.1f} to "
+                    f"{ra[1]:.1f} dB."
+                )
     return "\n".join(lines)
 
 
-def describe_candidate(candidate: CandidateInfo, *, metric: str = "psnr_y") -> str:
+def describe_candidate(candidate: CandidateInfo, *, metric: str = "psnr_y", min_overlap: float = LOW_OVERLAP) -> str:
     """Heading, BD-rates and the rate-point table of a candidate (no code)."""
     head = f"### {candidate.name}"
     extra = [x for x in (candidate.label if candidate.candidate_id is not None else None, candidate.family) if x]
@@ -347,9 +398,8 @@ def describe_candidate(candidate: CandidateInfo, *, metric: str = "psnr_y") -> s
         head += f" ({', '.join(dict.fromkeys(extra))})"
     lines = [head]
     name = METRIC_NAMES.get(metric, metric)
-    if candidate.bd_rate:
-        rates = ", ".join(f"{a} {v:+.1f} %" for a, v in sorted(candidate.bd_rate.items()))
-        lines.append(f"BD-rate ({name}): {rates}")
+    if candidate.bd_rate or candidate.bd_figures:
+        lines.append(f"BD-rate ({name}): {_bd_text(candidate, min_overlap)}")
     else:
         lines.append("BD-rate: not measured")
     if candidate.points:
@@ -562,7 +612,7 @@ def build_prompt(
 
     if parent is not None:
         verb = "Edit" if mode == "diff" else "Improve"
-        body = [f"## The parent to improve\n\n{verb} this candidate:\n\n" + describe_candidate(parent, metric=task.metric)]
+        body = [f"## The parent to improve\n\n{verb} this candidate:\n\n" + describe_candidate(parent, metric=task.metric, min_overlap=task.min_overlap)]
         for extra in (describe_bits(parent), describe_lineage(parent)):
             if extra:
                 body.append(extra)
@@ -602,11 +652,11 @@ def build_prompt(
         parts.append(_Part(f"## The best candidates so far (best first, {len(shown_top)} shown)", None))
         for i, cand in enumerate(shown_top):
             if parent is not None and cand.code.strip() == parent.code.strip():
-                bd = ", ".join(f"{a} {v:+.1f} %" for a, v in sorted(cand.bd_rate.items())) or "not measured"
+                bd = _bd_text(cand, task.min_overlap) or "not measured"
                 parts.append(_Part(f"### {cand.name}: the parent above (BD-rate {bd}; its numbers and code are shown "
                                    "there)", None))
                 continue
-            parts.append(_Part(describe_candidate(cand, metric=task.metric), base_nums + (600 + i if i else 0)))
+            parts.append(_Part(describe_candidate(cand, metric=task.metric, min_overlap=task.min_overlap), base_nums + (600 + i if i else 0)))
             parts.append(
                 _Part(f"Code of {cand.name}:\n\n" + _code_block(cand.code), base_code + i,
                       short=f"(the code of {cand.name} is not shown: prompt size budget)")
@@ -667,8 +717,8 @@ __all__ = [
     "cap",
     "change_summary",
     "clean",
+    "describe_figure",
     "fence",
-    "overlap",
     "request_prompt",
     "unified_diff",
 ]

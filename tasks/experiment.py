@@ -245,13 +245,18 @@ def _generation_request(session, experiment: Experiment):
     from tasks import feedback
 
     anchor = (experiment.anchors or ["x264"])[0]
+    config = experiment.config or {}
+    metric = config.get("metric") or BD_METRIC
+    min_overlap = float(config.get("min_overlap") or DEFAULT_MIN_OVERLAP)
     ranked = q.top_k_candidates(session, 3, clip_sha256=experiment.clip.sha256,
-                                campaign_id=experiment.campaign_id, anchor=anchor)
+                                campaign_id=experiment.campaign_id, anchor=anchor, metric=metric)
+    figures = stored_bd_figures(session, [r.experiment_id for r in ranked], metric)
     top = tuple(
         CandidateInfo(
             code=r.code or "", candidate_id=r.candidate_id, generator=r.generator, bd_rate={anchor: r.bd_rate},
             points=tuple(RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps)
                          for p in r.points),
+            bd_figures=tuple(figures.get(r.experiment_id, ())),
         )
         for r in ranked
     )
@@ -261,7 +266,6 @@ def _generation_request(session, experiment: Experiment):
     )
     parent = top[0] if top else CandidateInfo(code=reference_code("intra_dct"), family="intra_dct",
                                               generator="reference")
-    config = experiment.config or {}
     device = resolve_device(config.get("device") or get_settings().device)
     anchors = (anchor, *[a for a in experiment.anchors or () if a != anchor])
     return GenerationRequest(
@@ -270,13 +274,35 @@ def _generation_request(session, experiment: Experiment):
                       width=config.get("width"), height=config.get("height"), n_frames=experiment.clip.n_frames,
                       fps=config.get("fps"), device=device, rate_points=tuple(experiment.rate_points),
                       anchors=anchors, anchor_points=feedback.anchor_points(session, experiment.clip.sha256),
-                      limits=feedback.candidate_limits(device)),
+                      limits=feedback.candidate_limits(device), metric=metric, min_overlap=min_overlap),
         parents=(parent,),
         top_k=top,
         failures=failures,
         index=experiment.id,
         budget_chars=prompt_budget_from_env(os.environ),
     )
+
+
+def stored_bd_figures(session, experiment_ids, metric: str) -> dict:
+    """By experiment id: its stored BD figures on ``metric`` (``generation.base.BdFigure``,
+    one per anchor, with the overlap, reliability and raw figure of the score row)."""
+    import sqlalchemy as sa
+
+    from db.models import Score
+    from generation.base import BdFigure
+
+    out: dict = {}
+    if not experiment_ids:
+        return out
+    rows = session.execute(
+        sa.select(Score.experiment_id, Score.anchor_codec, Score.bd_rate, Score.overlap, Score.reliable,
+                  Score.min_overlap, Score.raw_bd_rate)
+        .where(Score.experiment_id.in_(list(experiment_ids)), Score.metric == metric)
+        .order_by(Score.experiment_id, Score.anchor_codec)
+    )
+    for eid, codec, bd, overlap, reliable, min_overlap, raw in rows:
+        out.setdefault(eid, []).append(BdFigure(codec, metric, bd, overlap, reliable, min_overlap, raw))
+    return out
 
 
 # --- sanitize ---------------------------------------------------------------

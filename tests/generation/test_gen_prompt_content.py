@@ -22,6 +22,7 @@ from generation import (
     build_prompt,
     change_summary,
 )
+from generation.base import BdFigure
 from generation.prompts import fence
 
 ANCHORS = {
@@ -66,9 +67,9 @@ def _inside_fences(text: str) -> set[int]:
 def test_the_prompt_states_anchors_range_limits_config_bits_and_lineage():
     text = build_prompt(TASK, PARENT, [], [], "rewrite", 100_000)
     assert "| 22 | 600.0 | 40.00 | 0.9800 |" in text  # x264's point: CRF, kbps, PSNR-Y, SSIM-Y
-    assert "x264 spans 27.50-47.50 dB PSNR-Y" in text
-    # the parent covers 30-38 dB of x264's 27.5-47.5: BD integrates over 30-38, 40 % overlap
-    assert "integrates over 30.00-38.00 dB: an overlap of 40 %" in text and "flagged as unreliable" in text
+    assert "x264's sweep spans 27.50-47.50 dB PSNR-Y" in text
+    # no stored figure: the prompt computes no overlap of its own
+    assert "The parent spans 30.00-38.00 dB PSNR-Y; its overlap with x264 is not stored." in text
     assert "| 32 | 120.0 | 33.50 |" in text  # the other anchor too
     assert "at most 60 s" in text and "at most 1800 s" in text and "100 kB" in text
     for key in ("quality", "width", "height", "fps", "device"):
@@ -141,3 +142,38 @@ def test_a_prompt_over_budget_is_a_generation_failure_not_an_exception(server):
     out = gen.generate(GenerationRequest(task=TASK, parents=(PARENT,), budget_chars=2000))
     assert not out.ok and out.error.status == "prompt_too_large" and out.error.outcome == "failed"
     assert "2000" in out.error.reason and not server.requests
+
+
+def test_every_bd_figure_shows_its_stored_overlap_and_an_unreliable_one_says_it_is_not_fitness():
+    """The numbers come from the score rows (overlap, reliable, min_overlap, raw_bd_rate), not
+    from the prompt's own arithmetic on the anchor sweep: 40 % would be the sweep's answer here."""
+    parent = CandidateInfo(
+        code=GOOD_CODE, candidate_id=7, bd_rate={"x264": -4.2}, points=POINTS,
+        bd_figures=(BdFigure("x264", "psnr_yuv", -4.2, 0.93, True, 0.75, -4.2),
+                    BdFigure("x265", "psnr_yuv", None, 0.458, False, 0.75, 31.7)),
+    )
+    weak = CandidateInfo(code="# weak\n" + GOOD_CODE, candidate_id=9, points=POINTS,
+                         bd_figures=(BdFigure("x264", "psnr_yuv", None, 0.52, False, 0.75, -60.0, clips=2),))
+    task = TaskSpec(clip="synthetic:mix", width=96, height=64, n_frames=4, fps=30, rate_points=(0.1, 0.4, 0.7, 1.0),
+                    anchors=("x264", "x265"), anchor_points=ANCHORS, metric="psnr_yuv", n_clips=2)
+    text = build_prompt(task, parent, [parent, weak], [], "rewrite", 100_000)
+    assert "Fitness metric: `psnr_yuv` = PSNR-YUV: (6 PSNR-Y + PSNR-U + PSNR-V) / 8" in text
+    assert "the fitness is the BD-rate against x264 on PSNR-YUV" in text
+    assert "below 75 % of the wider range the figure is marked unreliable and is not fitness" in text
+    assert "Candidates are measured on 2 clips (the first: synthetic:mix (96x64, 4 frames at 30 fps))" in text
+    assert "BD-rate (PSNR-YUV): x264 -4.2 % (overlap 93 %), x265 UNRELIABLE, not fitness: +31.7 % over only " \
+           "the shared part (overlap 46 %, below the 75 % needed)" in text
+    assert "its stored overlap with x264 on PSNR-YUV is 93 % of the wider range." in text
+    assert "overlap of 40 %" not in text and "40 %" not in text
+    assert "### candidate 7: the parent above (BD-rate x264 -4.2 % (overlap 93 %)" in text
+    assert ("x264 UNRELIABLE, not fitness: -60.0 % over only the shared part (overlap 52 %, the smallest of 2 clips, "
+            "below the 75 % needed)") in text
+
+
+def test_a_parent_whose_stored_overlap_is_low_is_told_so_and_how_to_reach_the_anchor():
+    parent = CandidateInfo(code=GOOD_CODE, candidate_id=7, points=POINTS,
+                           bd_figures=(BdFigure("x264", "psnr_y", None, 0.40, False, 0.75, 23.8),))
+    text = build_prompt(TASK, parent, [], [], "rewrite", 100_000)
+    assert ("its stored overlap with x264 on PSNR-Y is 40 % of the wider range, below the 75 % a BD figure needs: "
+            "its BD-rate is unreliable and not fitness.") in text
+    assert "reach from about 27.5 to 47.5 dB" in text
