@@ -509,8 +509,10 @@ def campaign(
     same frames, and never shown to the generator or a candidate: prompts name
     the clip by its seedless name. A clip spec with ``,seed=S`` keeps its seed.
 
-    ``clips``: clip specs measured for every candidate (fitness is the mean
-    BD-rate against ``anchor`` on PSNR-Y over them). ``generator``: see
+    ``clips``: clip specs or named clip sets (a directory of videos, or
+    ``@LIST_FILE``: see :func:`evaluation.video.expand_clip_set`) measured for every
+    candidate, clip by clip (fitness is the mean of the per-clip BD-rates against
+    ``anchor`` on ``metric``). ``held_out`` takes sets too. ``generator``: see
     :func:`resolve_generator`. ``on_event(kind, data)`` is told of each
     candidate and generation as it ends (for progress display), and of a
     parent replaced because its prompt did not fit (``parent_replaced``).
@@ -540,6 +542,16 @@ def campaign(
         raise CampaignError("a campaign needs at least one clip")
     if rate_points < 4:
         raise CampaignError("BD-rate needs at least 4 rate points")
+    from evaluation.video import VideoError, expand_clip_specs
+
+    try:
+        # Named clip sets (a directory, @LIST_FILE) become their clips: each is measured on
+        # its own and fitness is the mean of the per-clip BD-rates. Stored expanded, so a
+        # set whose contents changed is not resumed as if it were the same.
+        clips = expand_clip_specs(clips)
+        held_out = expand_clip_specs(held_out)
+    except VideoError as exc:
+        raise CampaignError(str(exc)) from exc
     budget_chars = _prompt_budget(prompt_budget)
     device = resolve_device(get_settings().device)
     limits = _limits(device)

@@ -174,6 +174,49 @@ def _print_evaluation(result: dict, candidate: str) -> None:
         console.print(f"status: succeeded in {result['seconds']:.1f} s; bitstreams in {markup(result['run_dir'], 500)}")
 
 
+def _evaluate_clip_set(args: argparse.Namespace, name: str, code: str, anchors: list[str], settings) -> int:
+    """``evaluate`` on a clip set: each clip measured on its own (loaded one at a time),
+    then the set's BD-rate per anchor = the mean of the per-clip BD-rates."""
+    from codecfleet.api import evaluate_candidate
+    from evaluation.pipeline import clip_set_summary, to_json
+    from evaluation.video import expand_clip_set
+
+    results = []
+    console = _console() if not args.json else None
+    for spec in expand_clip_set(args.clip):
+        clip = _load_clip(argparse.Namespace(**{**vars(args), "clip": spec}))
+        result = evaluate_candidate(
+            code, clip, args.rate_points, anchors=anchors, runner=args.runner,
+            device=resolve_device(args.device or settings.device), settings=settings,
+            metric=args.metric, min_overlap=args.min_overlap, determinism=args.determinism,
+        )
+        del clip
+        normalize_bd(result)
+        results.append(result)
+        if console is not None:
+            _print_evaluation(result, name)
+    summary = {"clip_set": args.clip, **clip_set_summary(results), "results": results}
+    if args.json:
+        print(to_json(summary))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"clip set {markup(args.clip, 300)}: {len(results)} clips, mean of the per-clip BD-rates "
+                            f"({markup(summary['metric'] or args.metric, 50)})")
+        for col in ("anchor", "mean BD-rate %", "per clip %", "smallest overlap"):
+            table.add_column(col)
+        for codec, detail in summary["bd"].items():
+            table.add_row(
+                text(codec, 50),
+                _fmt(detail["bd_rate_pct"], "+.2f") if detail["bd_rate_pct"] is not None
+                else f"none: no reliable figure on {len(detail['missing'])} clip(s)",
+                " / ".join(_fmt(v, "+.2f") if v is not None else "-" for v in detail["per_clip"]),
+                "-" if detail["min_overlap_seen"] is None else f"{100 * detail['min_overlap_seen']:.0f} %",
+            )
+        console.print(table)
+    return 0 if summary["status"] == "succeeded" else 1
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from codecfleet.api import evaluate_candidate
 
@@ -181,6 +224,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name, code = _read_candidate(args.candidate)
     anchors = _anchor_list(args.anchors)
     _check_clip_specs([args.clip])
+    from evaluation.video import is_clip_set
+
+    if is_clip_set(args.clip):
+        return _evaluate_clip_set(args, name, code, anchors, settings)
     clip = _load_clip(args)
     from codecfleet.progress import progress
 
@@ -581,6 +628,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = args.name or f"run-seed{args.seed}-p{args.population}"
     # Every argument is checked before the banner: an error is the only thing printed.
     _check_clip_specs(clips)
+    held_out = [c.strip() for c in (args.held_out or "").split(",") if c.strip()]
+    _check_clip_specs(held_out)
     anchor = _anchor_list(args.anchors)
     if len(anchor) != 1:
         raise UsageError(f"--anchors takes one anchor for the fitness of a campaign, got {args.anchors!r}")
@@ -597,7 +646,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(
         f"campaign [bold]{markup(name, 200)}[/]: {args.generations} generations of {args.population} on "
         f"{markup(', '.join(public_source(c) for c in clips), 500)} ({args.frames} frames), seeds "
-        f"{markup(', '.join(seeds), 200)}, fitness = BD-rate vs {markup(anchor, 50)} (PSNR-Y)"
+        f"{markup(', '.join(seeds), 200)}, fitness = BD-rate vs {markup(anchor, 50)} ({args.metric})"
     )
     total = len(seeds) + args.population * args.generations
     with progress(total, "candidates") as advance:
@@ -629,6 +678,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 anchor=anchor,
                 on_event=on_event,
                 clip_seed=args.clip_seed,
+                held_out=held_out,
+                metric=args.metric,
             )
         except CampaignError as exc:
             raise UsageError(str(exc)) from exc
@@ -726,7 +777,7 @@ def _check_clip_specs(specs: list[str]) -> None:
     """Refuse a clip spec before anything runs, naming it as the user typed it."""
     import re
 
-    from evaluation.video import SYNTHETIC_NAMES
+    from evaluation.video import SYNTHETIC_NAMES, VideoError, expand_clip_set, is_clip_set
 
     for spec in specs:
         if spec.startswith("synthetic:"):
@@ -738,6 +789,11 @@ def _check_clip_specs(specs: list[str]) -> None:
             for value in (m.group(2), m.group(3)):
                 if value is not None and (int(value) < 16 or int(value) % 2):
                     raise UsageError(f"clip size in {spec!r} must be even and at least 16x16")
+        elif is_clip_set(spec):  # a directory of videos or @LIST_FILE: check each clip of it
+            try:
+                _check_clip_specs(expand_clip_set(spec))
+            except VideoError as exc:
+                raise UsageError(str(exc)) from exc
         elif not Path(spec).is_file():
             raise UsageError(f"clip file not found: {spec}")
 
@@ -801,7 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
              "except frames (3 there, 4 here).",
              epilog="example: codecfleet run --generations 2 --population 4 --name quick")
     ru.add_argument("--clip", default="synthetic:mix@176x144",
-                    help=f"clip spec(s), comma-separated; {CLIP_SPEC_HELP} (default: synthetic:mix@176x144)")
+                    help=f"clip spec(s), comma-separated; {CLIP_SPEC_HELP}; or a clip set: a directory of videos or "
+                         "@LIST_FILE (one spec per line, # comments), fitness the mean of per-clip BD-rates "
+                         "(default: synthetic:mix@176x144)")
+    ru.add_argument("--held-out", default=None, metavar="CLIPS",
+                    help="held-out clip spec(s) or set, comma-separated: never in fitness or prompts, measured for "
+                         "the final leaderboard (default: none)")
+    ru.add_argument("--metric", default="psnr_y", choices=("psnr_y", "psnr_yuv", "ssim_y", "ms_ssim"),
+                    help="quality axis of every BD figure and of fitness (default: psnr_y)")
     ru.add_argument("--frames", type=int, default=4, metavar="N", help="frames of each clip (default: 4)")
     ru.add_argument("--population", type=int, default=6, metavar="N", help="candidates per generation (default: 6)")
     ru.add_argument("--generations", type=int, default=5, metavar="N", help="generations after the seeds' generation 0 (default: 5)")

@@ -495,6 +495,39 @@ def evaluate_candidate(
     return result
 
 
+def clip_set_summary(results: Sequence[dict]) -> dict:
+    """A clip set's numbers from each clip's :func:`evaluate_candidate` result.
+
+    Per anchor, the set's BD-rate is the mean of the per-clip BD-rates (each clip's
+    curve against that anchor's curve on the same clip), as codec papers average
+    over their test sequences; never the BD-rate of averaged curves. It is None
+    unless every clip has a reliable figure (``missing`` names the clips that lack
+    one). ``min_overlap_seen`` is the smallest per-clip overlap.
+    """
+    out: dict = {"status": "succeeded", "clips": len(results), "bd_rate": {}, "bd": {}, "metric": None}
+    failed = [r for r in results if r.get("status") != "succeeded"]
+    if failed or not results:
+        out["status"] = "failed"
+        out["failed_clips"] = [r["clip"]["source"] for r in failed]
+    out["metric"] = next((r.get("metric") for r in results if r.get("metric")), None)
+    codecs = list(dict.fromkeys(c for r in results for c in r.get("bd", {})))
+    for codec in codecs:
+        per_clip, missing, overlaps = [], [], []
+        for r in results:
+            detail = r.get("bd", {}).get(codec) or {}
+            value = detail.get("bd_rate_pct") if detail.get("reliable") else None
+            per_clip.append(value)
+            if value is None:
+                missing.append(r["clip"]["source"])
+            if detail.get("overlap") is not None:
+                overlaps.append(detail["overlap"])
+        mean = None if missing else float(np.mean(per_clip))
+        out["bd_rate"][codec] = mean
+        out["bd"][codec] = {"bd_rate_pct": mean, "per_clip": per_clip, "missing": missing,
+                            "min_overlap_seen": min(overlaps) if overlaps else None}
+    return out
+
+
 def to_json(result: dict) -> str:
     """The result as JSON, without in-memory extras such as decoded frames."""
     return json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2, sort_keys=False)

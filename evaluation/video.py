@@ -94,6 +94,9 @@ __all__ = [
     "public_source",
     "spec_seed",
     "write_video",
+    "is_clip_set",
+    "expand_clip_set",
+    "expand_clip_specs",
 ]
 
 
@@ -862,6 +865,84 @@ def load_clip(
             f"{width if width is not None else '*'}x{height if height is not None else '*'} (no rescaling)",
         )
     return clip
+
+
+# --------------------------------------------------------------------------- clip sets
+
+#: File name endings a clip-set directory's videos have (compared lower-case); other
+#: files in the directory (notes, list files, images) are not clips.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".nut", ".ts", ".mpg", ".mpeg", ".y4m", ".ivf",
+                    ".flv", ".264", ".h264", ".265", ".hevc")
+
+
+def is_clip_set(spec: str) -> bool:
+    """A named clip set: ``@LIST_FILE`` or a directory (not a synthetic spec, not a file)."""
+    spec = str(spec)
+    if spec.startswith("@"):
+        return True
+    return not spec.startswith("synthetic:") and Path(spec).is_dir()
+
+
+def _directory_clips(directory: Path, shown: str) -> list[str]:
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not files:
+        raise VideoError(shown, f"the clip-set directory holds no video file ({', '.join(VIDEO_EXTENSIONS[:6])}, ...)")
+    return [str(p) for p in files]
+
+
+def expand_clip_set(spec: str) -> list[str]:
+    """The clip specs of a named clip set, in order; a single clip spec as ``[spec]``.
+
+    ``DIR``: every video file directly in the directory (by :data:`VIDEO_EXTENSIONS`),
+    sorted by name. ``@LIST``: a text file with one clip spec per line (a file path,
+    relative to the list file's directory, a directory of videos, or a synthetic spec);
+    blank lines and ``#`` comments (a whole line, or after whitespace) are skipped.
+    Each clip of a set is measured on its own; a set's BD-rate is the mean of the
+    per-clip BD-rates (:func:`evaluation.pipeline.clip_set_summary`).
+    """
+    spec = str(spec)
+    if spec.startswith("@"):
+        path = Path(spec[1:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VideoError(spec, f"cannot read the clip list: {exc}") from exc
+        out: list[str] = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+            if not line:
+                continue
+            if line.startswith("@"):
+                raise VideoError(spec, f"line {number}: a clip list cannot name another list ({line})")
+            if not line.startswith("synthetic:"):
+                entry = Path(line).expanduser()
+                if not entry.is_absolute():
+                    entry = path.parent / entry
+                if entry.is_dir():
+                    out += _directory_clips(entry, f"{spec} line {number}")
+                    continue
+                if not entry.is_file():
+                    raise VideoError(spec, f"line {number}: no such file: {line}")
+                line = str(entry)
+            out.append(line)
+        if not out:
+            raise VideoError(spec, "the clip list names no clip")
+        return out
+    if is_clip_set(spec):
+        return _directory_clips(Path(spec), spec)
+    return [spec]
+
+
+def expand_clip_specs(specs) -> list[str]:
+    """Every clip of ``specs`` (clip specs and named sets), sets expanded in place; a clip
+    named twice is refused (it would count twice in a mean)."""
+    out: list[str] = []
+    for spec in specs:
+        for clip in expand_clip_set(spec):
+            if clip in out:
+                raise VideoError(clip, "named twice in the clips (a clip set counts each clip once)")
+            out.append(clip)
+    return out
 
 
 # --------------------------------------------------------------------------- streaming
