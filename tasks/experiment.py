@@ -222,7 +222,7 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
 
 
 def _generator(seen: list[str]):
-    from evaluation.reference import REFERENCE_CANDIDATES, reference_code
+    from evaluation.reference import OFFLINE_SEEDS, reference_code
     from generation import OfflineGenerator, generator_from_env
     from sandbox.sanitize import sanitize
 
@@ -230,7 +230,7 @@ def _generator(seen: list[str]):
         verdict = sanitize(code)
         return verdict.ok, verdict.reason
 
-    seeds = {name: reference_code(name) for name in REFERENCE_CANDIDATES}
+    seeds = {name: reference_code(name) for name in OFFLINE_SEEDS}
     gen = generator_from_env(dict(os.environ), seeds=seeds, validate=validate)
     if isinstance(gen, OfflineGenerator) and seen:
         gen = OfflineGenerator(gen.seed, seeds, validate=validate, seen=seen)

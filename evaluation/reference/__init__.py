@@ -25,6 +25,12 @@ REFERENCE_CANDIDATES: dict[str, Path] = {
 }
 
 
+#: The families the offline generator mutates when no seeds are named: its operators edit
+#: the constants, tables and entropy coders of classic codecs. ``overfit_nn`` is a seed
+#: for LLM campaigns (``--seeds overfit_nn``), where a model edits it.
+OFFLINE_SEEDS: tuple[str, ...] = ("intra_dct", "inter_mc", "torch_dct")
+
+
 class UnknownReferenceError(KeyError):
     """No reference candidate has this name; ``known`` lists the names there are."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fake_llm_server import FakeLLMServer
 
-from evaluation.reference import REFERENCE_CANDIDATES, reference_code
+from evaluation.reference import OFFLINE_SEEDS, reference_code
 
 
 @pytest.fixture
@@ -16,4 +16,4 @@ def server():
 
 @pytest.fixture(scope="session")
 def seeds() -> dict[str, str]:
-    return {name: reference_code(name) for name in REFERENCE_CANDIDATES}
+    return {name: reference_code(name) for name in OFFLINE_SEEDS}
