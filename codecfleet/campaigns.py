@@ -92,10 +92,12 @@ def _seed_codes(seeds: Sequence[str]) -> dict[str, str]:
     return {name: reference_code(name) for name in seeds}
 
 
-def resolve_generator(generator, *, seeds: dict[str, str], seed: int, seen: Sequence[str]):
-    """``None``: from the environment (offline when no LLM is configured);
-    ``"offline"``; ``"replay:CAMPAIGN"``; or a ready generator object."""
-    from generation import OfflineGenerator, generator_from_env
+def resolve_generator(generator, *, seeds: dict[str, str], seed: int, seen: Sequence[str], campaign: str | None = None):
+    """``None``: from the environment (offline when no LLM is configured; several
+    models with ``CODECFLEET_LLM_MODELS``); ``"offline"``; ``"replay:CAMPAIGN"``;
+    ``"manual:DIR"`` (prompts written to DIR, answers read from there: see
+    :mod:`generation.manual`; files named after ``campaign``); or a ready generator object."""
+    from generation import GenerationConfigError, OfflineGenerator, generator_from_env, manual_generator_from_env
 
     if generator is None:
         environ = dict(os.environ)
@@ -108,8 +110,15 @@ def resolve_generator(generator, *, seeds: dict[str, str], seed: int, seen: Sequ
         return OfflineGenerator(seed, seeds, validate=_validate, seen=seen)
     if isinstance(generator, str) and generator.startswith("replay:"):
         return replay_generator(generator.split(":", 1)[1])
+    if isinstance(generator, str) and generator.startswith("manual:"):
+        try:
+            return manual_generator_from_env(os.path.expanduser(generator.split(":", 1)[1]), os.environ, campaign=campaign)
+        except (GenerationConfigError, OSError) as exc:
+            raise CampaignError(str(exc)) from exc
     if isinstance(generator, str):
-        raise CampaignError(f"unknown generator {generator!r}: use offline, replay:CAMPAIGN, or a generator object")
+        raise CampaignError(
+            f"unknown generator {generator!r}: use offline, replay:CAMPAIGN, manual:DIR, or a generator object"
+        )
     return generator
 
 
@@ -610,7 +619,8 @@ def campaign(
 
     fleet.resume_stalled(campaign_id)
     current = members()
-    gen = resolve_generator(generator, seeds=seed_codes, seed=seed, seen=[m.code for m in current if m.code])
+    gen = resolve_generator(generator, seeds=seed_codes, seed=seed, seen=[m.code for m in current if m.code],
+                            campaign=name)
 
     def submit(candidate_text: str | None, generated=None, failure=None) -> list:
         jobs = [

@@ -877,7 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--name", default=None,
                     help="campaign name; rerun with the same name to resume (default: run-seed{SEED}-p{POPULATION})")
     ru.add_argument("--generator", default=None,
-                    help="offline or replay:CAMPAIGN (default: the LLM of CODECFLEET_LLM_*, offline when unset)")
+                    help="offline, replay:CAMPAIGN, or manual:DIR (each prompt written to DIR as request-NAME-NNNN.md, "
+                         "the reply read from answer-NAME-NNNN.md there) (default: the LLM of CODECFLEET_LLM_*, "
+                         "several with CODECFLEET_LLM_MODELS, offline when unset)")
     ru.add_argument("--rate-points", type=int, default=4, metavar="K", help="qualities per candidate, at least 4 (default: 4)")
     ru.add_argument("--anchors", default="x264", metavar="ANCHOR",
                     help="the anchor fitness is measured against: x264, x265 or svtav1 (default: x264)")

@@ -18,8 +18,16 @@ from generation.base import (
     TaskSpec,
 )
 from generation.diffs import DiffError, apply_search_replace, has_edit_blocks
-from generation.factory import GenerationConfigError, generator_from_env, prompt_budget_from_env
+from generation.factory import (
+    GenerationConfigError,
+    generator_from_env,
+    manual_generator_from_env,
+    parse_models,
+    prompt_budget_from_env,
+)
 from generation.llm import AnthropicGenerator, OpenAIGenerator, Pricing, interpret_reply
+from generation.manual import ManualGenerator
+from generation.multi import WeightedGenerator
 from generation.offline import OfflineError, OfflineGenerator
 from generation.prompts import ALLOWED_IMPORTS, PromptBudgetError, build_prompt, change_summary, unified_diff
 from generation.replay import ReplayExhausted, ReplayGenerator, StoredReply
@@ -41,6 +49,7 @@ __all__ = [
     "Generator",
     "LineageStep",
     "Limits",
+    "ManualGenerator",
     "OfflineError",
     "OfflineGenerator",
     "OpenAIGenerator",
@@ -53,6 +62,7 @@ __all__ = [
     "Selection",
     "StoredReply",
     "TaskSpec",
+    "WeightedGenerator",
     "apply_search_replace",
     "build_archive",
     "build_prompt",
@@ -60,6 +70,8 @@ __all__ = [
     "generator_from_env",
     "has_edit_blocks",
     "interpret_reply",
+    "manual_generator_from_env",
+    "parse_models",
     "prompt_budget_from_env",
     "select_parents",
     "unified_diff",
