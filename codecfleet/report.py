@@ -242,6 +242,13 @@ class ModelRow:
     succeeded: int
     best: float | None
     median: float | None
+    tokens: int = 0  # prompt + completion tokens of its candidates
+    cost_usd: float | None = None  # None when no candidate of it has a known cost
+
+    @property
+    def accepted_share(self) -> float:
+        """Share of its candidates that reached a BD-rate (0..1)."""
+        return self.succeeded / self.candidates if self.candidates else 0.0
 
 
 @dataclass
@@ -604,7 +611,7 @@ def _held_out_text(rows, held_shas, infos, best_id: int | None) -> str | None:
             f"{PRIMARY_ANCHOR}: " + "; ".join(parts) + ".")
 
 
-def _model_rows(rows, experiments, infos, facts) -> list[ModelRow]:
+def _model_rows(rows, experiments, infos, facts, costs: dict[int, float | None] | None = None) -> list[ModelRow]:
     best_by: dict[int, float] = {}
     for r in rows:
         if r.primary_bd_rate is not None:
@@ -618,9 +625,23 @@ def _model_rows(rows, experiments, infos, facts) -> list[ModelRow]:
     out = []
     for (gen, model), ids in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         values = sorted(best_by[i] for i in ids if i in best_by)
+        tokens = sum((infos[i].prompt_tokens or 0) + (infos[i].completion_tokens or 0) for i in ids)
+        known = [costs[i] for i in ids if (costs or {}).get(i) is not None]
         out.append(ModelRow(gen, model, len(ids), len(values), values[0] if values else None,
-                            values[len(values) // 2] if values else None))
+                            values[len(values) // 2] if values else None, tokens, sum(known) if known else None))
     return out
+
+
+def _candidate_costs(session, infos) -> dict[int, float | None]:
+    """Candidate id -> its stored LLM cost in USD (None: not known)."""
+    import sqlalchemy as sa
+
+    from db.models import Candidate
+
+    ids = list(infos)
+    if not ids:
+        return {}
+    return dict(session.execute(sa.select(Candidate.id, Candidate.cost_usd).where(Candidate.id.in_(ids))).all())
 
 
 def _dedup(session, experiments) -> dict:
@@ -1130,7 +1151,7 @@ def build_report(
             best_dot = min((d for d in headline.dots if d.bd_rate is not None),
                            key=lambda d: (d.bd_rate, d.candidate_id), default=None)
             headline.held_out = _held_out_text(rows, held_shas, infos, best_dot.candidate_id if best_dot else None)
-            models = _model_rows(rows, experiments, infos, facts)
+            models = _model_rows(rows, experiments, infos, facts, _candidate_costs(session, infos))
             dedup = _dedup(session, experiments)
             failures = [g for g in failures if g.status is not ExperimentStatus.DUPLICATE_OUTPUT]
             shown = {r.experiment.id: r for s in sections for r in s.ranked}
@@ -1523,12 +1544,14 @@ def _dedup_html(report: Report) -> str:
 def _models_html(report: Report) -> str:
     rows = "".join(
         f"<tr><td class=l>{_e(m.generator)}</td><td class=l>{_e(m.model or '–')}</td><td>{m.candidates}</td>"
-        f"<td>{m.succeeded}</td><td>{_num(m.best, '+.1f', 'no BD-rate')}</td><td>{_num(m.median, '+.1f', 'no BD-rate')}</td></tr>"
+        f"<td>{m.succeeded} ({100 * m.accepted_share:.0f} %)</td><td>{_num(m.best, '+.1f', 'no BD-rate')}</td>"
+        f"<td>{_num(m.median, '+.1f', 'no BD-rate')}</td><td>{m.tokens}</td><td>{_num(m.cost_usd, '.4f', 'unknown')}</td></tr>"
         for m in report.models
     )
     return (
-        "<table><tr><th class=l>generator</th><th class=l>model</th><th>candidates</th><th>with a BD-rate</th>"
-        f"<th>best BD-rate vs {PRIMARY_ANCHOR} %</th><th>median %</th></tr>" + rows + "</table>"
+        "<table><tr><th class=l>generator</th><th class=l>model</th><th>candidates</th><th>with a BD-rate (share)</th>"
+        f"<th>best BD-rate vs {PRIMARY_ANCHOR} %</th><th>median %</th><th>tokens</th><th>cost USD</th></tr>"
+        + rows + "</table>"
         '<p class="meta">Seeds excluded; a candidate\'s figure is its best on any clip in scope.</p>'
     )
 
