@@ -370,8 +370,10 @@ def _frame_sizes(path: str, *, max_frames: int = 100_000) -> tuple[int, ...]:
 
 
 def _with_frame_sizes(info, member):
-    """``info`` with the payload bytes per frame of each rate point of ``member``'s
-    measured bitstreams (following a reuse to the original experiment)."""
+    """``info`` with the payload bytes and PSNR-Y per frame of each rate point of
+    ``member``'s measurements (following a reuse to the original experiment): the stored
+    ``frame_bytes`` / ``frame_psnr_y``, else the sizes read from the bitstream file
+    (rows measured before the per-frame columns were kept)."""
     import dataclasses
 
     import db.queries as q
@@ -379,9 +381,12 @@ def _with_frame_sizes(info, member):
 
     with _db.transaction() as session:
         rows = q.experiment_measurements(session, member.experiment_id)
-        sizes = {m.rate_index: _frame_sizes(m.artifact.path) for m in rows}
+        sizes = {m.rate_index: tuple(int(b) for b in m.frame_bytes) if m.frame_bytes else _frame_sizes(m.artifact.path)
+                 for m in rows}
+        psnrs = {m.rate_index: tuple(float(v) for v in m.frame_psnr_y) if m.frame_psnr_y else () for m in rows}
     points = tuple(
-        dataclasses.replace(p, frame_bytes=sizes.get(i, ())) for i, p in enumerate(info.points)
+        dataclasses.replace(p, frame_bytes=sizes.get(i, ()), frame_psnr_y=psnrs.get(i, ()))
+        for i, p in enumerate(info.points)
     )
     return dataclasses.replace(info, points=points)
 

@@ -92,6 +92,21 @@ def test_manual_generator_round_trips_through_a_directory_and_resumes(embedded, 
     assert "1.5 s" in rows[1].error
     assert report.generations[-1].candidates == 2
 
+    # The prompt shows the parent's stored per-frame PSNR-Y (min / mean) beside its frame sizes.
+    meta, prompt = seen[1]
+    engine = sa.create_engine(f"sqlite:///{embedded['CODECFLEET_DATA_DIR']}/codecfleet.db")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT m.frame_psnr_y, m.frame_bytes FROM experiments e JOIN experiment_points p ON p.experiment_id = e.id "
+            "JOIN measurements m ON m.id = p.measurement_id WHERE e.candidate_id = :c ORDER BY e.id, p.rate_index"
+        ), {"c": meta["parent_ids"][0]}).all()
+    engine.dispose()
+    assert stored and "not stored" not in prompt
+    for psnr_json, bytes_json in stored:
+        psnr, sizes = json.loads(psnr_json), json.loads(bytes_json)
+        assert f"| {sum(sizes)} | {sizes[0]} |" in prompt
+        assert f"| {min(psnr):.2f} / {sum(psnr) / len(psnr):.2f} |" in prompt
+
     # Resume: answers written before the rerun (no player) are found and used.
     for index in (2, 3):
         (directory / f"answer-by_hand-{index:04d}.md").write_text(_answer(SCALES[index]))
