@@ -43,5 +43,9 @@ def test_readme_candidate_evaluates_as_printed_in_the_real_sandbox(tmp_path):
     out = proc.stdout
     assert "status: succeeded" in out
     assert out.count("│ 0.") == 4  # four rate points: 0.100, 0.367, 0.633, 0.900
-    # The README says what the BD table shows: no figure against x264, with the reason.
-    assert "do not overlap in log-rate" in out
+    # The README says what the BD table shows against x264: usually no figure, with the
+    # reason; a figure only beside its overlap (the secret clip seed decides which).
+    x264_rows = [line for line in out.splitlines() if "x264" in line]
+    assert "do not overlap in log-rate" in out or any(
+        re.search(r"[+-]\d+\.\d+", line) and re.search(r"\d+\.\d %", line) for line in x264_rows
+    ), out
