@@ -680,6 +680,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 clip_seed=args.clip_seed,
                 held_out=held_out,
                 metric=args.metric,
+                prompt_budget=args.prompt_budget,
             )
         except CampaignError as exc:
             raise UsageError(str(exc)) from exc
@@ -890,6 +891,9 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="S", help="stop after this much encode + decode time (default: no limit)")
     ru.add_argument("--budget-tokens", type=int, default=None, metavar="T", help="stop after this many LLM tokens (default: no limit)")
     ru.add_argument("--budget-usd", type=float, default=None, metavar="X", help="stop after this much LLM cost in USD (default: no limit)")
+    ru.add_argument("--prompt-budget", type=int, default=None, metavar="CHARS",
+                    help="the largest prompt sent to the model, in characters (default: CODECFLEET_LLM_PROMPT_BUDGET "
+                         "or 160000); a parent that does not fit whole is asked for as SEARCH/REPLACE edits")
     ru.set_defaults(func=cmd_run)
 
     from codecfleet.report import add_report_parser

@@ -254,6 +254,13 @@ def test_run_takes_anchors_and_the_old_anchor_spelling(env):
         assert "unknown anchor 'x999'" in proc.stderr
 
 
+def test_run_takes_a_prompt_budget_and_refuses_a_non_positive_one(env):
+    assert "--prompt-budget CHARS" in codecfleet("run", "--help", env=env).stdout
+    proc = codecfleet("run", "--prompt-budget", "0", "--population", "1", "--generations", "0", env=env)
+    assert proc.returncode == 2
+    assert "prompt_budget must be a positive number of characters" in proc.stderr
+
+
 def test_a_bd_figure_is_a_number_with_its_overlap_or_none_with_a_reason():
     from codecfleet.cli import bd_verdict, normalize_bd
 
