@@ -23,6 +23,12 @@ Order of work, and why:
 6. import the candidate as a real module named ``candidate`` from a file;
 7. serve encode/decode requests until told to stop.
 
+Started as ``harness.py --template CTL_FD PLACEHOLDER`` it is instead a
+*template* (issue 16, see ``_template_main``): it imports numpy (and torch),
+then forks sessions on the trusted side's word; each fork runs the same steps
+above, in its own namespaces, after the trusted side moved it into its session
+cgroup (``_session_child``, ``_seal_forked``).
+
 Stdlib only (plus numpy from the bound site-packages; the seccomp filter arrives
 compiled as BPF bytes, so libseccomp is not needed in here): this file
 must not import anything from the project, which is not mounted here.

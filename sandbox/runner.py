@@ -941,6 +941,9 @@ class _Template:
         self.mode, self.device, self.limits, self.bwrap, self.view = mode, device, limits, bwrap, view
         self.modules = modules
         self.forks = 0
+        #: the worker process that started it (a process forked from the worker, such as
+        #: a pool child, starts its own: the control socket is not shared)
+        self.owner = os.getpid()
         #: resident bytes of the template after the interpreter, the harness and numpy
         #: (before torch): what every forked session has without being charged for it
         self.base_rss = 0
@@ -1169,6 +1172,10 @@ def _get_template(mode: str, device: str, limits: Limits, bwrap: str | None, vie
     key = (mode, device, bwrap, limits.threads, view.root if view is not None else "host", packages_key, modules,
            creds)
     with _TEMPLATES_LOCK:
+        for other_key in [k for k, t in _TEMPLATES.items() if t.owner != os.getpid()]:
+            inherited = _TEMPLATES.pop(other_key)  # our parent's: leave it running, drop our copy
+            if inherited._sock is not None:
+                inherited._sock.close()
         template = _TEMPLATES.get(key)
         if template is not None and (not template.alive() or template.forks >= TEMPLATE_MAX_FORKS):
             template.close()
@@ -1188,7 +1195,8 @@ def close_templates() -> None:
     """Kill every template of this worker (at exit, and in tests)."""
     with _TEMPLATES_LOCK:
         for template in _TEMPLATES.values():
-            template.close()
+            if template.owner == os.getpid():
+                template.close()
         _TEMPLATES.clear()
 
 
