@@ -22,6 +22,16 @@ workers stopped at the end.
     .venv/bin/python benchmarks/fleet.py [--size 1280x720] [--frames 60] [--rate-points 4]
 
 Targets: fleet overhead at most 10 % of the direct time; a hop under 20 ms.
+
+``--throughput N`` instead measures experiments per minute for one worker
+(queues cpu, llm and gpu, concurrency 1) on ``N`` trivial numpy and ``N``
+trivial torch candidates (each source distinct, so nothing is served from the
+measurement cache; 3 QCIF frames, ``--rate-points``), with sandbox sessions
+started cold (``CODECFLEET_SANDBOX_TEMPLATE=off``, before issue 16) and forked
+from the worker's template (after). Each run starts a fresh worker and warms it
+on one experiment first.
+
+    .venv/bin/python benchmarks/fleet.py --throughput 6
 """
 
 from __future__ import annotations
@@ -126,7 +136,12 @@ def main() -> int:
     parser.add_argument("--hops", type=int, default=50)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="broker (a DB number of its own)")
     parser.add_argument("--pg", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    parser.add_argument("--throughput", type=int, default=0,
+                        help="N: experiments per minute of one worker on N trivial numpy + N torch candidates")
+    parser.add_argument("--sessions", choices=("off", "auto"), help=argparse.SUPPRESS)  # one run of --throughput
     args = parser.parse_args()
+    if args.throughput:
+        return throughput(args)
 
     work = Path(tempfile.mkdtemp(prefix="cf-bench-fleet-"))
     db_name = f"cf_bench_fleet_{secrets.token_hex(5)}"
@@ -211,6 +226,99 @@ def main() -> int:
     print(f"{'one hop (send -> task-started), median':<44}{hop_ms:>8.2f} ms  (n={len(hops)}, "
           f"p90 {1000 * sorted(hops)[int(0.9 * (len(hops) - 1))]:.2f} ms) target < {HOP_TARGET_MS:g} ms: "
           f"{'met' if hop_ms < HOP_TARGET_MS else 'NOT met'}")
+    return 0
+
+
+TRIVIAL = """
+import numpy as np
+{extra}
+_EXPERIMENT = {n}  # distinct source and AST: nothing is reused from an earlier experiment
+
+
+def compress_video_frame(frame, frame_index, config):
+    step = (8, 4, 2, 1)[min(3, int(config["quality"] * 4))]  # subsampling, coarser at low quality
+    return bytes([step]) + frame[::step, ::step].tobytes()
+
+
+def decompress_video_frame(compressed_data, frame_index, config):
+    h, w, step = config["height"], config["width"], compressed_data[0]
+    small = np.frombuffer(compressed_data[1:], np.uint8).reshape(-(-h // step), -(-w // step), 3)
+    return np.repeat(np.repeat(small, step, axis=0), step, axis=1)[:h, :w]
+"""
+
+
+def throughput(args) -> int:
+    """Experiments per minute of one worker on trivial candidates, cold vs template."""
+    import redis
+
+    from db import migrate
+
+    import json
+
+    if args.sessions is None:  # each run in a process of its own (settings are read once per process)
+        rows = []
+        for template in ("off", "auto"):
+            out = subprocess.run([sys.executable, __file__, "--throughput", str(args.throughput), "--sessions", template,
+                                  "--rate-points", str(args.rate_points), "--redis", args.redis, "--pg", args.pg],
+                                 check=True, capture_output=True, text=True).stdout
+            rows += [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]
+        print(f"machine: {platform.node()}, {_cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+        print(f"one worker (cpu, llm, gpu queues, concurrency 1); trivial candidates, 3 QCIF frames, "
+              f"{args.rate_points} rate points")
+        print("| sessions | candidate | experiments | seconds | experiments per minute |")
+        print("|---|---|---:|---:|---:|")
+        for label, cand, n, seconds in rows:
+            print(f"| {label} | {cand} | {n} | {seconds:.1f} | {60 * n / seconds:.1f} |")
+        return 0
+    rows = []
+    counter = iter(range(1_000_000))
+    for label, template in [r for r in (("cold (before)", "off"), ("template (after)", "auto")) if r[1] == args.sessions]:
+        work = Path(tempfile.mkdtemp(prefix="cf-bench-fleet-"))
+        db_name = f"cf_bench_fleet_{secrets.token_hex(5)}"
+        with psycopg.connect(args.pg, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db_name}"')
+        db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CODECFLEET_")}
+        env.update(
+            CODECFLEET_BROKER_URL=args.redis, CODECFLEET_DATABASE_URL=db_url, CODECFLEET_DATA_DIR=str(work / "data"),
+            CODECFLEET_ARTIFACT_DIR=str(work / "artifacts"), CODECFLEET_CACHE_DIR=str(work / "cache"),
+            CODECFLEET_DEVICE=os.environ.get("CODECFLEET_DEVICE", "auto"), PYTHONPATH=str(REPO),
+            CODECFLEET_SANDBOX_TEMPLATE=template,
+        )
+        os.environ.update({k: v for k, v in env.items() if k.startswith("CODECFLEET_")})
+        migrate.upgrade(db_url)
+        redis.Redis.from_url(args.redis).flushdb()
+        worker = None
+        try:
+            from codecfleet import fleet
+            from tasks import _db
+
+            _db.reset()
+            worker = _start_worker(env, "cpu,llm,gpu", f"bench-one-{secrets.token_hex(3)}@127.0.0.1",
+                                   work / "worker.log", beat=True)
+            spec = "synthetic:mix@176x144"
+            warm = fleet.submit(TRIVIAL.format(extra="import torch", n=next(counter)), spec, frames=3,
+                                rate_points=args.rate_points).wait(timeout=3600)
+            assert warm["status"] == "succeeded", warm
+            for cand, extra in (("numpy", ""), ("torch", "import torch")):
+                t0 = time.perf_counter()
+                handles = [fleet.submit(TRIVIAL.format(extra=extra, n=next(counter)), spec, frames=3,
+                                        rate_points=args.rate_points) for _ in range(args.throughput)]
+                results = [h.wait(timeout=3600, poll=0.05) for h in handles]
+                seconds = time.perf_counter() - t0
+                assert all(r["status"] == "succeeded" for r in results), [r.get("reason") for r in results]
+                rows.append((label, cand, len(results), seconds))
+        finally:
+            if worker is not None:
+                _stop(worker)
+            from tasks import _db
+
+            _db.reset()
+            with psycopg.connect(args.pg, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            redis.Redis.from_url(args.redis).flushdb()
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(rows))
     return 0
 
 

@@ -19,7 +19,12 @@ the pipes), timed as the runner times them. Each figure is the median over
 ``--calls`` calls: per-call cost varies from one sandboxed process to the next
 (CPU placement on a shared machine), so one session is not enough. The
 difference is what the sandbox adds per frame beyond the candidate's own work.
-Target: at most 30 ms at start-up, 1 ms per 720p call. The load average is
+Target: at most 30 ms at start-up, 1 ms per 720p call.
+
+Issue 16 adds start-to-ready of sessions forked from the worker's template
+(numpy and torch imported there once; cold for comparison) and the
+per-experiment table for a trivial numpy and torch candidate at 4 rate points,
+cold and from the template. The load average is
 printed before and after: compare runs only at similar load.
 """
 
@@ -68,9 +73,9 @@ def _plain_start(with_torch: bool) -> float:
     return time.perf_counter() - t0
 
 
-def _harness_start(mode: str, with_torch: bool, view=None) -> float:
+def _harness_start(mode: str, with_torch: bool, view=None, template=None) -> float:
     limits = Limits(import_seconds=120, threads=1)
-    session = _Session("encoder", mode, "cpu", limits, _bwrap(), view=view)
+    session = _Session("encoder", mode, "cpu", limits, _bwrap(), view=view, template=template)
     t0 = time.perf_counter()
     try:
         session.start(_code(with_torch), {"width": WIDTH, "height": HEIGHT})
@@ -207,7 +212,29 @@ def _startup_table(repeats: int) -> None:
             f"| {label} | {plain:.1f} | {loose:.1f} | {strict:.1f} | {on_view:.1f} "
             f"| {strict - loose:+.1f} | {strict - plain:+.1f} |"
         )
-    print("(from a template process: not built yet, see issue 16)")
+    print()
+    from sandbox.runner import _get_template
+
+    limits = Limits(import_seconds=120, threads=1)
+    templates = {
+        which: _get_template("strict", "cpu", limits, _bwrap(), v, view.key)
+        for which, v in (("host", None), ("view", view))
+    }
+    print("start to ready, forked from the template (numpy and torch already imported there; median ms)")
+    print("| imports | cold, strict | template, strict | template, strict, decoder view | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for with_torch in (False, True):
+        label = "numpy + torch" if with_torch else "numpy"
+        cold, forked, forked_view = _interleaved_medians_ms(
+            [
+                lambda: _harness_start("strict", with_torch),
+                lambda: _harness_start("strict", with_torch, template=templates["host"]),
+                lambda: _harness_start("strict", with_torch, view, template=templates["view"]),
+            ],
+            repeats,
+        )
+        print(f"| {label} | {cold:.1f} | {forked:.1f} | {forked_view:.1f} | {cold / forked:.0f}x |")
+    print("(issue 16 target: a torch session ready in at most 50 ms from the template)")
     print()
 
 
@@ -232,13 +259,20 @@ def _experiment_table(repeats: int) -> None:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 144, 176, 3), dtype=np.uint8)
     clip = Clip(frames=frames, fps=30.0, source="synthetic:bench")
-    runner = SandboxRunner(Limits(import_seconds=120, threads=1))
+    runners = {
+        "cold": SandboxRunner(Limits(import_seconds=120, threads=1), template="off"),
+        "template": SandboxRunner(Limits(import_seconds=120, threads=1)),
+    }
+    if not runners["template"].use_template:
+        print(f"(no template on this worker: {runners['template'].template_problem})")
     print("per experiment: trivial candidate, 3 QCIF frames, 4 rate points, strict (median s over "
           f"{repeats} runs)")
-    print("| candidate | evaluation s | candidate compute s | overhead s | sessions |")
-    print("|---|---:|---:|---:|---:|")
+    print("| sessions start | candidate | evaluation s | candidate compute s | overhead s | sessions |")
+    print("|---|---|---:|---:|---:|---:|")
     figures = {}
-    for label, extra in (("numpy", ""), ("torch", "import torch")):
+    for (start, runner), (label, extra) in (
+        (pair, cand) for pair in runners.items() for cand in (("numpy", ""), ("torch", "import torch"))
+    ):
         totals, computes = [], []
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(repeats):
@@ -249,11 +283,14 @@ def _experiment_table(repeats: int) -> None:
                 assert result["status"] == "succeeded", result.get("reason")
                 computes.append(sum(r["encode_seconds"] + r["decode_seconds"] for r in result["rate_points"]))
         total, compute = statistics.median(totals), statistics.median(computes)
-        figures[label] = total
+        figures[start, label] = total
         sessions = len(runner.logs) // repeats
+        forked = sum(log.started_from == "template" for log in runner.logs) // repeats
         runner.logs.clear()
-        print(f"| {label} | {total:.2f} | {compute:.3f} | {total - compute:.2f} | {sessions} |")
-    print(f"torch / numpy: {figures['torch'] / figures['numpy']:.2f}x (issue 16 targets: <= 1.5x, numpy < 1.5 s)")
+        print(f"| {start} | {label} | {total:.2f} | {compute:.3f} | {total - compute:.2f} | {sessions} ({forked} forked) |")
+    for start in runners:
+        print(f"{start}: torch / numpy {figures[start, 'torch'] / figures[start, 'numpy']:.2f}x, "
+              f"numpy {figures[start, 'numpy']:.2f} s (issue 16 targets: <= 1.5x, numpy < 1.5 s)")
     print()
 
 

@@ -23,6 +23,12 @@ Order of work, and why:
 6. import the candidate as a real module named ``candidate`` from a file;
 7. serve encode/decode requests until told to stop.
 
+Started as ``harness.py --template CTL_FD PLACEHOLDER`` it is instead a
+*template* (issue 16, see ``_template_main``): it imports numpy (and torch),
+then forks sessions on the trusted side's word; each fork runs the same steps
+above, in its own namespaces, after the trusted side moved it into its session
+cgroup (``_session_child``, ``_seal_forked``).
+
 Stdlib only (plus numpy from the bound site-packages; the seccomp filter arrives
 compiled as BPF bytes, so libseccomp is not needed in here): this file
 must not import anything from the project, which is not mounted here.
@@ -201,6 +207,8 @@ def _merged_config(module, system_config):
 
 
 def main(argv):
+    if argv[1] == "--template":
+        return _template_main(int(argv[2]))
     req_fd, resp_fd = int(argv[1]), int(argv[2])
     # Private numbers, far from 0/1/2, so that the candidate's stdout is not the protocol.
     req = os.dup2(req_fd, 1000, inheritable=False)
@@ -209,11 +217,21 @@ def main(argv):
     os.close(resp_fd)
 
     _close_other_fds({0, 1, 2, req, resp})
+    return _serve(req, resp)
 
+
+def _serve(req, resp, after_gate=None):
+    """Steps 1 and 3-7 above; ``after_gate`` runs once the init message (the gate) came."""
     kind, body = _recv(req)
     if kind != b"I":
         _error(resp, "harness: expected init message")
         return 2
+    if after_gate is not None:
+        try:
+            after_gate()
+        except Exception as exc:
+            _send(resp, b"S", ("%s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
+            return 4
     header_len = struct.unpack("<Q", body[:8])[0]
     init = json.loads(body[8 : 8 + header_len].decode("utf-8"))
     code = body[8 + header_len :].decode("utf-8")
@@ -237,7 +255,11 @@ def main(argv):
         if init["seccomp"] == "on":
             import base64
 
-            _load_seccomp(base64.b64decode(init["seccomp_bpf"]))
+            programs = init["seccomp_bpf"]
+            # A forked session stacks the whole session filter (outer, then inner) on
+            # the template's; a cold one only the inner on bwrap's outer.
+            for program in programs if isinstance(programs, list) else [programs]:
+                _load_seccomp(base64.b64decode(program))
     except Exception as exc:  # the sandbox is not what was asked for: never run the candidate
         _send(resp, b"S", ("%s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
         return 4
@@ -325,6 +347,255 @@ def main(argv):
         else:
             _error(resp, "harness: unknown request")
             return 2
+
+
+# --------------------------------------------------------------------------- the template
+
+# Namespace flags (linux/sched.h).
+_CLONE_NEWNS, _CLONE_NEWCGROUP, _CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
+_CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x2, 0x4, 0x8
+#: where a forked session keeps the frame slot's descriptor
+_SLOT_FD = 1003
+
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ok, what):
+    if not ok:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, "%s failed: %s" % (what, os.strerror(err)))
+
+
+def _rss_bytes():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def _stop_blas_threads():
+    """OpenBLAS starts its pool when numpy loads; stop it (it restarts on first use, in
+    the session) so that the template holds one thread when it forks."""
+    ctypes, _ = _libc()
+    seen = set()
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            path = line.split()[-1]
+            if "openblas" in path and path not in seen:
+                seen.add(path)
+                try:
+                    fn = getattr(ctypes.CDLL(path), "blas_thread_shutdown_", None)
+                except OSError:
+                    continue
+                if fn is not None:
+                    fn()
+
+
+def _template_main(ctl_fd):
+    """A template (zygote): imports the runtime, then forks sessions on the trusted side's word.
+
+    It never sees frames, bitstreams or candidate code (those travel on each
+    session's own pipes, which it only passes on), never initialises CUDA, and
+    answers on its control socket: ``R`` ready, ``P`` forked (the child's pid
+    here), ``T`` refused (not single-threaded: it exits), ``W`` a child ended
+    (pid and wait status).
+    """
+    import socket
+
+    ctl = os.dup2(ctl_fd, 1002, inheritable=False)
+    os.close(ctl_fd)
+    _close_other_fds({0, 1, 2, ctl})
+    sock = socket.socket(fileno=ctl)
+    init = json.loads(os.read(ctl, 1 << 20).decode("utf-8"))  # read(): recvfrom is denied here
+    try:
+        for path in init.get("sys_path", ()):
+            sys.path.append(path)
+        # What a session needs before its candidate loads, imported once here.
+        import base64, ctypes, importlib.util, resource, select  # noqa: F401
+
+        base_rss = None
+        for name in init.get("modules", ()):
+            __import__(name)
+            if name == "numpy":  # what every session has: the interpreter, the harness, numpy
+                base_rss = _rss_bytes()
+        _stop_blas_threads()
+        _load_seccomp(base64.b64decode(init["exec_bpf"]))  # nothing here executes a program again
+        for _ in range(200):
+            if _thread_count() == 1:
+                break
+            import time
+
+            time.sleep(0.005)
+    except Exception as exc:
+        os.write(ctl, b"S" + ("%s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace")[:4000])
+        return 4
+    os.write(ctl, b"R" + json.dumps({"threads": _thread_count(), "base_rss": base_rss}).encode())
+    import select
+    import signal
+
+    # SIGCHLD wakes the loop at once (a session's end is reported without delay).
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        events = [fd for fd, _ in poller.poll(1000)]
+        if wake_r in events:
+            try:
+                os.read(wake_r, 4096)
+            except BlockingIOError:
+                pass
+        while True:  # reap every child that ended: the sessions are re-parented here
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                break
+            os.write(ctl, b"W%d %d" % (pid, status))
+        if ctl not in events:
+            continue
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 8)
+        except OSError:
+            return 3
+        if not msg:
+            return 0  # the trusted side went away
+        if msg[:1] != b"F" or len(fds) != 5:
+            for fd in fds:
+                os.close(fd)
+            os.write(ctl, b"Tbad request")
+            return 2
+        threads = _thread_count()
+        if threads != 1:
+            os.write(ctl, b"T%d threads: forking is unsafe" % threads)
+            return 5
+        spec = json.loads(msg[1:].decode("utf-8"))
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(wake_r)
+            os.close(wake_w)
+            os._exit(_session_child(ctl, fds, spec))
+        for fd in fds:
+            os.close(fd)
+        os.write(ctl, b"P%d" % pid)
+
+
+def _write_file(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _session_child(ctl, fds, spec):
+    """In the template's child: new namespaces, then fork the session as their pid 1."""
+    resp = -1
+    try:
+        os.close(ctl)
+        req = os.dup2(fds[0], 1000, inheritable=False)
+        resp = os.dup2(fds[1], 1001, inheritable=False)
+        os.dup2(fds[2], 1)
+        os.dup2(fds[3], 2)
+        os.dup2(fds[4], _SLOT_FD)
+        for fd in fds:
+            os.close(fd)
+        _close_other_fds({0, 1, 2, req, resp, _SLOT_FD})
+        ctypes, libc = _libc()
+        uid, gid = os.getuid(), os.getgid()
+        flags = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWIPC | _CLONE_NEWNET | _CLONE_NEWUTS
+        _check(libc.unshare(flags) == 0, "unshare(user, mount, pid, ipc, net, uts)")
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", "%d %d 1" % (uid, uid))
+        _write_file("/proc/self/gid_map", "%d %d 1" % (gid, gid))
+        pid = os.fork()
+    except BaseException as exc:
+        if resp >= 0:
+            _send(resp, b"S", ("forking a session: %s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
+        return 4
+    if pid:
+        # Where the session is in the template's pid namespace: the trusted side
+        # finds its host pid from that, moves it into its cgroup, then sends "I".
+        _send(resp, b"G", struct.pack("<q", pid))
+        return 0
+    try:
+        os.setsid()
+        for src, dst, fstype, data in (
+            ("proc", "/proc", "proc", None),
+            ("tmpfs", "/tmp", "tmpfs", "size=%d,mode=0755" % int(spec["tmp"])),
+            ("tmpfs", "/dev/shm", "tmpfs", "size=%d,mode=0755" % int(spec["shm"])),
+        ):
+            _check(
+                libc.mount(src.encode(), dst.encode(), fstype.encode(), ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC),
+                           data.encode() if data else None) == 0,
+                "mounting a fresh %s on %s" % (fstype, dst),
+            )
+        os.chdir("/tmp")
+        _set_cmdline_token(spec["token"], spec["placeholder"])
+        sys.argv = [sys.argv[0], "1000", "1001", spec["token"]]
+    except BaseException as exc:
+        _send(resp, b"S", ("setting up a forked session: %s: %s" % (type(exc).__name__, exc)).encode("utf-8", "replace"))
+        return 4
+    status = _serve(req, resp, after_gate=_seal_forked)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    return status
+
+
+def _set_cmdline_token(token, placeholder):
+    """Write the session's token over the template's placeholder in the argv area
+    (what /proc/<pid>/cmdline shows), so that the session can be found by it."""
+    ctypes, _ = _libc()
+    with open("/proc/self/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+    area = ctypes.string_at(start, end - start)
+    at = area.find(placeholder.encode())
+    if at < 0 or len(token) != len(placeholder):
+        raise OSError("the template's command line holds no placeholder for the token")
+    ctypes.memmove(start + at, token.encode(), len(token))
+
+
+def _seal_forked():
+    """After the gate (the session is in its cgroup): a cgroup namespace rooted
+    there, then no capabilities at all, in any set, for good."""
+    ctypes, libc = _libc()
+    _check(libc.unshare(_CLONE_NEWCGROUP) == 0, "unshare(cgroup)")
+    _check(libc.prctl(47, 4, 0, 0, 0) == 0, "clearing the ambient capabilities")  # PR_CAP_AMBIENT_CLEAR_ALL
+    for cap in range(64):
+        if libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # PR_CAPBSET_DROP; EINVAL: no such cap
+            _check(False, "dropping capability %d from the bounding set" % cap)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    data = (Data * 2)()
+    _check(libc.capset(ctypes.byref(Header(0x20080522, 0)), data) == 0, "capset(0)")
+    with open("/proc/self/status") as fh:
+        status = dict(line.split(":", 1) for line in fh if ":" in line)
+    for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        if int(status[key].strip(), 16) != 0:
+            raise OSError("%s is %s after dropping every capability" % (key, status[key].strip()))
 
 
 if __name__ == "__main__":

@@ -161,10 +161,11 @@ def layout() -> _Layout:
 class SessionCgroup:
     """The cgroup(s) of one sandbox session."""
 
-    def __init__(self, memory_bytes: int, max_pids: int, cpu_cores: float | None):
+    def __init__(self, memory_bytes: int, max_pids: int, cpu_cores: float | None, *, tag: str = ""):
         lay = layout()
         self.version = lay.version
-        self.name = f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # ``tag``: a template's cgroup is ``cf-<pid>.template-<hex>``, not a session's
+        self.name = f"{_PREFIX}{os.getpid()}{'.' + tag if tag else ''}-{uuid.uuid4().hex[:12]}"
         self.dirs: dict[str, Path] = {}
         self.memory_bytes = memory_bytes
         try:
@@ -333,7 +334,7 @@ def sweep_stale() -> int:
             if not (name.startswith(_PREFIX) and d.is_dir()):
                 continue
             try:
-                creator = int(name.split("-")[1])
+                creator = int(name.split("-")[1].split(".")[0])
             except (IndexError, ValueError):
                 continue
             if creator == os.getpid() or os.path.exists(f"/proc/{creator}"):

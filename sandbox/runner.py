@@ -59,6 +59,27 @@ Layers, outermost first (``strict`` mode):
   message's size (checked from its header, before anything is read into
   memory), on failure reports (4 KiB) and on the whole bitstream.
 
+**Templates (issue 16).** Where the probe proved it isolated, a session is not
+a fresh interpreter but a fork of this worker's *template*: a sandbox started
+exactly as above (gate, its own cgroup, bwrap, the unprivileged uid, no
+capabilities) that imports numpy and torch once, never touches CUDA, frames,
+bitstreams or candidate code, and only forks on the trusted side's word, under
+the ``template`` seccomp program (the session's less fork, unshare, mount and
+recvmsg). Encoders fork from a template on the host files, decoders from one on
+the decoder view. The fork makes new user, mount, pid, ipc, net and uts
+namespaces and forks again, so the session is pid 1 of its own pid namespace
+(it can neither see nor signal the template or its siblings) with a fresh
+``/proc``, ``/tmp`` and ``/dev/shm``; it reports its pid, the trusted side
+finds it on the host (``NSpid``), moves it into its session cgroup and checks
+it is there, and only then sends the init message (the gate). The session then
+enters a cgroup namespace, drops every capability, sets its rlimits, becomes
+non-dumpable and stacks the whole session filter (``outer`` and ``inner``) on
+the template's, reports ``A`` and imports the candidate. A template is rebuilt
+when it died, when the view key (installed packages) changes, when it is not
+single-threaded before a fork (it refuses and exits) and after
+:data:`TEMPLATE_MAX_FORKS` sessions; a session whose template fails starts cold
+and ``CallLog.started_from`` says why.
+
 The sandbox's isolation is established before candidate code runs: the
 harness reports ``A`` (set up) or ``S`` (failed) before importing it, and no
 later message can claim anything about the sandbox. The trusted side times
@@ -177,6 +198,11 @@ class IsolationReport:
     #: and a sandbox started on it imported numpy and passed the same checks
     decoder_view_ok: bool = False
     decoder_view: str | None = None
+    #: sessions forked from a template (one on the host files, one on the decoder view)
+    #: passed the same checks, plus no capabilities and no unshare; not part of
+    #: ``strict_ok``: without it every session starts cold
+    template_ok: bool = False
+    template: str | None = None
 
     @property
     def strict_ok(self) -> bool:
@@ -207,6 +233,8 @@ class CallLog:
     host_uid: int | None = None
     #: seconds from the start of the call that timed out to the kill (None: no timeout)
     timed_out_after: float | None = None
+    #: "template" (forked from this worker's template), "cold", or "cold (the template failed: why)"
+    started_from: str = "cold"
 
 
 # --------------------------------------------------------------------------- probing
@@ -234,8 +262,12 @@ FILTERED = STATUS.get("Seccomp", "").strip() == "2"
 NO_NEW_PRIVS = STATUS.get("NoNewPrivs", "").strip() == "1"
 ALONE = os.getpid() == 1 and sorted(p for p in os.listdir("/proc") if p.isdigit()) == ["1"]
 NOT_DUMPABLE = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE
+NO_CAPS = all(int(STATUS.get(k, "1").strip(), 16) == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"))
+UNSHARE_DENIED = _denied(lambda: os.unshare(0x10000000)) if hasattr(os, "unshare") else (
+    ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0)
 def compress_video_frame(frame, frame_index, config):
-    return bytes([FORK_DENIED, SOCKET_DENIED, HOST_VISIBLE, EXEC_DENIED, FILTERED, NO_NEW_PRIVS, ALONE, NOT_DUMPABLE])
+    return bytes([FORK_DENIED, SOCKET_DENIED, HOST_VISIBLE, EXEC_DENIED, FILTERED, NO_NEW_PRIVS, ALONE, NOT_DUMPABLE,
+                  NO_CAPS, UNSHARE_DENIED])
 def decompress_video_frame(compressed_data, frame_index, config):
     return None
 """
@@ -349,9 +381,47 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
             if "pyseccomp" in reason or "seccomp" in reason.lower():
                 bwrap_ok = True
             break
-    return IsolationReport(
+    report = IsolationReport(
         bwrap, version, bwrap_ok, seccomp_ok, problems, cgroup_ok, cgroup_note, sandbox_uid, uid_ok, view_ok, view_note
     )
+    if report.strict_ok and template_setting() != "off":
+        report.template_ok, report.template = _probe_templates(device, bwrap, limits, code, frame, view)
+    return report
+
+
+def _probe_templates(device, bwrap, limits, code, frame, view) -> tuple[bool, str]:
+    """One session forked from each template (host files, decoder view), checked like a cold one."""
+    for which in ("encoder", "decoder"):
+        v = view if which == "decoder" else None
+        try:
+            template = _get_template("strict", device, Limits(), bwrap, v, view.key)
+            # the probe's own small limits for the session; the template is the workers' one
+            session = _Session("probe", "strict", device, limits, bwrap, view=v, template=template)
+            try:
+                session.start(code, {"width": 2, "height": 2})
+                flags = bytes(session.encode_frame(frame, 0)[0])
+                session.finish()
+            finally:
+                session.close()
+        except (CandidateError, OSError, IsolationError, TemplateError, cgroups.CgroupError) as exc:
+            reason = exc.reason if isinstance(exc, CandidateError) else str(exc)
+            return False, f"a forked probe session ({which}) failed: {reason}"
+        names = ("fork denied", "socket denied", "host hidden", "exec denied", "seccomp filter", "no_new_privs",
+                 "alone in its pid namespace", "not dumpable", "no capabilities", "unshare denied")
+        want = (1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
+        bad = [n for n, got, w in zip(names, flags[:10], want) if bool(got) != bool(w)]
+        if len(flags) < 10:
+            bad.append("short probe answer")
+        log = session.log
+        if log.started_from != "template":
+            bad.append(f"not forked ({log.started_from})")
+        if not log.pids_seen or log.session_empty is not True:
+            bad.append("session cgroup not held or not empty")
+        if log.host_uid in (0, None):
+            bad.append(f"host uid {log.host_uid}")
+        if bad:
+            return False, f"a forked probe session ({which}) failed: " + ", ".join(bad)
+    return True, "forked sessions checked (host files and decoder view)"
 
 
 def _decoder_view() -> "views.FileView":
@@ -406,7 +476,13 @@ class SandboxRunner:
     """
 
     def __init__(
-        self, limits: Limits = Limits(), device: str = "cpu", mode: str = "strict", *, bwrap: str = "bwrap"
+        self,
+        limits: Limits = Limits(),
+        device: str = "cpu",
+        mode: str = "strict",
+        *,
+        bwrap: str = "bwrap",
+        template: str | None = None,
     ):
         self.isolation = describe_mode(mode)
         if device not in ("cpu", "cuda"):
@@ -419,8 +495,20 @@ class SandboxRunner:
         self._abort_lock = threading.Lock()
         self._aborted: str | None = None
         self._current: _Session | None = None
+        #: sessions are forked from this worker's template (strict mode, and only where the
+        #: probe proved forked sessions isolated); ``template="off"`` or
+        #: ``CODECFLEET_SANDBOX_TEMPLATE=off`` starts every session cold
+        self.use_template = False
+        self.template_problem: str | None = None
+        template = template or template_setting()
+        if template not in ("auto", "off"):
+            raise ValueError(f"template must be 'auto' or 'off', got {template!r}")
         if mode == "strict":
             report = probe_isolation(device, bwrap=bwrap)
+            if template == "auto":
+                self.use_template = report.template_ok
+                if not report.template_ok:
+                    self.template_problem = report.template or "the probe did not prove forked sessions isolated"
             if not report.strict_ok:
                 raise IsolationError(
                     "refusing to run candidates: strict isolation is unavailable ("
@@ -447,8 +535,33 @@ class SandboxRunner:
                 if mode == "strict":
                     raise IsolationError(f"refusing to run candidates: no decoder file view ({exc})") from exc
                 self.isolation += f"; DECODER SHARES THE ENCODER'S FILES (page-cache timing channel open: {exc})"
+        if self.use_template:
+            self._warm_templates()
+
+    def _warm_templates(self) -> None:
+        """Start (or find) the encoders' and decoders' templates now, not in the first session."""
+        for view in (None, self.decoder_view):
+            try:
+                _get_template(self.mode, self.device, self.limits, self._bwrap, view,
+                              self.decoder_view.key if self.decoder_view is not None else "")
+            except TemplateError as exc:
+                self.template_problem = str(exc)  # each session retries, and starts cold if it must
 
     def _session(self, role: str, slot_bytes: int) -> "_Session":
+        template, problem = None, None
+        if self.use_template and self._aborted is None:
+            # Outside the abort lock: a first template takes a second or two to import torch.
+            view = self.decoder_view if role == "decoder" else None
+            if view is not None and not view.intact():
+                view = None  # rebuilt below; this session starts cold
+            else:
+                try:
+                    template = _get_template(
+                        self.mode, self.device, self.limits, self._bwrap, view,
+                        self.decoder_view.key if self.decoder_view is not None else "",
+                    )
+                except TemplateError as exc:
+                    problem = str(exc)
         with self._abort_lock:
             if self._aborted is not None:
                 raise AbortedError("encode" if role == "encoder" else "decode", self._aborted)
@@ -460,8 +573,11 @@ class SandboxRunner:
                     except views.ViewError as exc:
                         raise IsolationError(f"the decoder file view is gone and cannot be rebuilt: {exc}") from exc
                 view = self.decoder_view
+            if template is not None and template.view is not view:
+                template = None  # the view was rebuilt meanwhile
             session = _Session(
-                role, self.mode, self.device, self.limits, self._bwrap, slot_bytes=slot_bytes, view=view
+                role, self.mode, self.device, self.limits, self._bwrap, slot_bytes=slot_bytes, view=view,
+                template=template, template_problem=problem,
             )
             self._current = session
             return session
@@ -721,6 +837,402 @@ class _Slot:
             pass
 
 
+# --------------------------------------------------------------------------- templates (zygotes)
+
+#: sessions forked from one template before it is replaced by a fresh one
+TEMPLATE_MAX_FORKS = 256
+#: the template's own cgroup's memory limit (it holds numpy and torch, nothing else)
+TEMPLATE_MEMORY_BYTES = 4 << 30
+#: the template's command line holds this where a forked session writes its token
+#: (same length), so a session is found by its token like a cold one
+_TEMPLATE_PLACEHOLDER = "cf-template-slot-" + "0" * 26
+#: where a forked session finds the frame slot's descriptor (``_harness._SLOT_FD``)
+_FORKED_SLOT_FD = 1003
+
+
+class TemplateError(RuntimeError):
+    """The template could not start or fork a session: that session starts cold, and says so."""
+
+
+def template_setting() -> str:
+    """``CODECFLEET_SANDBOX_TEMPLATE``: ``auto`` (default: used where the probe proved
+    forked sessions isolated) or ``off``."""
+    value = os.environ.get("CODECFLEET_SANDBOX_TEMPLATE", "auto").strip().lower()
+    return "off" if value in ("0", "off", "no", "false") else "auto"
+
+
+def _template_modules() -> tuple[str, ...]:
+    """What the template imports: numpy, and torch where this worker has it (and
+    ``CODECFLEET_TEMPLATE_TORCH`` is not 0)."""
+    import importlib.util
+
+    mods = ["numpy"]
+    if os.environ.get("CODECFLEET_TEMPLATE_TORCH", "1").strip() != "0":
+        try:
+            if importlib.util.find_spec("torch") is not None:
+                mods.append("torch")
+        except (ImportError, ValueError):
+            pass
+    return tuple(mods)
+
+
+class _Keeper:
+    """One long-lived thread starts every template: ``bwrap --die-with-parent`` ties
+    the template's life to the *thread* that forked it, and a template outlives the
+    thread that first asked for it."""
+
+    def __init__(self):
+        import queue
+
+        self._q: "queue.Queue" = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn):
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="cf-template-keeper")
+                self._thread.start()
+        done, box = threading.Event(), {}
+        self._q.put((fn, done, box))
+        done.wait()
+        if "exc" in box:
+            raise box["exc"]
+        return box["value"]
+
+    def _loop(self):
+        while True:
+            fn, done, box = self._q.get()
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed back to the caller
+                box["exc"] = exc
+            finally:
+                done.set()
+
+
+_KEEPER = _Keeper()
+
+
+def _nspids(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+class _Template:
+    """A sandboxed process, started exactly like a session, that sessions are forked from.
+
+    It runs the harness in template mode (``harness.py --template``): it imports
+    numpy (and torch), stops OpenBLAS's thread pool, bans ``execve`` for itself,
+    and then only forks on an ``F`` request on its control socket, handing the
+    child the session's own pipes and frame slot. It never sees frames,
+    bitstreams or candidate code, and never touches CUDA. Its seccomp program is
+    the session's less :data:`seccomp_policy.TEMPLATE_ALLOWED`; see
+    ``_harness._session_child`` for what each session does before its candidate loads.
+    """
+
+    def __init__(self, mode, device, limits: Limits, bwrap, view, modules):
+        self.mode, self.device, self.limits, self.bwrap, self.view = mode, device, limits, bwrap, view
+        self.modules = modules
+        self.forks = 0
+        #: the worker process that started it (a process forked from the worker, such as
+        #: a pool child, starts its own: the control socket is not shared)
+        self.owner = os.getpid()
+        #: resident bytes of the template after the interpreter, the harness and numpy
+        #: (before torch): what every forked session has without being charged for it
+        self.base_rss = 0
+        self.broken: str | None = None
+        self.proc: subprocess.Popen | None = None
+        self._sock = None
+        self._cgroup: cgroups.SessionCgroup | None = None
+        self._fork_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._replies: list[bytes] = []
+        import collections
+
+        self._status: "collections.OrderedDict[int, int]" = collections.OrderedDict()
+        self._stderr = b""
+
+    # ------------------------------------------------------------ start, stop
+
+    def start(self) -> None:
+        import socket
+
+        lim = self.limits
+        creds, problem = _sandbox_credentials()
+        if problem:
+            raise TemplateError(problem)
+        try:
+            if self.mode == "strict":
+                # Its own cgroup: imports only (numpy, torch); sessions leave it at their gate.
+                self._cgroup = cgroups.SessionCgroup(TEMPLATE_MEMORY_BYTES, 1024, None, tag="template")
+            helper = _Session("template", self.mode, self.device, lim, self.bwrap, view=self.view)
+            program = seccomp_policy.compile_bpf("template")
+            seccomp_fd = os.memfd_create("cf-seccomp", os.MFD_CLOEXEC)
+            os.write(seccomp_fd, program)
+            os.lseek(seccomp_fd, 0, os.SEEK_SET)
+            helper._seccomp_fd = seccomp_fd
+            argv, inside_sites = helper._argv(_site_dirs())
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            argv = [_GATE_SHELL, "-c", _GATE_SCRIPT, "cf-gate", *argv, "--template", str(child.fileno()),
+                    _TEMPLATE_PLACEHOLDER]
+            user_args = {"user": creds[0], "group": creds[1], "extra_groups": []} if creds else {}
+            try:
+                self.proc = _KEEPER.call(lambda: subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    pass_fds=[child.fileno(), seccomp_fd], env={}, cwd="/", start_new_session=True,
+                    close_fds=True, **user_args,
+                ))
+            finally:
+                child.close()
+                os.close(seccomp_fd)
+            self._sock = parent
+            _admit_pid(self.proc.pid, self._cgroup)
+            self.proc.stdin.write(_GATE_GO)
+            self.proc.stdin.close()
+            threading.Thread(target=self._drain_stderr, daemon=True).start()
+            init = {"modules": list(self.modules), "sys_path": inside_sites,
+                    "exec_bpf": base64.b64encode(seccomp_policy.compile_bpf("inner")).decode("ascii")}
+            parent.sendall(json.dumps(init).encode())
+            parent.settimeout(lim.import_seconds)
+            try:
+                msg = parent.recv(1 << 20)
+            except socket.timeout:
+                msg = b""
+            parent.settimeout(None)
+            if msg[:1] != b"R":
+                raise TemplateError(
+                    "the template did not come up: "
+                    + (_cap_reason(msg[1:].decode("utf-8", "replace"), 300) if msg else self._why_gone())
+                )
+            ready = json.loads(msg[1:])
+            self.base_rss = int(ready.get("base_rss") or 0)
+            if int(ready.get("threads", 0)) != 1:
+                raise TemplateError(f"the template holds {ready.get('threads')} threads after its imports")
+            threading.Thread(target=self._read_loop, daemon=True, name="cf-template-reader").start()
+        except (OSError, IsolationError, cgroups.CgroupError, ValueError) as exc:
+            self.close()
+            raise TemplateError(f"the template could not start: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _drain_stderr(self) -> None:
+        stream = self.proc.stderr if self.proc else None
+        if stream is None:
+            return
+        while True:
+            try:
+                chunk = stream.read1(1 << 14)
+            except (OSError, ValueError):
+                chunk = b""
+            if not chunk:
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+                return
+            self._stderr = (self._stderr + chunk)[-4096:]
+
+    def _why_gone(self) -> str:
+        time.sleep(0.05)
+        tail = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        return tail[-1][:300] if tail else "its control socket closed"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.broken is None
+
+    def close(self) -> None:
+        """Kill the template and everything still in its cgroup; remove the cgroup."""
+        if self.broken is None:
+            self.broken = "closed"
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.kill()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            for stream in (self.proc.stdin,):  # stderr: its drain closes it at EOF
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except (OSError, ValueError):
+                        pass
+        if self._cgroup is not None:
+            if self._cgroup.kill():
+                self._cgroup.remove()
+            self._cgroup = None
+
+    # ------------------------------------------------------------ talking to it
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        while True:
+            try:
+                msg = sock.recv(1 << 16)
+            except OSError:
+                msg = b""
+            with self._cond:
+                if not msg:
+                    if self.broken is None:
+                        self.broken = "the template ended (" + self._why_gone() + ")"
+                    self._cond.notify_all()
+                    return
+                if msg[:1] == b"W":
+                    try:
+                        pid, status = (int(x) for x in msg[1:].split())
+                    except ValueError:
+                        continue
+                    self._status[pid] = status
+                    while len(self._status) > 4096:
+                        self._status.popitem(last=False)
+                else:
+                    self._replies.append(msg)
+                self._cond.notify_all()
+
+    def fork(self, token: str, fds: list[int], spec: dict) -> int:
+        """Have the template fork a session child; returns that child's pid in the template."""
+        import socket
+
+        with self._fork_lock:
+            if not self.alive():
+                raise TemplateError(self.broken or "the template is gone")
+            body = b"F" + json.dumps({**spec, "token": token, "placeholder": _TEMPLATE_PLACEHOLDER}).encode()
+            try:
+                socket.send_fds(self._sock, [body], fds)
+            except OSError as exc:
+                self.broken = f"its control socket failed: {exc}"
+                raise TemplateError(self.broken) from exc
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._replies or self.broken, timeout=10.0):
+                    self.broken = "it did not answer a fork request within 10 s"
+                if not self._replies:
+                    raise TemplateError(self.broken or "no answer")
+                reply = self._replies.pop(0)
+            if reply[:1] != b"P":
+                self.broken = "it refused to fork: " + _cap_reason(reply[1:].decode("utf-8", "replace"), 300)
+                raise TemplateError(self.broken)
+            self.forks += 1
+            return int(reply[1:])
+
+    def host_pid(self, ns_pid: int, deadline: float) -> int:
+        """The host pid of the session that is pid 1 of its namespace and ``ns_pid`` in the template's."""
+        assert self.proc is not None
+        root = self.proc.pid
+        while True:
+            todo, seen = [root], set()
+            while todo:
+                p = todo.pop()
+                if p in seen:
+                    continue
+                seen.add(p)
+                ns = _nspids(p)
+                if len(ns) >= 3 and ns[-1] == 1 and ns[-2] == ns_pid:
+                    return p
+                try:
+                    for task in os.listdir(f"/proc/{p}/task"):
+                        with open(f"/proc/{p}/task/{task}/children") as fh:
+                            todo.extend(int(k) for k in fh.read().split())
+                except (OSError, ValueError):
+                    continue
+            if time.monotonic() >= deadline:
+                raise TemplateError(f"the forked session (pid {ns_pid} in the template) was not found on the host")
+            time.sleep(0.0005)
+
+    def exit_status(self, ns_pid: int, timeout: float) -> int | None:
+        with self._cond:
+            self._cond.wait_for(lambda: ns_pid in self._status or self.broken is not None, timeout=timeout)
+            return self._status.pop(ns_pid, None)
+
+
+_TEMPLATES: dict[tuple, _Template] = {}
+_TEMPLATES_LOCK = threading.Lock()
+
+
+def _get_template(mode: str, device: str, limits: Limits, bwrap: str | None, view, packages_key: str) -> _Template:
+    """This worker's template for (mode, device, file view, packages, thread setting):
+    started on first use, replaced when it died, broke, or forked its quota."""
+    modules = _template_modules()
+    creds, _ = _sandbox_credentials()
+    key = (mode, device, bwrap, limits.threads, view.root if view is not None else "host", packages_key, modules,
+           creds)
+    with _TEMPLATES_LOCK:
+        for other_key in [k for k, t in _TEMPLATES.items() if t.owner != os.getpid()]:
+            inherited = _TEMPLATES.pop(other_key)  # our parent's: leave it running, drop our copy
+            if inherited._sock is not None:
+                inherited._sock.close()
+        template = _TEMPLATES.get(key)
+        if template is not None and (not template.alive() or template.forks >= TEMPLATE_MAX_FORKS):
+            template.close()
+            del _TEMPLATES[key]
+            template = None
+        if template is None:
+            # A new view key (packages changed) makes a new template; the old one goes.
+            for other_key in [k for k in _TEMPLATES if k[:5] == key[:5] and k != key]:
+                _TEMPLATES.pop(other_key).close()
+            template = _Template(mode, device, limits, bwrap, view, modules)
+            template.start()
+            _TEMPLATES[key] = template
+        return template
+
+
+def close_templates() -> None:
+    """Kill every template of this worker (at exit, and in tests)."""
+    with _TEMPLATES_LOCK:
+        for template in _TEMPLATES.values():
+            if template.owner == os.getpid():
+                template.close()
+        _TEMPLATES.clear()
+
+
+import atexit  # noqa: E402
+
+atexit.register(close_templates)
+
+
+def _admit_pid(pid: int, cgroup: "cgroups.SessionCgroup | None") -> None:
+    """See :meth:`_Session._admit`."""
+    step = "reading its scheduling policy"
+    try:
+        policy = os.sched_getscheduler(pid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+        if policy in (os.SCHED_FIFO, os.SCHED_RR):
+            step = "resetting its real-time scheduling policy to SCHED_OTHER"
+            os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        if cgroup is not None:
+            step = f"moving it into its session cgroup {cgroup.name}"
+            cgroup.join(pid)
+    except OSError as exc:
+        raise IsolationError(f"the sandbox could not be set up: {step} (process {pid}) failed: {exc}") from exc
+
+
+class _ForkedProc:
+    """What :class:`_Session` knows of a session forked from a template (in place of a Popen)."""
+
+    def __init__(self, pid: int, pidfd: int, stdout, stderr, template: _Template, ns_pid: int):
+        self.pid, self.pidfd, self.template, self.ns_pid = pid, pidfd, template, ns_pid
+        self.stdin = None
+        self.stdout, self.stderr = stdout, stderr
+        self.returncode: int | None = None
+
+    def exited(self) -> bool:
+        return bool(select.select([self.pidfd], [], [], 0)[0])
+
+
 class _Session:
     """One sandboxed Python process serving one role for one candidate."""
 
@@ -734,8 +1246,13 @@ class _Session:
         *,
         slot_bytes: int | None = None,
         view: views.FileView | None = None,
+        template: "_Template | None" = None,
+        template_problem: str | None = None,
     ):
         self.role = role
+        #: the template to fork this session from (None: a cold start)
+        self.template = template
+        self._template_problem = template_problem
         #: the file view bound in place of the host's runtime files (None: the host's own)
         self.view = view
         self.mode = mode
@@ -824,6 +1341,148 @@ class _Session:
         return fd
 
     def start(self, code: str, config: dict) -> None:
+        if self.template is not None:
+            try:
+                self._start_forked(code, config)
+                self.log.started_from = "template"
+                return
+            except TemplateError as exc:
+                self._template_problem = str(exc)
+        if self._template_problem:
+            self.log.started_from = f"cold (the template failed: {_cap_reason(self._template_problem, 300)})"
+        self._start_cold(code, config)
+
+    def _start_forked(self, code: str, config: dict) -> None:
+        """Fork this session from the template; :class:`TemplateError` (before anything
+        of it ran) means start cold instead."""
+        template = self.template
+        assert template is not None
+        lim = self.limits
+        if self.mode == "strict":
+            creds, problem = _sandbox_credentials()
+            if problem:
+                raise IsolationError(f"refusing to run candidates: {problem}")
+            try:
+                # The interpreter and numpy it shares with the template count against its
+                # limit as they would in a cold session (see close(): peak memory).
+                self._cgroup = cgroups.SessionCgroup(
+                    max(lim.memory_bytes - template.base_rss, 16 << 20), lim.max_processes, lim.cpu_cores
+                )
+            except cgroups.CgroupError as exc:
+                raise IsolationError(f"refusing to run candidates: {exc}") from exc
+        if self._slot_bytes is None:
+            h, w = int(config["height"]), int(config["width"])
+            self._slot_bytes = h * w * 3 if self.role != "decoder" else _max_decoded_bytes(h, w)
+        self._slot = _Slot(self._slot_bytes)
+        pipes = [os.pipe() for _ in range(4)]  # request, response, stdout, stderr
+        for pair in pipes[:2]:
+            for fd in pair:
+                try:
+                    fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+                except OSError:
+                    pass
+        (req_r, req_w), (resp_r, resp_w), (out_r, out_w), (err_r, err_w) = pipes
+        self._req_w, self._resp_r = req_w, resp_r
+        self._deadline_total = time.monotonic() + lim.total_seconds
+        deadline = time.monotonic() + min(10.0, lim.import_seconds)
+        ns_pid = host_pid = pidfd = None
+        try:
+            try:
+                template.fork(self.token, [req_r, resp_w, out_w, err_w, self._slot.fd],
+                              {"tmp": lim.tmpfs_bytes, "shm": lim.shm_bytes})
+            finally:
+                for fd in (req_r, resp_w, out_w, err_w):
+                    os.close(fd)
+                self._slot.close_fd()
+            # The child answers "G" with the session's pid in the template's namespace.
+            kind, body = self._recv_raw(deadline)
+            if kind != b"G" or len(body) != 8:
+                raise TemplateError("the forked session could not be set up: "
+                                    + _cap_reason(bytes(body).decode("utf-8", "replace"), 300))
+            ns_pid = struct.unpack("<q", body)[0]
+            host_pid = template.host_pid(ns_pid, deadline)
+            pidfd = os.pidfd_open(host_pid)
+            ns = _nspids(host_pid)
+            if len(ns) < 3 or ns[-1] != 1 or ns[-2] != ns_pid:
+                raise TemplateError("the forked session's pid changed hands while it was looked up")
+        except BaseException as exc:
+            if pidfd is not None:
+                os.close(pidfd)
+            for fd in (out_r, err_r):
+                os.close(fd)
+            # Whatever the template forked is not accounted for: the template goes.
+            template.broken = template.broken or f"a fork went wrong: {exc}"
+            template.close()
+            self._close_fds_and_slot()
+            if self._cgroup is not None:
+                self._cgroup.kill()
+                self._cgroup.remove()
+                self._cgroup = None
+            raise
+        self.proc = _ForkedProc(  # type: ignore[assignment]
+            host_pid, pidfd, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0), template, ns_pid
+        )
+        try:
+            self._admit(host_pid)
+        except IsolationError:
+            self._kill()
+            if self._aborted:
+                raise AbortedError(self._blame, self._killed_for or "aborted") from None
+            raise
+        if self._cgroup is not None:
+            self.log.pids_seen = self._cgroup.pids()
+        self.log.host_uid = _process_uid(host_pid)
+        if self.mode == "strict" and self.log.host_uid in (0, None):
+            self._kill()
+            raise IsolationError(f"the forked session runs as host uid {self.log.host_uid}")
+        with self._lock:
+            aborted_before_start = self._killed_for is not None
+        if aborted_before_start:  # abort() came while the session was being forked
+            self._kill()
+        for stream, name in ((self.proc.stdout, "stdout"), (self.proc.stderr, "stderr")):
+            t = threading.Thread(target=self._drain, args=(stream, name), daemon=True)
+            t.start()
+            self._drains.append(t)
+        # The init message is the gate: the session waits for it, in its cgroup now.
+        programs = [seccomp_policy.compile_bpf("outer"), seccomp_policy.compile_bpf("inner")]
+        self._handshake(code, config, _FORKED_SLOT_FD, self._inside_sites(),
+                        [base64.b64encode(p).decode("ascii") for p in programs])
+
+    def _inside_sites(self) -> list[str]:
+        return [f"{_SANDBOX_SITE}{n}" for n in range(len(_site_dirs()))]
+
+    def _recv_raw(self, deadline: float) -> tuple[bytes, bytes]:
+        """One message before the session is known (no process to blame yet)."""
+        def read(n: int) -> bytes:
+            buf = b""
+            while len(buf) < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._resp_r], [], [], left)[0]:
+                    raise TemplateError("the forked session did not report in time")
+                chunk = os.read(self._resp_r, n - len(buf))
+                if not chunk:
+                    raise TemplateError("the forked session closed its pipe before reporting")
+                buf += chunk
+            return buf
+
+        kind, length = HEADER.unpack(read(HEADER.size))
+        if length > MAX_REASON_BYTES:
+            raise TemplateError("the forked session sent an oversized report")
+        return kind, read(length)
+
+    def _close_fds_and_slot(self) -> None:
+        for fd in (self._req_w, self._resp_r):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._req_w = self._resp_r = -1
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
+
+    def _start_cold(self, code: str, config: dict) -> None:
         if self.mode != "unsandboxed" and not self.bwrap:
             raise IsolationError("bubblewrap is not installed")
         lim = self.limits
@@ -919,16 +1578,20 @@ class _Session:
             t = threading.Thread(target=self._drain, args=(stream, name), daemon=True)
             t.start()
             self._drains.append(t)
+        self._handshake(
+            code, config, slot_fd, inside_sites if self.mode != "unsandboxed" else site_dirs,
+            base64.b64encode(seccomp_policy.compile_bpf("inner")).decode("ascii") if self._seccomp_on else None,
+        )
 
+    def _handshake(self, code: str, config: dict, slot_fd: int, sys_path: list[str], seccomp_bpf) -> None:
+        lim = self.limits
         init = {
             "role": self.role,
             "config": config,
-            "sys_path": inside_sites if self.mode != "unsandboxed" else site_dirs,
+            "sys_path": sys_path,
             "slot": {"fd": slot_fd, "bytes": self._slot.size},
             "seccomp": "on" if self._seccomp_on else "off",
-            "seccomp_bpf": base64.b64encode(seccomp_policy.compile_bpf("inner")).decode("ascii")
-            if self._seccomp_on
-            else None,
+            "seccomp_bpf": seccomp_bpf,
             "limits": {
                 "cpu_seconds": lim.cpu_seconds,
                 "max_file_bytes": lim.max_file_bytes,
@@ -965,19 +1628,7 @@ class _Session:
           process with ``EINVAL``).
         * It is moved into every hierarchy of the session cgroup, and checked to be there.
         """
-        step = "reading its scheduling policy"
-        try:
-            policy = os.sched_getscheduler(pid) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
-            if policy in (os.SCHED_FIFO, os.SCHED_RR):
-                step = "resetting its real-time scheduling policy to SCHED_OTHER"
-                os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
-            if self._cgroup is not None:
-                step = f"moving it into its session cgroup {self._cgroup.name}"
-                self._cgroup.join(pid)
-        except OSError as exc:
-            raise IsolationError(
-                f"the sandbox could not be set up: {step} (process {pid}) failed: {exc}"
-            ) from exc
+        _admit_pid(pid, self._cgroup)
 
     def _release(self) -> None:
         """Let the process at the gate ``exec`` the sandbox."""
@@ -1263,10 +1914,17 @@ class _Session:
             victims = self._descendants(self.proc.pid)
             if self._cgroup is not None:
                 victims += self._cgroup.pids()
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if isinstance(self.proc, _ForkedProc):
+                # Through its pidfd: never a recycled pid. Its cgroup's pids follow.
+                try:
+                    signal.pidfd_send_signal(self.proc.pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            else:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             for pid in victims:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -1281,6 +1939,19 @@ class _Session:
         if proc.returncode is not None:
             return proc.returncode
         deadline = time.monotonic() + timeout
+        if isinstance(proc, _ForkedProc):
+            # Not this worker's child: the template reaps it and reports its status.
+            while not proc.exited():
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.002)
+            status = proc.template.exit_status(proc.ns_pid, max(0.5, deadline - time.monotonic()))
+            if status is None:  # the template is gone and took the status with it
+                proc.returncode = -signal.SIGKILL if self._killed_for else 255
+            else:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+            self.log.returncode = proc.returncode
+            return proc.returncode
         while True:
             try:
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -1319,11 +1990,20 @@ class _Session:
                         stream.close()
                     except OSError:
                         pass
+            if isinstance(self.proc, _ForkedProc) and self.proc.pidfd >= 0:
+                os.close(self.proc.pidfd)
+                self.proc.pidfd = -1
         if self._cgroup is not None:
             # Prove the session is over: kill whatever is left in its cgroup, check
             # that it is empty, then read its peak memory and remove it.
             self.log.session_empty = self._cgroup.kill()
             self.log.peak_rss_bytes = self._cgroup.peak_memory()
+            if isinstance(self.proc, _ForkedProc) and self.log.peak_rss_bytes is not None:
+                # A forked session's cgroup is charged only for what it adds; the pages
+                # it shares with the template are charged to the template's cgroup.
+                # Count the interpreter and numpy as a cold session's figure does (a
+                # torch candidate's shared torch pages are not counted).
+                self.log.peak_rss_bytes += self.proc.template.base_rss
             if self.log.session_empty:
                 self._cgroup.remove()
             self._cgroup = None

@@ -36,6 +36,11 @@ Two programs are built (:func:`compile_bpf`):
   sandbox ever runs unfiltered;
 * ``inner``: ``execve``/``execveat`` only. The harness stacks it on top before
   it imports the candidate (the interpreter had to be executed first).
+
+A third, ``template``, is ``outer`` less :data:`TEMPLATE_ALLOWED`, for the
+template process sessions are forked from; a forked session stacks ``outer``
+and ``inner`` on it (filters only ever add up), so it ends up under the same
+denials as a cold one.
 """
 
 from __future__ import annotations
@@ -93,6 +98,14 @@ REQUIRED: frozenset[str] = frozenset({
 })
 
 
+#: What the template (:mod:`sandbox.runner`, the zygote) may do that a session may
+#: not: fork (``clone`` without ``CLONE_THREAD``), make the session's namespaces and
+#: mount its fresh ``/proc`` and tmpfs, and receive the session's descriptors on its
+#: control socket. Each session stacks the whole ``outer`` program on top before
+#: anything of the candidate's loads, so a session can do none of these.
+TEMPLATE_ALLOWED: frozenset[str] = frozenset({"fork", "vfork", "unshare", "mount", "recvmsg"})
+
+
 def policy() -> dict:
     """The policy as plain JSON: names with their errno values."""
     deny = [[name, errno.EPERM] for name in DENIED_SYSCALLS]
@@ -139,7 +152,7 @@ def _export(flt) -> bytes:
     return program
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
 def compile_bpf(which: str = "outer") -> bytes:
     """One of the two programs (``"outer"`` or ``"inner"``, see the module docstring),
     compiled to classic BPF by libseccomp on the trusted side.
@@ -157,17 +170,19 @@ def compile_bpf(which: str = "outer") -> bytes:
         for name, errno_value in pol["exec"]:
             _deny(seccomp, flt, name, errno_value, required)
         return _export(flt)
-    if which != "outer":
+    if which not in ("outer", "template"):
         raise ValueError(f"unknown seccomp program {which!r}")
+    skip = set(EXEC_SYSCALLS) | (TEMPLATE_ALLOWED if which == "template" else set())
     for name, errno_value in pol["deny"]:
-        if name not in EXEC_SYSCALLS:
-            _deny(seccomp, flt, name, errno_value, required)
-    # clone() without CLONE_THREAD makes a process (fork); with it, a thread.
-    flt.add_rule(
-        seccomp.ERRNO(pol["clone_errno"]),
-        "clone",
-        seccomp.Arg(0, seccomp.MASKED_EQ, pol["clone_thread_flag"], 0),
-    )
+        if name not in skip:
+            _deny(seccomp, flt, name, errno_value, required - TEMPLATE_ALLOWED if which == "template" else required)
+    if which == "outer":
+        # clone() without CLONE_THREAD makes a process (fork); with it, a thread.
+        flt.add_rule(
+            seccomp.ERRNO(pol["clone_errno"]),
+            "clone",
+            seccomp.Arg(0, seccomp.MASKED_EQ, pol["clone_thread_flag"], 0),
+        )
     for advice in (MADV_COLD, MADV_PAGEOUT):
         flt.add_rule(seccomp.ERRNO(errno.EPERM), "madvise", seccomp.Arg(2, seccomp.EQ, advice))
     for name, arg in _RWF_CALLS:
