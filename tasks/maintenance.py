@@ -12,7 +12,10 @@ every ``CODECFLEET_REAP_INTERVAL_SECONDS``) does two things:
   long the queue in front of it. Once it has waited longer than a lease, the
   reaper looks for its message in the broker. Found: it is only waiting, and
   nothing happens. Not found (the broker lost it, or a worker died between
-  commit and send): the message is sent again; every step is idempotent. A
+  commit and send), or held unacknowledged by a worker that never claimed the
+  experiment (killed between taking the message and starting it; Redis would
+  give it back only after the visibility timeout): the message is sent again;
+  every step is idempotent. A
   ``score`` waiting on the private queue of a node that no longer answers a
   ping is re-queued (its decoded frames were on that node).
 """
@@ -90,10 +93,15 @@ def _sweep_waiting(ctx: StepContext, waiting: list[q.WaitingExperiment]) -> None
                         ctx.send_after_commit(first, w.experiment_id,
                                               task_id=task_id(w.experiment_id, experiment.attempts, first))
             continue
-        if where is not None:
+        if where is not None and where.queue != "unacked":
             continue  # only waiting: a backlog is not a fault
-        log.warning("reaper: experiment %s has waited for %s since %s and its message is not in the broker; "
-                    "sending it again", w.experiment_id, w.waiting_for, w.waiting_since.isoformat(timespec="seconds"))
+        # Not in any queue; or taken by a worker (unacknowledged) that has not claimed the
+        # experiment within a lease, i.e. a worker killed between taking the message and
+        # starting it: Redis gives such a message back only after the visibility timeout
+        # (hours). Either way it is sent again; a duplicate delivery changes nothing.
+        log.warning("reaper: experiment %s has waited for %s since %s and its message is %s; sending it again",
+                    w.experiment_id, w.waiting_for, w.waiting_since.isoformat(timespec="seconds"),
+                    "not in the broker" if where is None else "held unacknowledged by a worker that never started it")
         queue = queue_of(w.waiting_for, w.node) if w.waiting_for == "score" else None
         ctx.send_after_commit(task, w.experiment_id, queue=queue, task_id=tid)
 

@@ -122,6 +122,36 @@ def test_a_backlog_is_not_a_fault_and_a_lost_message_is_sent_again(race):
     assert internal_errors() == 0
 
 
+def test_a_message_taken_by_a_worker_killed_before_it_started_is_sent_again(race):
+    """A worker takes the message (it moves to Redis's ``unacked`` hash) and is SIGKILLed
+    before its task claims the experiment: Redis would give the message back only after
+    the visibility timeout (hours). The reaper sends it again once a lease has passed."""
+    import json
+
+    import redis
+
+    eid = race.experiment_id
+    deliver(SANITIZE, eid, CPU_1)
+    client = redis.Redis.from_url(race.env["CODECFLEET_BROKER_URL"])
+    raw = client.rpop("gpu")  # what a worker's BRPOP does, then it records the message as unacked
+    client.hset("unacked", "tag-1", json.dumps([json.loads(raw), "codecfleet", "gpu"]))
+    assert _enqueue.locate(["gpu"])[f"cf-{eid}-a0-encode_decode"].queue == "unacked"
+
+    deliver(REAP, None, CPU_1)  # waited less than a lease: only waiting
+    assert client.llen("gpu") == 0
+    with _db.transaction() as session:
+        session.execute(sa.update(Experiment).where(Experiment.id == eid)
+                        .values(waiting_since=datetime.now(UTC) - timedelta(minutes=10)))
+    deliver(REAP, None, CPU_1)
+    assert client.llen("gpu") == 1 and in_broker(eid, 0, ENCODE_DECODE, "gpu")
+    deliver(REAP, None, CPU_1)
+    assert client.llen("gpu") == 1  # found in the queue now: not sent a second time
+    deliver(ENCODE_DECODE, eid, GPU_A)
+    deliver(SCORE, eid, GPU_A)
+    assert row(eid)["status"] == "succeeded" and row(eid)["attempts"] == 0
+    assert internal_errors() == 0
+
+
 def test_reaper_requeue_against_the_redelivered_step_of_a_killed_worker(race):
     """The reported race: a killed gpu worker's encode_decode comes back after the reaper
     re-queued its experiment. It must do nothing (or, if the experiment is waiting for
