@@ -18,7 +18,7 @@ Afterwards every experiment is checked in the database:
 * lost: anything else (failed, timed out, or still unfinished at the deadline);
 * internal errors: rows in ``internal_errors`` (bugs of codecfleet).
 
-    .venv/bin/python benchmarks/soak.py [--experiments 50] [--gpu-workers 2] [--kill-every 6] [--busy 2]
+    .venv/bin/python benchmarks/soak.py [--experiments 50] [--gpu-workers 2] [--kill-every 10] [--busy 2]
 
 Target: every experiment finished exactly once, 0 duplicates, 0 lost, 0 internal errors.
 """
@@ -81,7 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=50)
     parser.add_argument("--gpu-workers", type=int, default=2)
-    parser.add_argument("--kill-every", type=float, default=6.0, help="mean seconds between two kills")
+    parser.add_argument("--kill-every", type=float, default=10.0, help="mean seconds between two kills")
     parser.add_argument("--busy", type=int, default=2, help="busy-loop processes loading the cores")
     parser.add_argument("--lease", type=float, default=4.0, help="CODECFLEET_LEASE_SECONDS of the fleet")
     parser.add_argument("--seed", type=int, default=0)
