@@ -95,14 +95,15 @@ def test_a_backlog_many_leases_long_on_one_gpu_worker_all_succeed_first_time(mak
 
 def test_a_stalled_but_alive_worker_loses_its_experiment_cleanly_and_it_finishes_once(make_fleet):
     """The reaper against a slow worker whose heartbeat comes late: SIGSTOP the gpu worker
-    past its lease. The reaper re-queues, the other gpu worker measures it; when the
-    stalled one resumes, its renewal fails, it stops and records nothing."""
+    past its lease. The reaper re-queues and attempt 2 is measured (by the other gpu
+    worker, or by the resumed one); the stalled attempt's renewal fails, it stops and
+    records nothing."""
     fleet = make_fleet(lease_seconds=3, heartbeat_seconds=1)
     fleet.worker("cpu,llm", beat=True)
     gpus = [fleet.worker("gpu"), fleet.worker("gpu")]
     handle = api.submit(busy_candidate(5_000_000), CLIP + ",seed=31", frames=3, rate_points=[0.3, 0.7])
     holder = wait_for(lambda: (s := handle.status()).status == "encoding" and s.worker, 60, "encoding to start")
-    first, second = sorted(gpus, key=lambda w: not holder.startswith(w.name + "["))
+    first = next(w for w in gpus if holder.startswith(w.name + "["))
 
     os.killpg(first.pid, signal.SIGSTOP)
     try:
@@ -113,7 +114,10 @@ def test_a_stalled_but_alive_worker_loses_its_experiment_cleanly_and_it_finishes
     time.sleep(2 * fleet.setting("heartbeat_seconds") + 1)  # let the resumed worker notice
 
     assert result["status"] == "succeeded", result
-    assert result["attempts"] == 1 and result["worker"].startswith(second.name), result
+    # Attempt 2 ran on whichever gpu worker took its message (the resumed one is a live
+    # worker too); the stalled attempt 1 recorded nothing.
+    assert result["attempts"] == 1, result
+    assert all("/attempt-1/" in rp["bitstream"] for rp in result["rate_points"])
     assert _measurements(fleet.database_url, handle.id) == 2
     assert handle.result() == result  # the resumed worker changed nothing
     assert "no longer held" in first.log()
