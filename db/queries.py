@@ -472,16 +472,7 @@ def requeue(
     result = session.execute(
         sa.update(Experiment)
         .where(*conditions)
-        .values(
-            status=S.QUEUED,
-            attempts=Experiment.attempts + 1,
-            lease_expires_at=None,
-            worker_host=None,
-            device=None,
-            queued_at=now,
-            waiting_since=now,
-            waiting_for=sa.case((Experiment.candidate_id.is_(None), "generate"), else_="sanitize"),
-        ),
+        .values(**_requeued(now)),
         execution_options={"synchronize_session": False},
     )
     if result.rowcount == 1:
@@ -491,6 +482,21 @@ def requeue(
     if current not in RUNNING:
         raise IllegalTransition(experiment_id, current, S.QUEUED)
     return False
+
+
+def _requeued(now: datetime) -> dict[str, Any]:
+    """The UPDATE values that start an experiment over: one more attempt, nobody holds it,
+    and it waits for its first step (:func:`first_step`, in SQL)."""
+    return {
+        "status": S.QUEUED,
+        "attempts": Experiment.attempts + 1,
+        "lease_expires_at": None,
+        "worker_host": None,
+        "device": None,
+        "queued_at": now,
+        "waiting_since": now,
+        "waiting_for": sa.case((Experiment.candidate_id.is_(None), first_step(None)), else_=first_step(0)),
+    }
 
 
 def reap(
@@ -1719,11 +1725,7 @@ def requeue_from_anywhere(
             sa.update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.attempts == attempts,
                    ownership)
-            .values(
-                status=S.QUEUED, attempts=attempts + 1, lease_expires_at=None, worker_host=None, device=None,
-                queued_at=now, waiting_since=now,
-                waiting_for=sa.case((Experiment.candidate_id.is_(None), "generate"), else_="sanitize"),
-            ),
+            .values(**_requeued(now)),
             execution_options={"synchronize_session": False},
         )
         _expire(session, Experiment, experiment_id)
