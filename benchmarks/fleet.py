@@ -201,9 +201,9 @@ def main() -> int:
     finally:
         for proc in workers:
             _stop(proc)
-        from tasks import _db
+        from db import engine
 
-        _db.reset()
+        engine.reset()
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         redis.Redis.from_url(args.redis).flushdb()
@@ -291,9 +291,9 @@ def throughput(args) -> int:
         worker = None
         try:
             from codecfleet import fleet
-            from tasks import _db
+            from db import engine
 
-            _db.reset()
+            engine.reset()
             worker = _start_worker(env, "cpu,llm,gpu", f"bench-one-{secrets.token_hex(3)}@127.0.0.1",
                                    work / "worker.log", beat=True)
             spec = "synthetic:mix@176x144"
@@ -311,9 +311,9 @@ def throughput(args) -> int:
         finally:
             if worker is not None:
                 _stop(worker)
-            from tasks import _db
+            from db import engine
 
-            _db.reset()
+            engine.reset()
             with psycopg.connect(args.pg, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             redis.Redis.from_url(args.redis).flushdb()

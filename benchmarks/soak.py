@@ -177,9 +177,9 @@ def main() -> int:
         for w in workers:
             w.stop(timeout=10)
         redis.stop()
-        from tasks import _db
+        from db import engine
 
-        _db.reset()
+        engine.reset()
         try:
             _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         except psycopg.Error:

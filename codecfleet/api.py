@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from codecfleet.settings import Settings, get_settings, resolve_device
+from config import Settings, get_settings, resolve_device
 from evaluation.pipeline import DEFAULT_RATE_POINTS, new_result
 from evaluation.pipeline import evaluate_candidate as _evaluate
 from evaluation.runner import InProcessRunner

@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from codecfleet.settings import get_settings
+from config import get_settings
 
 
 class CampaignError(ValueError):
@@ -126,9 +126,9 @@ def replay_generator(campaign_name: str):
     """A generator that hands back the stored replies of ``campaign_name`` in order, calling no LLM."""
     from db.campaign_queries import campaign_id_by_name, campaign_members, stored_candidate
     from generation import ReplayGenerator, StoredReply
-    from tasks import _db
+    from db import engine
 
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         try:
             campaign_id = campaign_id_by_name(session, campaign_name)
         except LookupError as exc:
@@ -241,7 +241,7 @@ def _bd_figures(cands: dict[int, _Candidate], n_clips: int, metric: str) -> dict
     per-clip figures (``bd_rate`` only when every clip has a reliable one), the smallest
     overlap, and how many clips. What prompts show beside every BD figure."""
     from generation.base import BdFigure
-    from tasks import _db
+    from db import engine
     from tasks.experiment import stored_bd_figures
 
     source = {}  # candidate id -> clip sha -> the experiment whose numbers it reports
@@ -249,7 +249,7 @@ def _bd_figures(cands: dict[int, _Candidate], n_clips: int, metric: str) -> dict
         for m in c.members:
             source.setdefault(c.candidate_id, {}).setdefault(m.clip_sha256, m.reused_from_id or m.experiment_id)
     ids = sorted({e for per_clip in source.values() for e in per_clip.values()})
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         stored = stored_bd_figures(session, ids, metric)
     out: dict[int, tuple] = {}
     for cid, per_clip in source.items():
@@ -327,10 +327,10 @@ def _prompt_budget(given: int | None) -> int:
 
 
 def _anchor_points(clip_sha256: str) -> dict:
-    from tasks import _db
+    from db import engine
     from tasks.feedback import anchor_points
 
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         return anchor_points(session, clip_sha256)
 
 
@@ -377,9 +377,9 @@ def _with_frame_sizes(info, member):
     import dataclasses
 
     import db.queries as q
-    from tasks import _db
+    from db import engine
 
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         rows = q.experiment_measurements(session, member.experiment_id)
         sizes = {m.rate_index: tuple(int(b) for b in m.frame_bytes) if m.frame_bytes else _frame_sizes(m.artifact.path)
                  for m in rows}
@@ -396,7 +396,7 @@ def _lineage(c: _Candidate, cands: dict[int, _Candidate], n_clips: int):
     each, how (mode), what changed against its own parent and its BD-rate."""
     from db.campaign_queries import stored_candidate
     from generation import LineageStep, change_summary, unified_diff
-    from tasks import _db
+    from db import engine
 
     chain = [c]
     while len(chain) < LINEAGE_STEPS and chain[-1].parent_ids and chain[-1].parent_ids[0] in cands:
@@ -406,7 +406,7 @@ def _lineage(c: _Candidate, cands: dict[int, _Candidate], n_clips: int):
         chain.append(nxt)
     chain.reverse()
     steps = []
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         for i, step in enumerate(chain):
             seed = _is_seed(step.generator)
             mode = "seed" if seed else stored_candidate(session, step.candidate_id).mode
@@ -545,10 +545,10 @@ def campaign(
 
     import db.queries as q
     from codecfleet import fleet
-    from codecfleet.settings import resolve_device
+    from config import resolve_device
     from db.campaign_queries import campaign_members
     from generation import FailureInfo, GenerationRequest, ReplayExhausted, TaskSpec, select_parents
-    from tasks import _db
+    from db import engine
 
     if population < 1 or generations < 0:
         raise CampaignError("population must be at least 1 and generations at least 0")
@@ -597,7 +597,7 @@ def campaign(
     if held_shas & {c.sha256 for c in loaded}:
         raise CampaignError("a held-out clip is also a training clip")
     seed_codes = _seed_codes(seeds)
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         row = q.get_or_create_campaign(session, name)
         if q.campaign_clip_seed(session, row.id, lambda: clip_seed) != clip_seed:
             raise CampaignError(f"campaign {name!r} was started at the same time by another process; run it again")
@@ -618,7 +618,7 @@ def campaign(
 
     def members(*, held_out_only: bool = False):
         # Fitness, parents, lineage and prompts see the training clips only.
-        with _db.transaction() as session:
+        with engine.transaction() as session:
             rows = campaign_members(session, campaign_id, anchor=anchor, metric=metric)
         return [m for m in rows if (m.clip_sha256 in held_shas) == held_out_only]
 
@@ -803,11 +803,11 @@ def _campaign_clip_seed(name: str, generator, given: int | None) -> int:
     replayed campaign's (a replay measures the same frames), else a fresh draw."""
     from db.campaign_queries import stored_clip_seed
     from evaluation.video import draw_secret_seed
-    from tasks import _db
+    from db import engine
 
     if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < 0):
         raise CampaignError("clip_seed must be an int >= 0")
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         stored = stored_clip_seed(session, name)
         replayed = None
         if isinstance(generator, str) and generator.startswith("replay:"):
@@ -892,11 +892,11 @@ def summary_counts(campaign_id: int) -> dict:
     GPU-seconds it spent and (estimated) saved."""
     from db.campaign_queries import campaign_probe_stats, campaign_reuse_stats
     from db.models import Experiment, ExperimentStatus
-    from tasks import _db
+    from db import engine
 
     import sqlalchemy as sa
 
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         statuses = dict(session.execute(
             sa.select(Experiment.status, sa.func.count()).where(Experiment.campaign_id == campaign_id)
             .group_by(Experiment.status)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from codecfleet.settings import get_settings, resolve_device
+from config import get_settings, resolve_device
 from codecfleet.untrusted import clean, markup, text
 
 
@@ -479,13 +479,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                         print(f"  BD-rate vs {codec}: {value:+.2f} % (overlap {100 * (detail.get('overlap') or 0):.0f} %)")
         return 0
     import db.queries as q
-    from tasks import _db
+    from db import engine
 
     from datetime import UTC, datetime
 
     fleet._ensure_database()
     now = datetime.now(UTC)
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         recent = q.recent_experiments(session, args.limit)
         waiting_rows = q.waiting_experiments(session, limit=10_000)
         rows = [

@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from codecfleet.settings import get_settings
+import db.queries as q
+from config import get_settings
+from db import engine
+from db.campaign_queries import campaign_unfinished
+from db.models import RUNNING, ExperimentStatus
+from tasks import _enqueue, maintenance
+from tasks import steps
 
 #: Statuses in which an experiment is finished.
 FINISHED = ("succeeded", "failed", "rejected", "timed_out", "duplicate_output", "cancelled")
@@ -38,20 +44,9 @@ class WaitTimeout(TimeoutError):
         self.status = status
 
 
-def _tasks():
-    # Imported on use: the face loads the Celery app (and its task modules) only
-    # when it submits, and the embedded mode needs them registered.
-    import tasks.experiment
-    import tasks.maintenance
-    from tasks import _db, _enqueue
-
-    return tasks.experiment, tasks.maintenance, _db, _enqueue
-
-
 def _ensure_database() -> None:
-    _, _, db_, enqueue = _tasks()
-    if enqueue.embedded():
-        db_.ensure_schema()
+    if _enqueue.embedded():
+        engine.ensure_schema()
 
 
 def read_candidate(candidate: str | Path) -> tuple[str, str]:
@@ -107,7 +102,6 @@ def secret_clip_spec(session, spec: str, campaign_id: int | None) -> str:
     a resumed campaign measures what it measured before) while no candidate can
     regenerate them. A seed the user named, and a file, are kept as given.
     """
-    import db.queries as q
     from evaluation.video import draw_secret_seed, spec_seed, with_secret_seed
 
     if not spec.startswith("synthetic:") or spec_seed(spec) is not None:
@@ -143,11 +137,9 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     (status, reason) records a generation that produced no code: the experiment
     ends at stage ``generate`` and nothing is sent (the first task is None).
     """
-    import db.queries as q
     from evaluation.anchors import ANCHOR_CODECS
     from evaluation.video import Clip, load_clip
 
-    experiment_mod, _, _, _ = _tasks()
     clip = job["clip"]
     frames, start_frame = job.get("frames"), job.get("start_frame", 0)
     campaign_id = None
@@ -213,17 +205,16 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
         status = failure.get("status") or "failed"
         q.transition(session, experiment.id, status, failure_stage="generate", error=str(failure["reason"]))
         return experiment.id, None
-    return experiment.id, experiment_mod.first_task(experiment)
+    return experiment.id, steps.first_task(experiment)
 
 
 def submit_many(jobs: Iterable[Mapping[str, Any]], **common: Any) -> list[Handle]:
     """Submit several experiments in one transaction; each job is a mapping of
     :func:`submit`'s arguments, over ``common``. Messages go out after the commit."""
-    experiment_mod, _, db_, enqueue = _tasks()
     _ensure_database()
     created: list[tuple[int, str | None]] = []
     shared_candidates: dict[int, int] = {}
-    with db_.transaction() as session:
+    with engine.transaction() as session:
         for job in jobs:
             merged = {**common, **job}
             if "clip" not in merged:
@@ -231,9 +222,9 @@ def submit_many(jobs: Iterable[Mapping[str, Any]], **common: Any) -> list[Handle
             created.append(_create(session, merged, shared_candidates))
     for experiment_id, first in created:
         if first is not None:
-            enqueue.send(first, experiment_id, task_id=experiment_mod.task_id(experiment_id, 0, first))
-    if enqueue.embedded():
-        enqueue.drain()
+            _enqueue.send(first, experiment_id, task_id=steps.task_id(experiment_id, 0, first))
+    if _enqueue.embedded():
+        _enqueue.drain()
     return [Handle(experiment_id) for experiment_id, _ in created]
 
 
@@ -242,23 +233,22 @@ def queue_positions(waiting: Iterable[tuple[int, int, str, str | None]]) -> dict
     (``(id, attempts, waiting_for, node)`` in): a :class:`tasks._enqueue.Whereabouts`,
     or None when its message is not there (the reaper will send it again). Empty
     when embedded or when the broker cannot be read."""
-    experiment_mod, maintenance, _, enqueue = _tasks()
     waiting = list(waiting)
-    if enqueue.embedded() or not waiting:
+    if _enqueue.embedded() or not waiting:
         return {}
     try:
-        found = enqueue.locate(maintenance.queue_of(step, node) for _, _, step, node in waiting)
+        found = _enqueue.locate(maintenance.queue_of(step, node) for _, _, step, node in waiting)
     except Exception:  # noqa: BLE001 - a status display must not fail on the broker
         return {}
     return {
-        eid: found.get(experiment_mod.task_id(eid, attempts, experiment_mod.STEP_TASKS[step]))
+        eid: found.get(steps.task_id(eid, attempts, steps.STEP_TASKS[step]))
         for eid, attempts, step, _ in waiting
     }
 
 
 def embedded() -> bool:
     """True when no broker is configured: submissions run in this process."""
-    return _tasks()[3].embedded()
+    return _enqueue.embedded()
 
 
 def resume_stalled(campaign_id: int) -> list[int]:
@@ -266,16 +256,12 @@ def resume_stalled(campaign_id: int) -> list[int]:
     process left unfinished (queued or mid-stage). Nothing else can be working
     on them, since the embedded default has no workers; in the fleet the
     reaper does this once their lease expires. Returns the ids resumed."""
-    import db.queries as q
-    from db.campaign_queries import campaign_unfinished
-    from db.models import RUNNING, ExperimentStatus
 
-    experiment_mod, _, db_, enqueue = _tasks()
-    if not enqueue.embedded():
+    if not _enqueue.embedded():
         return []
     settings = get_settings()
     resumed = []
-    with db_.transaction() as session:
+    with engine.transaction() as session:
         for row in campaign_unfinished(session, campaign_id):
             if row.status in RUNNING:
                 if not q.requeue(session, row.id, max_attempts=settings.max_attempts, only_if_lease_expired=False):
@@ -286,10 +272,10 @@ def resume_stalled(campaign_id: int) -> list[int]:
                 continue
             resumed.append((row.id, row.attempts + (1 if row.status in RUNNING else 0), row.has_candidate))
     for experiment_id, attempt, has_candidate in resumed:
-        first = experiment_mod.SANITIZE if has_candidate else experiment_mod.GENERATE
-        enqueue.send(first, experiment_id, task_id=experiment_mod.task_id(experiment_id, attempt, first))
+        first = steps.SANITIZE if has_candidate else steps.GENERATE
+        _enqueue.send(first, experiment_id, task_id=steps.task_id(experiment_id, attempt, first))
     if resumed:
-        enqueue.drain()
+        _enqueue.drain()
     return [r[0] for r in resumed]
 
 
@@ -329,14 +315,12 @@ def get(experiment_id: int) -> Handle:
 
 def cancel(experiment_id: int | None = None, *, campaign: str | None = None) -> list[int]:
     """Cancel one experiment or every unfinished one of a campaign; the ids cancelled."""
-    import db.queries as q
 
-    _, maintenance, db_, _ = _tasks()
     _ensure_database()
     if (experiment_id is None) == (campaign is None):
         raise FleetError("cancel needs an experiment id or a campaign, not both")
     if campaign is not None:
-        with db_.transaction() as session:
+        with engine.transaction() as session:
             try:
                 ids = q.campaign_experiment_ids(session, campaign, only_unfinished=True)
             except LookupError as exc:
@@ -383,8 +367,7 @@ class Handle:
     def status(self) -> Status:
         import db.queries as q
 
-        _, _, db_, _ = _tasks()
-        with db_.transaction() as session:
+        with engine.transaction() as session:
             try:
                 e = q.get_experiment(session, self.id)
             except q.ExperimentNotFound as exc:
@@ -406,13 +389,11 @@ class Handle:
     def result(self) -> dict:
         """The shape of ``codecfleet evaluate --json`` (plus ``id``, ``attempts``,
         ``worker``), built from the stored rows; no rate points unless succeeded."""
-        _, _, db_, _ = _tasks()
-        with db_.transaction() as session:
+        with engine.transaction() as session:
             return experiment_result(session, self.id)
 
 
 def experiment_result(session, experiment_id: int) -> dict:
-    import db.queries as q
     from evaluation import anchors as anchors_mod
     from evaluation.pipeline import BD_METRIC, DEFAULT_DETERMINISM
 

@@ -1770,7 +1770,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of ``codecfleet report``: 0 when the report was written, 2 when it cannot be made."""
-    from codecfleet.settings import get_settings, resolve_device
+    from config import get_settings, resolve_device
 
     settings = get_settings()
     if args.top < 1 or args.curves < 0:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from codecfleet.settings import get_settings
+from config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,9 @@ def drain() -> int:
     try:
         from tasks.app import app
 
+        # The task modules register on import; a worker imports them at start
+        # (the app's ``include``), the embedded loop on first drain.
+        app.loader.import_default_modules()
         while fifo:
             message = fifo.popleft()
             args = [] if message.experiment_id is None else [message.experiment_id]

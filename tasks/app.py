@@ -29,7 +29,7 @@ import logging
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from codecfleet.settings import get_settings
+from config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ def _after_fork(**_kwargs) -> None:
     and, where ``CODECFLEET_TORCH_THREADS`` says so, cap torch's threads (its
     OpenMP pool is pathologically slow when several busy processes share the
     cores, e.g. two GPU workers' CPU-side metrics on a small host)."""
-    from tasks import _db
+    from db import engine
 
-    _db.dispose_after_fork()
+    engine.dispose_after_fork()
     threads = get_settings().torch_threads
     if threads:
         import torch

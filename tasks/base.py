@@ -40,7 +40,8 @@ import sqlalchemy.exc
 from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
-from tasks import _db, _enqueue
+from db import engine
+from tasks import _enqueue, steps
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class StepContext:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with _db.transaction() as session:
+        with engine.transaction() as session:
             yield session
 
     def send_after_commit(
@@ -117,15 +118,6 @@ class StepFailed(Exception):
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
-
-
-#: The stage recorded when a step dies of something unexpected.
-STEP_STAGE = {
-    "codecfleet.experiment.generate": "generate",
-    "codecfleet.experiment.sanitize": "sanitize",
-    "codecfleet.experiment.encode_decode": "encode",
-    "codecfleet.experiment.score": "score",
-}
 
 
 class FleetTask(celery.Task):
@@ -157,8 +149,8 @@ class FleetTask(celery.Task):
                 soft = TIME_LIMITS.get(self.name, (None, None))[0]
                 self._fail(
                     experiment_id,
-                    STEP_STAGE.get(self.name, self.name),
-                    f"the {STEP_STAGE.get(self.name, self.name)} step exceeded its soft time limit of {soft} s",
+                    steps.STEP_STAGE.get(self.name, self.name),
+                    f"the {steps.STEP_STAGE.get(self.name, self.name)} step exceeded its soft time limit of {soft} s",
                 )
             for message in ctx.outbox:
                 _enqueue.send(message.task, message.experiment_id, queue=message.queue, task_id=message.task_id)
@@ -190,10 +182,10 @@ class FleetTask(celery.Task):
 
     def _internal_error(self, experiment_id: int | None, ctx: StepContext, exc: Exception) -> None:
         """A bug: count it, and give the experiment another attempt (or fail it, budget spent)."""
-        from codecfleet.settings import get_settings
+        from config import get_settings
         from db.queries import first_step, get_experiment, record_internal_error
 
-        stage = STEP_STAGE.get(self.name, self.name)
+        stage = steps.STEP_STAGE.get(self.name, self.name)
         error = f"{type(exc).__name__}: {exc}"
         log.exception("%s experiment %s: INTERNAL ERROR (a bug of codecfleet): %s", self.name, experiment_id, error)
         resend = None
@@ -211,14 +203,10 @@ class FleetTask(celery.Task):
             return
         log.warning("%s experiment %s: internal error recorded; experiment %s", self.name, experiment_id, outcome)
         if resend is not None:
-            from tasks.experiment import STEP_TASKS, task_id
-
-            task = STEP_TASKS[resend[0]]
-            _enqueue.send(task, experiment_id, task_id=task_id(experiment_id, resend[1], task))
+            task = steps.STEP_TASKS[resend[0]]
+            _enqueue.send(task, experiment_id, task_id=steps.task_id(experiment_id, resend[1], task))
 
     def _fail(self, experiment_id: int | None, stage: str, reason: str) -> None:
         if experiment_id is None:
             return
-        from tasks.experiment import end_failed
-
-        end_failed(experiment_id, stage, reason, holder=holder_id(self.node_name()))
+        steps.end_failed(experiment_id, stage, reason, holder=holder_id(self.node_name()))

@@ -38,8 +38,9 @@ import threading
 from pathlib import Path
 
 import db.queries as q
-from codecfleet.settings import get_settings, resolve_device
+from config import get_settings, resolve_device
 from db.campaign_queries import campaign_codes
+from db import engine
 from db.models import Experiment, ExperimentStatus, Measurement
 from evaluation import metrics
 from evaluation.container import ContainerError, read_bitstream, sha256_file
@@ -58,55 +59,12 @@ from evaluation.pipeline import (
 )
 from evaluation.runner import CandidateError
 from evaluation.video import Clip, VideoError, load_clip, public_source
-from tasks import _db
 from tasks.app import TIME_LIMITS, app
 from tasks.base import FleetTask, StepContext, StepFailed, is_transient, parse_holder
+from tasks.steps import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, task_id
 
 log = logging.getLogger(__name__)
 S = ExperimentStatus
-
-GENERATE = "codecfleet.experiment.generate"
-SANITIZE = "codecfleet.experiment.sanitize"
-ENCODE_DECODE = "codecfleet.experiment.encode_decode"
-SCORE = "codecfleet.experiment.score"
-STAGES = {GENERATE: "generate", SANITIZE: "sanitize", ENCODE_DECODE: "encode_decode", SCORE: "score"}
-#: Step name (``experiments.waiting_for``) -> task name.
-STEP_TASKS = {stage: task for task, stage in STAGES.items()}
-
-
-def task_id(experiment_id: int, attempt: int, task: str) -> str:
-    """The Celery task id of one step of one attempt: known in advance, so ``cancel``
-    can revoke it and Flower shows which experiment a task belongs to."""
-    return f"cf-{experiment_id}-a{attempt}-{STAGES[task]}"
-
-
-def first_task(experiment: Experiment) -> str:
-    """Where the chain starts: generate unless the code is already there."""
-    return STEP_TASKS[q.first_step(experiment.candidate_id)]
-
-
-# --- recording ends ---------------------------------------------------------
-
-
-def end_failed(experiment_id: int, stage: str, reason: str, *, holder: str | None = None) -> None:
-    """Record ``failed`` with stage and reason, unless the experiment already ended
-    (cancelled or reaped meanwhile: that outcome stands) or, with ``holder``, another
-    worker holds it now (it was re-queued and taken: that run's outcome will stand)."""
-    with _db.transaction() as session:
-        try:
-            if holder is not None:
-                experiment = q.get_experiment(session, experiment_id)
-                ours = experiment.worker_host == holder or experiment.waiting_since is not None
-                if experiment.status is not S.QUEUED and not ours:
-                    log.info("experiment %s: not recording failure %s: %s; %s holds it now (%s)",
-                             experiment_id, stage, reason, experiment.worker_host, experiment.status.value)
-                    return
-            q.transition(session, experiment_id, S.FAILED, failure_stage=stage, error=reason[:4000])
-        except q.IllegalTransition as exc:
-            log.info("experiment %s: not recording failure (%s): %s", experiment_id, reason, exc)
-        except q.ExperimentNotFound:
-            log.warning("experiment %s does not exist; failure %s: %s not recorded", experiment_id, stage, reason)
-
 
 def _holder_gone(holder: str | None, ctx: StepContext) -> bool:
     """True when ``holder`` is provably not working any more: this same node, and its
@@ -560,7 +518,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                with _db.transaction() as session:
+                with engine.transaction() as session:
                     held = q.take_over(
                         session,
                         self.experiment_id,
@@ -616,7 +574,7 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
         def lookup(sha256: str) -> dict | None:
             if sha256 in seen:
                 return {"same_as": seen[sha256]}
-            with _db.transaction() as session:
+            with engine.transaction() as session:
                 m = q.find_measurement(session, sha256=sha256, decoder_hash=decoders[index], clip_sha256=clip.sha256,
                                        metrics_version=metrics.METRICS_VERSION)
                 if m is not None:
@@ -680,7 +638,7 @@ def _resolve_rows(rows: list[dict]) -> list[dict]:
             first = out[row["same_as"]]
             out.append({**first, **own, "same_as": row["same_as"]})
         elif "reused_measurement_id" in row:
-            with _db.transaction() as session:
+            with engine.transaction() as session:
                 m = session.get(Measurement, row["reused_measurement_id"])
                 if m is None:  # cannot happen: measurements are never deleted
                     raise RuntimeError(f"measurement {row['reused_measurement_id']} reused by rate point "
@@ -801,7 +759,7 @@ def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str,
                 q.ScoreResult(codec, metric, None, None, anchors_mod.ANCHOR_VERSION, metrics.METRICS_VERSION, reason=str(exc))
             )
             continue
-        with _db.transaction() as session:
+        with engine.transaction() as session:
             for p in swept:
                 q.record_anchor_result(
                     session,
@@ -915,16 +873,4 @@ def score(self: FleetTask, experiment_id: int) -> None:
     self.run_step(score_step, experiment_id)
 
 
-__all__ = [
-    "ENCODE_DECODE",
-    "GENERATE",
-    "SANITIZE",
-    "SCORE",
-    "encode_decode",
-    "end_failed",
-    "first_task",
-    "generate",
-    "sanitize",
-    "score",
-    "task_id",
-]
+__all__ = ["encode_decode", "generate", "sanitize", "score"]

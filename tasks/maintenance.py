@@ -26,12 +26,13 @@ import logging
 import time
 
 import db.queries as q
-from codecfleet.settings import get_settings
+from config import get_settings
 from db.models import ExperimentStatus
-from tasks import _db, _enqueue
-from tasks.app import ROUTES, TIME_LIMITS, app, worker_queue
+from db import engine
+from tasks import _enqueue
+from tasks.app import TIME_LIMITS, app
 from tasks.base import FleetTask, StepContext
-from tasks.experiment import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, STEP_TASKS, first_task, task_id
+from tasks.steps import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, STEP_TASKS, first_task, queue_of, task_id
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ def reap_step(ctx: StepContext, _experiment_id: int | None = None) -> None:
         waiting = q.waiting_experiments(session, older_than_seconds=settings.lease_seconds)
     if waiting:
         _sweep_waiting(ctx, waiting)
-
-
-def queue_of(step: str, node: str | None) -> str:
-    """The broker queue a step's message travels on (``score``: the decoding node's own)."""
-    if step == "score":
-        return worker_queue(node or "?")
-    return ROUTES[STEP_TASKS[step]]["queue"]
 
 
 def _sweep_waiting(ctx: StepContext, waiting: list[q.WaitingExperiment]) -> None:
@@ -124,7 +118,7 @@ def cancel(experiment_ids: list[int], *, reason: str = "cancelled by the user") 
     stops messages still in the queues from starting at all.
     """
     cancelled: list[tuple[int, int]] = []
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         for experiment_id in experiment_ids:
             if q.cancel_experiment(session, experiment_id, reason=reason):
                 cancelled.append((experiment_id, q.get_experiment(session, experiment_id).attempts))

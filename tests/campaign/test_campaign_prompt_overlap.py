@@ -60,13 +60,13 @@ def test_the_fleet_generation_request_carries_the_metric_and_the_stored_figures(
     from codecfleet import fleet
     from db import queries as q
     from evaluation.reference import reference_code
-    from tasks import _db
+    from db import engine
     from tasks.experiment import _generation_request
 
     [handle] = fleet.submit_many([{"candidate": reference_code("intra_dct"), "clip": TRAIN, "frames": 2,
                                    "rate_points": 4, "anchors": ["x264", "x265"], "campaign": "fleetov",
                                    "metric": "psnr_yuv"}])
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         experiment = q.get_experiment(session, handle.id)
         assert experiment.status.value == "succeeded", experiment.error
         request = _generation_request(session, experiment)

@@ -91,8 +91,8 @@ def test_status_line_keeps_a_reason_on_one_line():
 
 @pytest.fixture
 def embedded(tmp_path):
-    from codecfleet.settings import get_settings
-    from tasks import _db
+    from config import get_settings
+    from db import engine
     from tasks.app import reconfigure
 
     saved = {k: v for k, v in os.environ.items() if k.startswith("CODECFLEET_")}
@@ -102,7 +102,7 @@ def embedded(tmp_path):
             del os.environ[key]
         os.environ.update(env)
         get_settings.cache_clear()
-        _db.reset()
+        engine.reset()
         reconfigure()
 
     use({"CODECFLEET_DATA_DIR": str(tmp_path / "data"), "CODECFLEET_CACHE_DIR": str(tmp_path / "cache"),

@@ -88,7 +88,7 @@ def test_the_set_figure_is_the_mean_of_per_clip_figures_and_none_unless_all_are_
 
 def test_codecfleet_evaluate_on_a_clip_set_reports_each_clip_and_the_mean(videos, tmp_path, monkeypatch, capsys):
     from codecfleet.cli import main
-    from codecfleet.settings import get_settings
+    from config import get_settings
 
     d, (a, b) = videos
     monkeypatch.setenv("CODECFLEET_DATA_DIR", str(tmp_path / "data"))

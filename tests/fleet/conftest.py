@@ -119,9 +119,9 @@ def make_fleet(tmp_path_factory, fleet_pg_template) -> Iterator:
     yield make
     for fleet, name in fleets:
         fleet.close()
-    from tasks import _db
+    from db import engine
 
-    _db.reset()
+    engine.reset()
     for _, name in fleets:
         if name:
             drop_database(name)
@@ -132,7 +132,7 @@ def _restore(saved: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith("CODECFLEET_")]:
         del os.environ[key]
     os.environ.update(saved)
-    from codecfleet.settings import get_settings
+    from config import get_settings
 
     get_settings.cache_clear()
 
@@ -152,9 +152,9 @@ def shared_fleet(tmp_path_factory, fleet_pg_template) -> Iterator[Fleet]:
         yield fleet
     finally:
         fleet.close()
-        from tasks import _db
+        from db import engine
 
-        _db.reset()
+        engine.reset()
         drop_database(name)
         _restore(saved)
 

@@ -250,12 +250,12 @@ def use_settings(env: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith("CODECFLEET_")]:
         del os.environ[key]
     os.environ.update({k: v for k, v in env.items() if k.startswith("CODECFLEET_")})
-    from codecfleet.settings import get_settings
-    from tasks import _db
+    from config import get_settings
+    from db import engine
     from tasks.app import reconfigure
 
     get_settings.cache_clear()
-    _db.reset()
+    engine.reset()
     reconfigure()
 
 

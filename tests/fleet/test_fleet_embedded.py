@@ -18,9 +18,9 @@ def embedded(tmp_path):
            "CODECFLEET_DEVICE": "cpu"}
     use_settings(env)
     yield env
-    from tasks import _db
+    from db import engine
 
-    _db.reset()
+    engine.reset()
     use_settings(saved)
 
 
@@ -62,12 +62,12 @@ def test_candidate_faults_are_recorded_with_stage_and_reason(embedded):
 
 def test_without_code_the_chain_starts_at_generate_and_the_offline_generator_writes_it(embedded):
     from codecfleet import fleet
-    from tasks import _db
+    from db import engine
 
     result = fleet.submit(None, "synthetic:mix@64x48", frames=2, rate_points=[0.2, 0.8], campaign="gen").result()
 
     assert result["status"] == "succeeded", result
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         from db.campaign_queries import campaign_id_by_name, campaign_members
 
         (member,) = campaign_members(session, campaign_id_by_name(session, "gen"))

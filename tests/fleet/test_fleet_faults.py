@@ -162,9 +162,9 @@ def test_postgres_unreachable_for_seconds_tasks_retry_then_finish(make_fleet, tm
         assert _measurements(fleet.database_url, handle.id) == 2
         assert "retry" in gpu.log().lower() or "lease renewal failed" in gpu.log()
     finally:
-        from tasks import _db
+        from db import engine
 
-        _db.reset()
+        engine.reset()
         if fleet is not None:
             fleet.close()
         cluster.destroy()

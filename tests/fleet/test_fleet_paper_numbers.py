@@ -30,15 +30,15 @@ def embedded(tmp_path):
     use_settings({"CODECFLEET_DATA_DIR": str(tmp_path / "data"), "CODECFLEET_CACHE_DIR": str(tmp_path / "cache"),
                   "CODECFLEET_DEVICE": "cpu"})
     yield
-    from tasks import _db
+    from db import engine
 
-    _db.reset()
+    engine.reset()
     use_settings(saved)
 
 
 def test_scores_store_the_metric_the_overlap_and_yuv_psnr(embedded):
     from codecfleet import fleet
-    from tasks import _db
+    from db import engine
     import db.queries as q
 
     (handle,) = fleet.submit_many([{
@@ -50,7 +50,7 @@ def test_scores_store_the_metric_the_overlap_and_yuv_psnr(embedded):
     assert all(rp["psnr_yuv"] is not None and rp["verify_decode_seconds"] > 0 for rp in result["rate_points"])
     bd = result["bd"]["x264"]
     assert bd["metric"] == "psnr_yuv" and bd["overlap"] is not None and bd["min_overlap"] == 0.75
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         (score,) = q.experiment_scores(session, handle.id)
         assert score.metric == "psnr_yuv" and score.overlap == bd["overlap"]
         if score.reliable:

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 import db.queries as q
 from codecfleet import fleet as api
 from db.models import Experiment, ExperimentStatus
-from tasks import _db, _enqueue
+from db import engine
+from tasks import _enqueue
 from tasks.app import app, worker_queue
 from tasks.experiment import ENCODE_DECODE, SANITIZE, SCORE, encode_decode_step, enter, sanitize_step, score_step
 from tasks.maintenance import REAP, reap_step
@@ -44,7 +45,7 @@ def deliver(task: str, experiment_id: int | None, node: str) -> None:
 
 
 def row(experiment_id: int) -> dict:
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         e = q.get_experiment(session, experiment_id)
         return {"status": e.status.value, "attempts": e.attempts, "holder": e.worker_host,
                 "waiting_for": e.waiting_for, "error": e.error, "lease": e.lease_expires_at}
@@ -60,7 +61,7 @@ def measurements(database_url: str, experiment_id: int) -> int:
 
 
 def internal_errors() -> int:
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         return q.internal_error_count(session)
 
 
@@ -79,7 +80,7 @@ def dead_pid() -> int:
 
 def seize(experiment_id: int, step: str, status: ExperimentStatus, holder: str, *, lease_seconds: float) -> None:
     """What a worker does when it takes the message: claim the waiting experiment."""
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         assert q.claim(session, experiment_id, step=step, to=status, holder=holder, lease_seconds=lease_seconds)
 
 
@@ -97,7 +98,7 @@ def test_a_backlog_is_not_a_fault_and_a_lost_message_is_sent_again(race):
     deliver(SANITIZE, eid, CPU_1)
     assert row(eid)["waiting_for"] == "encode_decode" and row(eid)["lease"] is None and row(eid)["holder"] is None
     # The experiment has waited in the gpu queue for an hour, far longer than any lease.
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         session.execute(sa.update(Experiment).where(Experiment.id == eid)
                         .values(waiting_since=datetime.now(UTC) - timedelta(hours=1)))
 
@@ -139,7 +140,7 @@ def test_a_message_taken_by_a_worker_killed_before_it_started_is_sent_again(race
 
     deliver(REAP, None, CPU_1)  # waited less than a lease: only waiting
     assert client.llen("gpu") == 0
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         session.execute(sa.update(Experiment).where(Experiment.id == eid)
                         .values(waiting_since=datetime.now(UTC) - timedelta(minutes=10)))
     deliver(REAP, None, CPU_1)
@@ -188,10 +189,10 @@ def test_a_claim_that_loses_to_a_concurrent_move_does_nothing(race):
     from tasks.base import StepContext
 
     ctx = StepContext(node=GPU_A, task_name=ENCODE_DECODE, private_queue=worker_queue(GPU_A))
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         stale = q.get_experiment(session, eid)
         assert stale.waiting_for == "encode_decode"
-        with _db.transaction() as other:  # meanwhile, another transaction re-queues it
+        with engine.transaction() as other:  # meanwhile, another transaction re-queues it
             assert q.requeue_from_anywhere(other, eid, max_attempts=3, holder=None, stage="encode",
                                            reason="test") == "requeued"
         assert enter(session, stale, ctx, step="encode_decode", status=ExperimentStatus.ENCODING) is False
@@ -216,7 +217,7 @@ def test_cancel_against_redelivery(race):
     from tasks.base import StepContext
 
     ctx = StepContext(node=CPU_1, task_name=SANITIZE, private_queue=None)
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         stale = q.get_experiment(session, other)
         api.cancel(other)
         assert enter(session, stale, ctx, step="sanitize", status=ExperimentStatus.SANITIZING) is False
@@ -242,7 +243,7 @@ def test_a_score_delivered_twice_records_once(race):
     from tasks.base import StepContext
 
     ctx = StepContext(node=GPU_A, task_name=SCORE, private_queue=worker_queue(GPU_A))
-    with _db.transaction() as first, _db.transaction() as second:
+    with engine.transaction() as first, engine.transaction() as second:
         a, b = q.get_experiment(first, other), q.get_experiment(second, other)
         assert enter(first, a, ctx, step="score", status=ExperimentStatus.SCORING, node=GPU_A) is True
         first.commit()
@@ -282,12 +283,12 @@ def test_a_live_worker_is_left_alone_and_a_late_heartbeat_loses_cleanly(race):
     deliver(REAP, None, CPU_1)
     assert (row(eid)["status"], row(eid)["holder"], row(eid)["attempts"]) == ("encoding", slow, 0)
 
-    with _db.transaction() as session:  # the heartbeat is late: the lease ran out
+    with engine.transaction() as session:  # the heartbeat is late: the lease ran out
         session.execute(sa.update(Experiment).where(Experiment.id == eid)
                         .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     deliver(REAP, None, CPU_1)
     assert (row(eid)["status"], row(eid)["attempts"]) == ("queued", 1)
-    with _db.transaction() as session:  # the slow worker wakes up: renewal and hand-off fail
+    with engine.transaction() as session:  # the slow worker wakes up: renewal and hand-off fail
         assert not q.take_over(session, eid, status=ExperimentStatus.ENCODING, holder=slow, new_holder=slow,
                                lease_seconds=30, require_expired_lease=False)
         assert not q.hand_off(session, eid, status=ExperimentStatus.ENCODING, holder=slow, step="score",
@@ -315,7 +316,7 @@ def test_an_internal_error_is_counted_and_requeues_within_the_budget(race, monke
     deliver(ENCODE_DECODE, eid, GPU_A)  # the third attempt of three: the budget is spent
     r = row(eid)
     assert r["status"] == "failed" and "internal error: KeyError" in r["error"] and "none left" in r["error"]
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         listed = q.internal_errors(session)
     assert [(e.experiment_id, e.count) for e in listed] == [(eid, 3)]
 

@@ -31,9 +31,9 @@ def embedded(tmp_path):
            "CODECFLEET_DEVICE": "cpu"}
     use_settings(env)
     yield env
-    from tasks import _db
+    from db import engine
 
-    _db.reset()
+    engine.reset()
     use_settings(saved)
 
 
@@ -64,9 +64,9 @@ def submit(code, rate_points=FOUR, *, parents=()):
 
 
 def rows(sql: str, **params):
-    from tasks import _db
+    from db import engine
 
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         return session.execute(sa.text(sql), params).all()
 
 

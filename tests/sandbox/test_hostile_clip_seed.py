@@ -176,12 +176,12 @@ def _use(env: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith("CODECFLEET_")]:
         del os.environ[key]
     os.environ.update(env)
-    from codecfleet.settings import get_settings
-    from tasks import _db
+    from config import get_settings
+    from db import engine
     from tasks.app import reconfigure
 
     get_settings.cache_clear()
-    _db.reset()
+    engine.reset()
     reconfigure()
 
 
@@ -199,9 +199,9 @@ def embedded(tmp_path):
 
 
 def _rows(sql: str, **params) -> list:
-    from tasks import _db
+    from db import engine
 
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         return [tuple(r) for r in session.execute(sa.text(sql), params).all()]
 
 
@@ -226,7 +226,7 @@ def test_the_sandbox_sees_nothing_of_the_seed(strict_isolation, tmp_path):
 def test_submit_measures_a_secret_seeded_clip_and_keeps_the_seed_on_the_trusted_side(strict_isolation, embedded,
                                                                                      monkeypatch):
     from codecfleet import fleet
-    from codecfleet.settings import get_settings
+    from config import get_settings
 
     # The cheat's full measurement is the point here: the probe (which would stop it
     # early as wrong output, < 15 dB) is switched off for this test.
@@ -316,7 +316,7 @@ def test_campaign_prompts_name_the_clip_without_its_seed(strict_isolation, embed
 def test_the_generate_task_builds_its_request_without_the_seed(embedded):
     """The fleet's ``generate`` step builds its prompt from the experiment's stored config."""
     from codecfleet import fleet
-    from tasks import _db
+    from db import engine
     import db.queries as q
     from tasks.experiment import _generation_request, experiment_clip
 
@@ -324,7 +324,7 @@ def test_the_generate_task_builds_its_request_without_the_seed(embedded):
     [handle] = fleet.submit_many([{"candidate": None, "clip": SPEC, "frames": N, "campaign": "gen",
                                    "generated": meta, "generation_failure": {"status": "failed", "reason": "x"}}])
     [(seed,)] = _rows("SELECT clip_seed FROM campaigns WHERE name = 'gen'")
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         experiment = q.get_experiment(session, handle.id)
         request = _generation_request(session, experiment)
         _assert_secret(seed, repr(request), experiment.config)
@@ -337,13 +337,13 @@ def test_the_generate_task_builds_its_request_without_the_seed(embedded):
 def test_a_migrated_campaign_keeps_the_frames_it_measured(embedded):
     """Campaigns from before secret seeds measured seed 0; 0004 records that, so resuming them is consistent."""
     from codecfleet.fleet import secret_clip_spec
-    from tasks import _db
+    from db import engine
     import db.queries as q
 
     from codecfleet import fleet
 
     fleet._ensure_database()
-    with _db.transaction() as session:
+    with engine.transaction() as session:
         row = q.get_or_create_campaign(session, "old")
         row.clip_seed = 0
         session.flush()

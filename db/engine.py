@@ -1,4 +1,7 @@
-"""Database plumbing for tasks: one engine per process, one session per transaction.
+"""The process's database: one engine per process, one session per transaction.
+
+Every layer that writes (tasks, the fleet API, campaigns, the CLI) takes its
+transactions here; ``db.session`` holds the URL-explicit building blocks.
 
 The engine is made lazily from ``settings.database_url`` on first use, so a
 forked pool process builds its own connections (``dispose_after_fork`` drops
@@ -14,7 +17,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from codecfleet.settings import get_settings
+from config import get_settings
 from db.session import make_engine, session_factory, session_scope
 
 _lock = threading.Lock()

@@ -1,4 +1,6 @@
-"""Settings from environment variables prefixed ``CODECFLEET_``.
+"""Settings from environment variables prefixed ``CODECFLEET_``: the bottom layer.
+
+Every package may import this one; it imports nothing from the project.
 
 One typed, frozen object; read once per process with :func:`get_settings`.
 Domain packages (evaluation, sandbox, db) never read the environment
