@@ -28,10 +28,10 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from config import get_settings
+from config import UserError, get_settings
 
 
-class CampaignError(ValueError):
+class CampaignError(UserError, ValueError):
     """A campaign cannot start or resume as asked; the message says why."""
 
 

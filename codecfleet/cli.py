@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from config import get_settings, resolve_device
+from config import UserError, get_settings, resolve_device
 from codecfleet.untrusted import clean, markup, text
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A problem with what the user asked for; printed as one line."""
 
 
@@ -984,36 +984,41 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from evaluation.container import ContainerError
-    from evaluation.video import VideoError
-    from codecfleet.fleet import FleetError, WaitTimeout
-    from sandbox.runner import IsolationError
-
     try:
         return args.func(args)
-    except WaitTimeout as exc:
-        print(f"codecfleet {args.command}: {clean(exc, one_line=True)}", file=sys.stderr)
-        return 1
-    except IsolationError as exc:
-        # Not the candidate's fault and not silently weakened: say what is missing.
-        print(f"codecfleet {args.command}: error: sandbox unavailable: {clean(exc, one_line=True)}", file=sys.stderr)
-        return 3
-    except (UsageError, FleetError, VideoError, ContainerError, ValueError, KeyError, FileNotFoundError, LookupError) as exc:
+    except UserError as exc:
+        # The project's own "cannot do what was asked" errors: one line. Anything else
+        # is a bug (or an outage, below) and keeps its traceback.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"codecfleet {args.command}: error: {clean(message, one_line=True)}", file=sys.stderr)
         return 2
     except Exception as exc:
-        # The database or the broker is unreachable: say which, in one line.
-        from kombu.exceptions import OperationalError as BrokerError
-        from sqlalchemy.exc import OperationalError as DatabaseError
+        return _known_failure(args.command, exc)
 
-        if isinstance(exc, DatabaseError):
-            print(f"codecfleet {args.command}: error: database unreachable: {str(exc.orig).splitlines()[0]}", file=sys.stderr)
-            return 2
-        if isinstance(exc, BrokerError):
-            print(f"codecfleet {args.command}: error: broker unreachable: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 2
-        raise
+
+def _known_failure(command: str, exc: Exception) -> int:
+    """Exit codes for the failures that are not bugs; re-raises everything else.
+
+    The classes are looked up among the modules already loaded: an exception of a
+    module this command never imported cannot have been raised.
+    """
+    fleet, runner = sys.modules.get("codecfleet.fleet"), sys.modules.get("sandbox.runner")
+    if fleet is not None and isinstance(exc, fleet.WaitTimeout):
+        print(f"codecfleet {command}: {clean(exc, one_line=True)}", file=sys.stderr)
+        return 1
+    if runner is not None and isinstance(exc, runner.IsolationError):
+        # Not the candidate's fault and not silently weakened: say what is missing.
+        print(f"codecfleet {command}: error: sandbox unavailable: {clean(exc, one_line=True)}", file=sys.stderr)
+        return 3
+    # The database or the broker is unreachable: say which, in one line.
+    broker, database = sys.modules.get("kombu.exceptions"), sys.modules.get("sqlalchemy.exc")
+    if database is not None and isinstance(exc, database.OperationalError):
+        print(f"codecfleet {command}: error: database unreachable: {str(exc.orig).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if broker is not None and isinstance(exc, broker.OperationalError):
+        print(f"codecfleet {command}: error: broker unreachable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    raise exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import db.queries as q
-from config import get_settings
+from config import UserError, get_settings
 from db import engine
 from db.campaign_queries import campaign_unfinished
 from db.models import RUNNING, ExperimentStatus
@@ -33,7 +33,7 @@ from tasks import steps
 FINISHED = ("succeeded", "failed", "rejected", "timed_out", "duplicate_output", "cancelled")
 
 
-class FleetError(RuntimeError):
+class FleetError(UserError, RuntimeError):
     """Something about a submission the user can act on (unknown id, bad candidate...)."""
 
 

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from codecfleet.untrusted import clean, markup, text
+from config import UserError
 from db import report_queries as rq
 from db.models import ExperimentStatus
 
@@ -91,7 +92,7 @@ MAX_DIFF_LINES = 400
 NOT_MEASURED = "not measured"
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """The report cannot be made as asked (no database, unknown campaign or experiment)."""
 
 

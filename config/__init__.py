@@ -17,6 +17,16 @@ from pathlib import Path
 PREFIX = "CODECFLEET_"
 
 
+class UserError(Exception):
+    """The base of every error that means "what was asked cannot be done as asked"
+    (a bad clip, file, setting, name or option), as opposed to a bug. The CLI prints
+    these as one line and exits 2; anything else shows its traceback."""
+
+
+class SettingsError(UserError, ValueError):
+    """A ``CODECFLEET_`` variable holds a value that cannot be used."""
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(PREFIX + name)
     return value if value not in (None, "") else default
@@ -29,9 +39,9 @@ def _float(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{PREFIX}{name}={raw!r} is not a number") from None
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not a number") from None
     if not value > 0:
-        raise ValueError(f"{PREFIX}{name} must be positive, got {raw!r}")
+        raise SettingsError(f"{PREFIX}{name} must be positive, got {raw!r}")
     return value
 
 

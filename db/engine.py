@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import get_settings
+from db.models import SCHEMA_REVISION
 from db.session import make_engine, session_factory, session_scope
 
 _lock = threading.Lock()
@@ -46,15 +47,27 @@ def transaction() -> Iterator[Session]:
 
 def ensure_schema() -> None:
     """Migrate the database to head once per process (the embedded default only:
-    a fleet's schema is upgraded by ``codecfleet db upgrade``)."""
+    a fleet's schema is upgraded by ``codecfleet db upgrade``).
+
+    A database already at :data:`db.models.SCHEMA_REVISION` is recognised with one
+    query, so read-only commands never load Alembic."""
     url = get_settings().database_url
     if url in _upgraded:
         return
-    from db import migrate
+    if _stored_revision() != SCHEMA_REVISION:
+        from db import migrate
 
-    if migrate.current_revision(url) != migrate.head_revision():
-        migrate.upgrade(url)
+        if migrate.current_revision(url) != migrate.head_revision():
+            migrate.upgrade(url)
     _upgraded.add(url)
+
+
+def _stored_revision() -> str | None:
+    try:
+        with engine().connect() as connection:
+            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.DBAPIError:  # no such table yet: never migrated
+        return None
 
 
 def dispose_after_fork() -> None:

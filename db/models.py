@@ -76,6 +76,11 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: The newest migration in ``migrations/versions``: the schema these models describe
+#: (tests/db/test_db_migrations.py checks it against Alembic's head).
+SCHEMA_REVISION = "0006"
+
+
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON(), list[Any]: sa.JSON()}

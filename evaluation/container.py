@@ -35,6 +35,8 @@ the runner as bytes arrive.
 
 from __future__ import annotations
 
+from config import UserError
+
 import hashlib
 import os
 import struct
@@ -68,7 +70,7 @@ TRAILER_SIZE = _U32.size  # 4
 _MAX_U32 = 2**32 - 1
 
 
-class ContainerError(ValueError):
+class ContainerError(UserError, ValueError):
     """A bitstream cannot be written or read; the message names the source.
 
     Attributes: ``source`` (path or ``"<bytes>"``) and ``reason``.

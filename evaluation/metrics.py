@@ -31,6 +31,8 @@ that stored numbers never mix silently across methods.
 
 from __future__ import annotations
 
+from config import UserError
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -125,7 +127,7 @@ def _fused(device: torch.device) -> bool:
     return device.type == "cpu" and _CPU_BACKEND == "fused"
 
 
-class MetricInputError(ValueError):
+class MetricInputError(UserError, ValueError):
     """Frames or arguments a metric cannot be computed on; the message says why."""
 
 

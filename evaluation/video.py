@@ -64,6 +64,8 @@ Synthetic clips (:func:`synthetic_clip`, ``load_clip("synthetic:NAME")``)
 
 from __future__ import annotations
 
+from config import UserError
+
 import functools
 import hashlib
 import math
@@ -100,7 +102,7 @@ __all__ = [
 ]
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video could not be read or generated; the message names the source.
 
     Attributes

@@ -35,6 +35,8 @@ CODECFLEET_MANUAL_POLL_SECONDS  how often it looks (default 1)
 
 from __future__ import annotations
 
+from config import UserError
+
 from collections.abc import Callable, Mapping
 
 from generation.base import DEFAULT_PROMPT_BUDGET_CHARS, Generator
@@ -47,7 +49,7 @@ from generation.prompts import ALLOWED_IMPORTS
 PROVIDERS = ("openai", "anthropic", "offline")
 
 
-class GenerationConfigError(ValueError):
+class GenerationConfigError(UserError, ValueError):
     """The environment does not describe a usable generator; the message says which variable."""
 
 

@@ -35,6 +35,8 @@ fitness anchor and the parent (whole) always stay; when they alone exceed the bu
 
 from __future__ import annotations
 
+from config import UserError
+
 import ast
 import difflib
 import re
@@ -133,7 +135,7 @@ LINEAGE_DIFF_LINES = 80
 LINEAGE_DIFF_CHARS = 6000
 
 
-class PromptBudgetError(ValueError):
+class PromptBudgetError(UserError, ValueError):
     """The parts a prompt cannot drop (task, contract, parent) exceed the size budget."""
 
     def __init__(self, needed: int, budget: int, parent_chars: int = 0):

@@ -18,6 +18,8 @@ package imports.
 
 from pathlib import Path
 
+from config import UserError
+
 _HERE = Path(__file__).resolve().parent
 
 REFERENCE_CANDIDATES: dict[str, Path] = {
@@ -31,7 +33,7 @@ REFERENCE_CANDIDATES: dict[str, Path] = {
 OFFLINE_SEEDS: tuple[str, ...] = ("intra_dct", "inter_mc", "torch_dct")
 
 
-class UnknownReferenceError(KeyError):
+class UnknownReferenceError(UserError, KeyError):
     """No reference candidate has this name; ``known`` lists the names there are."""
 
     def __init__(self, name: str):
