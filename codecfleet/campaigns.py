@@ -29,6 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from config import UserError, get_settings
+from generation import GenerationConfigError
+from tasks.feedback import SEED_GENERATOR, resolve_generator
+from tasks.feedback import is_seed as _is_seed
 
 
 class CampaignError(UserError, ValueError):
@@ -76,96 +79,7 @@ class CampaignReport:
     held_out: dict = field(default_factory=dict)
 
 
-# --- generator choice ---------------------------------------------------------
-
-
-def _validate(code: str) -> tuple[bool, str | None]:
-    from sandbox.sanitize import sanitize
-
-    result = sanitize(code)
-    return result.ok, result.reason
-
-
-def _seed_codes(seeds: Sequence[str]) -> dict[str, str]:
-    from evaluation.reference import reference_code
-
-    return {name: reference_code(name) for name in seeds}
-
-
-def resolve_generator(generator, *, seeds: dict[str, str], seed: int, seen: Sequence[str], campaign: str | None = None):
-    """``None``: from the environment (offline when no LLM is configured; several
-    models with ``CODECFLEET_LLM_MODELS``); ``"offline"``; ``"replay:CAMPAIGN"``;
-    ``"manual:DIR"`` (prompts written to DIR, answers read from there: see
-    :mod:`generation.manual`; files named after ``campaign``); or a ready generator object."""
-    from generation import GenerationConfigError, OfflineGenerator, generator_from_env, manual_generator_from_env
-
-    if generator is None:
-        environ = dict(os.environ)
-        environ.setdefault("CODECFLEET_OFFLINE_SEED", str(seed))
-        gen = generator_from_env(environ, seeds=seeds, validate=_validate)
-        if isinstance(gen, OfflineGenerator):
-            gen = OfflineGenerator(seed, seeds, validate=_validate, seen=seen)
-        return gen
-    if generator == "offline":
-        return OfflineGenerator(seed, seeds, validate=_validate, seen=seen)
-    if isinstance(generator, str) and generator.startswith("replay:"):
-        return replay_generator(generator.split(":", 1)[1])
-    if isinstance(generator, str) and generator.startswith("manual:"):
-        try:
-            return manual_generator_from_env(os.path.expanduser(generator.split(":", 1)[1]), os.environ, campaign=campaign)
-        except (GenerationConfigError, OSError) as exc:
-            raise CampaignError(str(exc)) from exc
-    if isinstance(generator, str):
-        raise CampaignError(
-            f"unknown generator {generator!r}: use offline, replay:CAMPAIGN, manual:DIR, or a generator object"
-        )
-    return generator
-
-
-def replay_generator(campaign_name: str):
-    """A generator that hands back the stored replies of ``campaign_name`` in order, calling no LLM."""
-    from db.campaign_queries import campaign_id_by_name, campaign_members, stored_candidate
-    from generation import ReplayGenerator, StoredReply
-    from db import engine
-
-    with engine.transaction() as session:
-        try:
-            campaign_id = campaign_id_by_name(session, campaign_name)
-        except LookupError as exc:
-            raise CampaignError(str(exc)) from exc
-        members = campaign_members(session, campaign_id)
-        seen: set[int] = set()
-        replies = []
-        for m in members:
-            if m.candidate_id is None or m.candidate_id in seen or _is_seed(m.generator):
-                continue
-            seen.add(m.candidate_id)
-            candidate = stored_candidate(session, m.candidate_id)
-            replies.append(
-                StoredReply(
-                    raw_reply=candidate.raw_reply if candidate.raw_reply is not None else (candidate.code or ""),
-                    prompt=candidate.prompt,
-                    generator=candidate.generator,
-                    model=candidate.model,
-                    prompt_tokens=candidate.prompt_tokens,
-                    completion_tokens=candidate.completion_tokens,
-                    mode=candidate.mode,
-                    candidate_id=candidate.candidate_id,
-                )
-            )
-    if not replies:
-        raise CampaignError(f"campaign {campaign_name!r} has no stored replies to replay")
-    return ReplayGenerator(replies)
-
-
 # --- state ----------------------------------------------------------------------
-
-SEED_GENERATOR = "seed:"
-
-
-def _is_seed(generator: str | None) -> bool:
-    return bool(generator) and generator.startswith(SEED_GENERATOR)
-
 
 @dataclass
 class _Candidate:
@@ -218,20 +132,13 @@ def _record(c: _Candidate, n_clips: int):
 
 
 def _info(c: _Candidate, n_clips: int, anchor: str, figures: dict | None = None):
-    from generation import CandidateInfo, RatePoint
+    from tasks.feedback import candidate_info
 
     fit = c.fitness(n_clips)
-    pts = [p for m in c.members[:1] for p in m.points]
-    return CandidateInfo(
-        code=c.code or "",
-        candidate_id=c.candidate_id,
-        family=c.family,
-        generator=c.generator,
-        bd_rate={anchor: fit} if fit is not None else {},
-        points=tuple(
-            RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps) for p in pts
-        ),
-        bd_figures=tuple((figures or {}).get(c.candidate_id, ())),
+    return candidate_info(
+        code=c.code, candidate_id=c.candidate_id, family=c.family, generator=c.generator,
+        bd_rate={anchor: fit} if fit is not None else {}, points=[p for m in c.members[:1] for p in m.points],
+        figures=(figures or {}).get(c.candidate_id, ()),
     )
 
 
@@ -240,9 +147,9 @@ def _bd_figures(cands: dict[int, _Candidate], n_clips: int, metric: str) -> dict
     training-clip experiments (``cands`` holds no held-out member): the mean of the
     per-clip figures (``bd_rate`` only when every clip has a reliable one), the smallest
     overlap, and how many clips. What prompts show beside every BD figure."""
-    from generation.base import BdFigure
     from db import engine
-    from tasks.experiment import stored_bd_figures
+    from generation.base import BdFigure
+    from tasks.feedback import stored_bd_figures
 
     source = {}  # candidate id -> clip sha -> the experiment whose numbers it reports
     for c in cands.values():
@@ -324,20 +231,6 @@ def _prompt_budget(given: int | None) -> int:
         return prompt_budget_from_env(os.environ)
     except GenerationConfigError as exc:
         raise CampaignError(str(exc)) from exc
-
-
-def _anchor_points(clip_sha256: str) -> dict:
-    from db import engine
-    from tasks.feedback import anchor_points
-
-    with engine.transaction() as session:
-        return anchor_points(session, clip_sha256)
-
-
-def _limits(device: str):
-    from tasks.feedback import candidate_limits
-
-    return candidate_limits(device)
 
 
 def _frame_sizes(path: str, *, max_frames: int = 100_000) -> tuple[int, ...]:
@@ -541,14 +434,212 @@ def campaign(
     of every BD figure (``psnr_y``, ``psnr_yuv``, ``ssim_y``, ``ms_ssim``),
     stored with each score.
     """
-    import dataclasses
+    from codecfleet import fleet
 
+    run = _open(clips, held_out, generator, population=population, name=name, seed=seed, seeds=seeds, frames=frames,
+                rate_points=rate_points, anchor=anchor, strategy=strategy, top_k=top_k, failures_shown=failures_shown,
+                prompt_budget=prompt_budget, wait_timeout=wait_timeout, on_event=on_event, clip_seed=clip_seed,
+                metric=metric, generations=generations)
+    report = CampaignReport(name=run.name, campaign_id=run.campaign_id, anchor=anchor)
+    fleet.resume_stalled(run.campaign_id)
+    try:
+        run.gen = resolve_generator(generator, seeds=run.seed_codes, seed=seed,
+                                    seen=[m.code for m in run.members() if m.code], campaign=run.name)
+    except GenerationConfigError as exc:
+        raise CampaignError(str(exc)) from exc
+    run.measure_seeds()
+    for g in range(0, generations + 1):
+        if g > 0:
+            run.generation(g, budget, report)
+        current = run.members()
+        cands = run.candidates(current)
+        report.spent = _spent(current, cands)
+        summary = _summarize(g, cands, run.n_clips, population)
+        report.generations.append(summary)
+        run.emit("generation", {"summary": summary})
+        if report.stopped_by:
+            break
+    report.leaderboard = _leaderboard(cands, run.n_clips)
+    report.counts = summary_counts(run.campaign_id)
+    if run.held:
+        report.held_out = _measure_held_out(report.leaderboard, cands, run.held, anchor, run.name, metric, rate_points,
+                                            wait_timeout, lambda: run.members(held_out_only=True))
+        for row in report.leaderboard:
+            row["held_out_bd_rate"] = report.held_out.get(row["candidate_id"], {}).get("bd_rate")
+    return report
+
+
+@dataclass
+class _Run:
+    """One campaign being run: its settings, clips and generator, and the steps of the loop."""
+
+    name: str
+    campaign_id: int
+    loaded: list
+    held: list
+    seeds: tuple[str, ...]
+    seed_codes: dict[str, str]
+    seed: int
+    population: int
+    rate_points: int
+    anchor: str
+    metric: str
+    strategy: str
+    top_k: int
+    failures_shown: int
+    budget_chars: int
+    device: str
+    wait_timeout: float
+    emit: Callable[[str, dict], None]
+    gen: object = None
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.loaded)
+
+    def members(self, *, held_out_only: bool = False) -> list:
+        """The campaign's experiments; fitness, parents, lineage and prompts see the training clips only."""
+        from db import engine
+        from db.campaign_queries import campaign_members
+
+        held_shas = {c.sha256 for c in self.held}
+        with engine.transaction() as session:
+            rows = campaign_members(session, self.campaign_id, anchor=self.anchor, metric=self.metric)
+        return [m for m in rows if (m.clip_sha256 in held_shas) == held_out_only]
+
+    def candidates(self, members=None) -> dict[int, _Candidate]:
+        return _candidates(self.members() if members is None else members, self.seeds)
+
+    def submit(self, candidate_text: str | None, generated=None, failure=None) -> list:
+        """One candidate on every training clip. Fitness is BD-rate against ``anchor``; the
+        other anchors are measured too so reports compare with every classic codec."""
+        from codecfleet import fleet
+        from evaluation.anchors import ANCHOR_CODECS
+
+        anchors = [self.anchor, *(a for a in ANCHOR_CODECS if a != self.anchor)]
+        return fleet.submit_many([
+            {"candidate": candidate_text, "clip": clip, "rate_points": self.rate_points, "anchors": anchors,
+             "campaign": self.name, "metric": self.metric, "generated": generated, "generation_failure": failure}
+            for clip in self.loaded
+        ])
+
+    def measure_seeds(self) -> None:
+        """Generation 0: the seeds, measured once."""
+        seeded = {c.family for c in self.candidates().values() if _is_seed(c.generator)}
+        handles = []
+        for family in self.seeds:
+            if family not in seeded:
+                handles += self.submit(self.seed_codes[family],
+                                       generated={"generator": f"{SEED_GENERATOR}{family}", "mode": "seed"})
+        for h in handles:
+            h.wait(self.wait_timeout)
+
+    def generation(self, g: int, budget: Budget | None, report: CampaignReport) -> None:
+        """Generate the slots of generation ``g`` not generated yet (a resume skips the
+        others), submit each, then wait for all; stops early at the budget or when a
+        replay runs out (``report.stopped_by`` says which)."""
+        from codecfleet import fleet
+        from generation import ReplayExhausted
+        from tasks.feedback import provenance
+
+        current = self.members()
+        cands = self.candidates(current)
+        spent = report.spent = _spent(current, cands)
+        done = sum(1 for gen in _generation_of(cands, self.population).values() if gen == g)
+        handles = []
+        for slot in range(min(done, self.population), self.population):
+            reason = _over_budget(budget, spent)
+            if reason:
+                report.stopped_by = reason
+                break
+            request, fallbacks = self.request((g - 1) * self.population + slot, current, cands)
+            try:
+                out = _generate(self.gen, request, fallbacks, self.emit)
+            except ReplayExhausted as exc:
+                report.stopped_by = str(exc)
+                break
+            meta = provenance(out)
+            if out.ok:
+                new = self.submit(out.code, generated=meta)
+            else:
+                new = self.submit(None, generated=meta, failure={"status": out.error.outcome, "reason": str(out.error)})
+            handles += new
+            if fleet.embedded():
+                current = self.members()
+                cands = self.candidates(current)
+                spent = _spent(current, cands)
+            else:
+                # On a fleet the measurements land later; count what was spent here now.
+                spent = {**spent, "candidates": spent["candidates"] + 1,
+                         "tokens": spent["tokens"] + (out.tokens or 0),
+                         "money_usd": spent["money_usd"] + (out.cost_usd or 0.0)}
+            self.emit("candidate", {"generation": g, "slot": slot, "handles": [h.id for h in new]})
+        for h in handles:
+            h.wait(self.wait_timeout)
+
+    def request(self, index: int, current: list, cands: dict[int, _Candidate]):
+        """The request for slot ``index``: parents chosen over everything measured (the
+        first whole, with where its bits go and its lineage), the best distinct
+        candidates, the newest failures; and the smaller parents to fall back on."""
+        import dataclasses
+
+        from codecfleet import fleet
+        from db import engine
+        from evaluation.video import public_source
+        from generation import GenerationRequest, select_parents
+        from tasks.feedback import failure_infos, task_spec
+
+        n_clips = self.n_clips
+        records = [_record(c, n_clips) for c in cands.values()]
+        chosen = select_parents(records, index=index, seed=self.seed, strategy=self.strategy)
+        figures = _bd_figures(cands, n_clips, self.metric)
+        if chosen.parents:
+            parents = tuple(_info(cands[p.candidate_id], n_clips, self.anchor, figures) for p in chosen.parents)
+        else:
+            family = self.seeds[index % len(self.seeds)]
+            seed_cand = next(c for c in cands.values() if c.family == family and _is_seed(c.generator))
+            parents = (_info(seed_cand, n_clips, self.anchor, figures),)
+        first = cands[parents[0].candidate_id]
+        parents = (
+            dataclasses.replace(_with_frame_sizes(parents[0], first.members[0]), lineage=_lineage(first, cands, n_clips)),
+            *parents[1:],
+        )
+        distinct = _distinct(_ranked(cands, n_clips))
+        clip0 = self.loaded[0]
+        with engine.transaction() as session:
+            task = task_spec(
+                session, clip_name=public_source(clip0.source), clip_sha256=clip0.sha256, width=clip0.width,
+                height=clip0.height, n_frames=clip0.n_frames, fps=clip0.fps, device=self.device,
+                rate_points=fleet._qualities(self.rate_points), anchor=self.anchor, other_anchors=None,
+                metric=self.metric, n_clips=n_clips,
+            )
+        request = GenerationRequest(
+            task=task,
+            parents=parents,
+            top_k=tuple(_info(c, n_clips, self.anchor, figures) for c in distinct[: self.top_k]),  # may hold the parent
+            failures=failure_infos(reversed(current), self.failures_shown),
+            index=index,
+            seed=self.seed,
+            budget_chars=self.budget_chars,
+        )
+        fallbacks = [_info(c, n_clips, self.anchor, figures) for c in distinct]
+        fallbacks += [_info(c, n_clips, self.anchor, figures) for c in cands.values() if _is_seed(c.generator)]
+        return request, fallbacks
+
+
+def _open(clips, held_out, generator, *, population, name, seed, seeds, frames, rate_points, anchor, strategy, top_k,
+          failures_shown, prompt_budget, wait_timeout, on_event, clip_seed, metric, generations) -> _Run:
+    """Check everything the user named, then create or resume the campaign row.
+
+    Checked before the campaign is recorded, so a typo never leaves a campaign whose
+    stored settings block the corrected rerun."""
     import db.queries as q
     from codecfleet import fleet
     from config import resolve_device
-    from db.campaign_queries import campaign_members
-    from generation import FailureInfo, GenerationRequest, ReplayExhausted, TaskSpec, select_parents
     from db import engine
+    from evaluation.metrics import FITNESS_METRICS
+    from evaluation.video import VideoError, expand_clip_specs, load_clip, with_secret_seed
+    from tasks.feedback import seed_codes
 
     if population < 1 or generations < 0:
         raise CampaignError("population must be at least 1 and generations at least 0")
@@ -556,8 +647,6 @@ def campaign(
         raise CampaignError("a campaign needs at least one clip")
     if rate_points < 4:
         raise CampaignError("BD-rate needs at least 4 rate points")
-    from evaluation.video import VideoError, expand_clip_specs
-
     try:
         # Named clip sets (a directory, @LIST_FILE) become their clips: each is measured on
         # its own and fitness is the mean of the per-clip BD-rates. Stored expanded, so a
@@ -567,10 +656,7 @@ def campaign(
     except VideoError as exc:
         raise CampaignError(str(exc)) from exc
     budget_chars = _prompt_budget(prompt_budget)
-    device = resolve_device(get_settings().device)
-    limits = _limits(device)
     name = name or f"campaign-seed{seed}"
-    emit = on_event or (lambda kind, data: None)
     params = {
         "clips": list(clips), "population": population, "seeds": list(seeds), "seed": seed,
         "frames": frames, "rate_points": rate_points, "anchor": anchor, "strategy": strategy,
@@ -580,23 +666,15 @@ def campaign(
         params["held_out"] = list(held_out)
     if metric != "psnr_y":
         params["metric"] = metric
-    from evaluation.metrics import FITNESS_METRICS
-
     if metric not in FITNESS_METRICS:
         raise CampaignError(f"unknown metric {metric!r}; known: {', '.join(FITNESS_METRICS)}")
-    from evaluation.anchors import ANCHOR_CODECS
-    from evaluation.video import load_clip, public_source, with_secret_seed
-
-    # Everything the user named is checked before the campaign is recorded, so a
-    # typo never leaves a campaign whose stored settings block the corrected rerun.
     fleet._ensure_database()
     clip_seed = _campaign_clip_seed(name, generator, clip_seed)
     loaded = [load_clip(with_secret_seed(spec, clip_seed)[0], frames=frames) for spec in clips]
     held = [load_clip(with_secret_seed(spec, clip_seed)[0], frames=frames) for spec in held_out]
-    held_shas = {c.sha256 for c in held}
-    if held_shas & {c.sha256 for c in loaded}:
+    if {c.sha256 for c in held} & {c.sha256 for c in loaded}:
         raise CampaignError("a held-out clip is also a training clip")
-    seed_codes = _seed_codes(seeds)
+    codes = seed_codes(seeds)
     with engine.transaction() as session:
         row = q.get_or_create_campaign(session, name)
         if q.campaign_clip_seed(session, row.id, lambda: clip_seed) != clip_seed:
@@ -612,158 +690,12 @@ def campaign(
         else:
             row.description = json.dumps(params, sort_keys=True)
         campaign_id = row.id
-
-    n_clips = len(clips)
-    report = CampaignReport(name=name, campaign_id=campaign_id, anchor=anchor)
-
-    def members(*, held_out_only: bool = False):
-        # Fitness, parents, lineage and prompts see the training clips only.
-        with engine.transaction() as session:
-            rows = campaign_members(session, campaign_id, anchor=anchor, metric=metric)
-        return [m for m in rows if (m.clip_sha256 in held_shas) == held_out_only]
-
-    fleet.resume_stalled(campaign_id)
-    current = members()
-    gen = resolve_generator(generator, seeds=seed_codes, seed=seed, seen=[m.code for m in current if m.code],
-                            campaign=name)
-
-    def submit(candidate_text: str | None, generated=None, failure=None) -> list:
-        jobs = [
-            {
-                "candidate": candidate_text,
-                "clip": clip,
-                "rate_points": rate_points,
-                # Fitness is BD-rate against ``anchor``; the others are measured too so
-                # reports compare with every classic codec (cached once per clip).
-                "anchors": [anchor, *(a for a in ANCHOR_CODECS if a != anchor)],
-                "campaign": name,
-                "metric": metric,
-                "generated": generated,
-                "generation_failure": failure,
-            }
-            for clip in loaded
-        ]
-        return fleet.submit_many(jobs)
-
-    # Generation 0: the seeds, measured once.
-    seeded = {c.family for c in _candidates(current, seeds).values() if _is_seed(c.generator)}
-    seed_handles = []
-    for family in seeds:
-        if family not in seeded:
-            seed_handles += submit(seed_codes[family], generated={"generator": f"{SEED_GENERATOR}{family}", "mode": "seed"})
-    for h in seed_handles:
-        h.wait(wait_timeout)
-
-    for g in range(0, generations + 1):
-        current = members()
-        cands = _candidates(current, seeds)
-        spent = _spent(current, cands)
-        report.spent = spent
-        done_in_gen = sum(1 for gen in _generation_of(cands, population).values() if gen == g) if g > 0 else 0
-        if g > 0:
-            handles = []
-            anchor_points = _anchor_points(loaded[0].sha256)
-            for slot in range(min(done_in_gen, population), population):
-                reason = _over_budget(budget, spent)
-                if reason:
-                    report.stopped_by = reason
-                    break
-                index = (g - 1) * population + slot
-                records = [_record(c, n_clips) for c in cands.values()]
-                chosen = select_parents(records, index=index, seed=seed, strategy=strategy)
-                figures = _bd_figures(cands, n_clips, metric)
-                if chosen.parents:
-                    parents = tuple(_info(cands[p.candidate_id], n_clips, anchor, figures) for p in chosen.parents)
-                else:
-                    family = seeds[index % len(seeds)]
-                    seed_cand = next(c for c in cands.values() if c.family == family and _is_seed(c.generator))
-                    parents = (_info(seed_cand, n_clips, anchor, figures),)
-                # The parent whole, with where its bits go and its lineage.
-                first = cands[parents[0].candidate_id]
-                parents = (
-                    dataclasses.replace(
-                        _with_frame_sizes(parents[0], first.members[0]), lineage=_lineage(first, cands, n_clips)
-                    ),
-                    *parents[1:],
-                )
-                distinct = _distinct(_ranked(cands, n_clips))
-                ranked = distinct[:top_k]  # may hold the parent: the prompt marks it
-                failures = [
-                    FailureInfo(m.status.value, m.error or "", m.failure_stage, m.candidate_id)
-                    for m in reversed(current)
-                    if m.status.value in ("failed", "rejected", "timed_out", "duplicate_output")
-                ][:failures_shown]
-                clip0 = loaded[0]
-                request = GenerationRequest(
-                    task=TaskSpec(
-                        # The public, seedless name: the seed never reaches a prompt.
-                        clip=public_source(clip0.source), width=clip0.width, height=clip0.height, n_frames=clip0.n_frames,
-                        fps=clip0.fps, rate_points=tuple(fleet._qualities(rate_points)), anchors=(anchor,),
-                        metric=metric, n_clips=n_clips,
-                    ),
-                    parents=parents,
-                    top_k=tuple(_info(c, n_clips, anchor, figures) for c in ranked),
-                    failures=tuple(failures),
-                    index=index,
-                    seed=seed,
-                )
-                request = dataclasses.replace(
-                    request,
-                    task=dataclasses.replace(
-                        request.task,
-                        anchors=(anchor, *sorted(a for a in anchor_points if a != anchor)),
-                        anchor_points=anchor_points,
-                        limits=limits,
-                        device=device,
-                    ),
-                    budget_chars=budget_chars,
-                )
-                fallbacks = [_info(c, n_clips, anchor, figures) for c in distinct]
-                fallbacks += [_info(c, n_clips, anchor, figures) for c in cands.values() if _is_seed(c.generator)]
-                try:
-                    out = _generate(gen, request, fallbacks, emit)
-                except ReplayExhausted as exc:
-                    report.stopped_by = str(exc)
-                    break
-                meta = {
-                    "generator": out.generator, "model": out.model, "prompt": out.prompt,
-                    "raw_reply": out.raw_reply, "prompt_tokens": out.prompt_tokens,
-                    "completion_tokens": out.completion_tokens, "parent_ids": list(out.parent_ids),
-                    "cost_usd": out.cost_usd, "mode": out.mode,
-                }
-                if out.ok:
-                    new = submit(out.code, generated=meta)
-                else:
-                    new = submit(None, generated=meta, failure={"status": out.error.outcome, "reason": str(out.error)})
-                handles += new
-                if fleet.embedded():
-                    current = members()
-                    cands = _candidates(current, seeds)
-                    spent = _spent(current, cands)
-                else:
-                    # On a fleet the measurements land later; count what was spent here now.
-                    spent = {**spent, "candidates": spent["candidates"] + 1,
-                             "tokens": spent["tokens"] + (out.tokens or 0),
-                             "money_usd": spent["money_usd"] + (out.cost_usd or 0.0)}
-                emit("candidate", {"generation": g, "slot": slot, "handles": [h.id for h in new]})
-            for h in handles:
-                h.wait(wait_timeout)
-            current = members()
-            cands = _candidates(current, seeds)
-            report.spent = _spent(current, cands)
-        summary = _summarize(g, cands, n_clips, population)
-        report.generations.append(summary)
-        emit("generation", {"summary": summary})
-        if report.stopped_by:
-            break
-    report.leaderboard = _leaderboard(cands, n_clips)
-    report.counts = summary_counts(campaign_id)
-    if held:
-        report.held_out = _measure_held_out(report.leaderboard, cands, held, anchor, name, metric, rate_points,
-                                            wait_timeout, lambda: members(held_out_only=True))
-        for row in report.leaderboard:
-            row["held_out_bd_rate"] = report.held_out.get(row["candidate_id"], {}).get("bd_rate")
-    return report
+    return _Run(
+        name=name, campaign_id=campaign_id, loaded=loaded, held=held, seeds=tuple(seeds), seed_codes=codes, seed=seed,
+        population=population, rate_points=rate_points, anchor=anchor, metric=metric, strategy=strategy, top_k=top_k,
+        failures_shown=failures_shown, budget_chars=budget_chars, device=resolve_device(get_settings().device),
+        wait_timeout=wait_timeout, emit=on_event or (lambda kind, data: None),
+    )
 
 
 def _measure_held_out(leaderboard, cands, held, anchor, name, metric, rate_points, wait_timeout, held_members) -> dict:

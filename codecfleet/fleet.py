@@ -26,7 +26,7 @@ from config import UserError, get_settings
 from db import engine
 from db.campaign_queries import campaign_unfinished
 from db.models import RUNNING, ExperimentStatus
-from tasks import _enqueue, maintenance
+from tasks import _enqueue, feedback, maintenance
 from tasks import steps
 
 #: Statuses in which an experiment is finished.
@@ -170,20 +170,7 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
         candidate_id = candidates[id(meta)]
     elif meta is not None:
         code = read_candidate(job["candidate"])[1] if job.get("candidate") is not None else None
-        candidate_id = q.create_candidate(
-            session,
-            generator=str(meta.get("generator") or "user"),
-            code=code,
-            model=meta.get("model"),
-            prompt=meta.get("prompt"),
-            raw_reply=meta.get("raw_reply"),
-            prompt_tokens=meta.get("prompt_tokens"),
-            completion_tokens=meta.get("completion_tokens"),
-            cost_usd=meta.get("cost_usd"),
-            mode=meta.get("mode"),
-            parent_ids=meta.get("parent_ids") or (),
-            campaign_id=campaign_id,
-        ).id
+        candidate_id = feedback.store_generated(session, meta, code=code, campaign_id=campaign_id).id
         if shared:
             candidates[id(meta)] = candidate_id
     elif job.get("candidate") is not None:

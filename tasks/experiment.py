@@ -57,8 +57,10 @@ from evaluation.pipeline import (
     probe_quality,
     verify_determinism,
 )
+from evaluation.reference import OFFLINE_SEEDS
 from evaluation.runner import CandidateError
 from evaluation.video import Clip, VideoError, load_clip, public_source
+from tasks import feedback
 from tasks.app import TIME_LIMITS, app
 from tasks.base import FleetTask, StepContext, StepFailed, is_transient, parse_holder
 from tasks.steps import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, task_id
@@ -142,12 +144,13 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
             return
         if experiment.candidate_id is not None:  # cannot happen: attach and hand-off are one transaction
             raise RuntimeError(f"experiment {experiment_id} holds candidate {experiment.candidate_id} while generating")
-        request = _generation_request(session, experiment)
+        request = feedback.generation_request(session, experiment)
         seen = campaign_codes(session, experiment.campaign_id) if experiment.campaign_id is not None else []
 
     # An LLM call can take minutes: the lease is renewed meanwhile.
     with Heartbeat(experiment_id, S.GENERATING, ctx.holder, on_lost=lambda: None) as heartbeat:
-        generated = _generator(seen).generate(request)
+        generator = feedback.resolve_generator(seeds=feedback.seed_codes(OFFLINE_SEEDS), seen=seen)
+        generated = generator.generate(request)
     if heartbeat.lost:
         return
 
@@ -155,20 +158,8 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
         experiment = q.get_experiment(session, experiment_id)
         if experiment.status is not S.GENERATING or experiment.worker_host != ctx.holder:
             return  # cancelled or reaped meanwhile
-        candidate = q.create_candidate(
-            session,
-            generator=generated.generator,
-            code=generated.code,
-            model=generated.model,
-            prompt=generated.prompt,
-            raw_reply=generated.raw_reply,
-            prompt_tokens=generated.prompt_tokens,
-            completion_tokens=generated.completion_tokens,
-            cost_usd=generated.cost_usd,
-            mode=generated.mode,
-            parent_ids=generated.parent_ids,
-            campaign_id=experiment.campaign_id,
-        )
+        candidate = feedback.store_generated(session, feedback.provenance(generated), code=generated.code,
+                                             campaign_id=experiment.campaign_id)
         q.attach_candidate(session, experiment_id, candidate.id)
         if not generated.ok:
             q.transition(session, experiment_id, generated.error.outcome, failure_stage="generate",
@@ -177,90 +168,6 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
         attempt = experiment.attempts
         if q.hand_off(session, experiment_id, status=S.GENERATING, holder=ctx.holder, step="sanitize"):
             ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, attempt, SANITIZE))
-
-
-def _generator(seen: list[str]):
-    from evaluation.reference import OFFLINE_SEEDS, reference_code
-    from generation import OfflineGenerator, generator_from_env
-    from sandbox.sanitize import sanitize
-
-    def validate(code: str) -> tuple[bool, str | None]:
-        verdict = sanitize(code)
-        return verdict.ok, verdict.reason
-
-    seeds = {name: reference_code(name) for name in OFFLINE_SEEDS}
-    gen = generator_from_env(dict(os.environ), seeds=seeds, validate=validate)
-    if isinstance(gen, OfflineGenerator) and seen:
-        gen = OfflineGenerator(gen.seed, seeds, validate=validate, seen=seen)
-    return gen
-
-
-def _generation_request(session, experiment: Experiment):
-    """The prompt's inputs from the database: the campaign's best candidates with their
-    measured numbers (the best is the parent), and its most recent failures with reasons."""
-    from evaluation.reference import reference_code
-    from generation import CandidateInfo, FailureInfo, GenerationRequest, RatePoint, TaskSpec, prompt_budget_from_env
-    from tasks import feedback
-
-    anchor = (experiment.anchors or ["x264"])[0]
-    config = experiment.config or {}
-    metric = config.get("metric") or BD_METRIC
-    min_overlap = float(config.get("min_overlap") or DEFAULT_MIN_OVERLAP)
-    ranked = q.top_k_candidates(session, 3, clip_sha256=experiment.clip.sha256,
-                                campaign_id=experiment.campaign_id, anchor=anchor, metric=metric)
-    figures = stored_bd_figures(session, [r.experiment_id for r in ranked], metric)
-    top = tuple(
-        CandidateInfo(
-            code=r.code or "", candidate_id=r.candidate_id, generator=r.generator, bd_rate={anchor: r.bd_rate},
-            points=tuple(RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps)
-                         for p in r.points),
-            bd_figures=tuple(figures.get(r.experiment_id, ())),
-        )
-        for r in ranked
-    )
-    failures = tuple(
-        FailureInfo(f.status.value, f.error, f.failure_stage, f.candidate_id)
-        for f in q.recent_failures(session, 6, campaign_id=experiment.campaign_id)
-    )
-    parent = top[0] if top else CandidateInfo(code=reference_code("intra_dct"), family="intra_dct",
-                                              generator="reference")
-    device = resolve_device(config.get("device") or get_settings().device)
-    anchors = (anchor, *[a for a in experiment.anchors or () if a != anchor])
-    return GenerationRequest(
-        # The clip by its public name: a synthetic clip's secret seed never reaches a prompt.
-        task=TaskSpec(clip=public_source((config.get("clip") or {}).get("name") or experiment.clip.source),
-                      width=config.get("width"), height=config.get("height"), n_frames=experiment.clip.n_frames,
-                      fps=config.get("fps"), device=device, rate_points=tuple(experiment.rate_points),
-                      anchors=anchors, anchor_points=feedback.anchor_points(session, experiment.clip.sha256),
-                      limits=feedback.candidate_limits(device), metric=metric, min_overlap=min_overlap),
-        parents=(parent,),
-        top_k=top,
-        failures=failures,
-        index=experiment.id,
-        budget_chars=prompt_budget_from_env(os.environ),
-    )
-
-
-def stored_bd_figures(session, experiment_ids, metric: str) -> dict:
-    """By experiment id: its stored BD figures on ``metric`` (``generation.base.BdFigure``,
-    one per anchor, with the overlap, reliability and raw figure of the score row)."""
-    import sqlalchemy as sa
-
-    from db.models import Score
-    from generation.base import BdFigure
-
-    out: dict = {}
-    if not experiment_ids:
-        return out
-    rows = session.execute(
-        sa.select(Score.experiment_id, Score.anchor_codec, Score.bd_rate, Score.overlap, Score.reliable,
-                  Score.min_overlap, Score.raw_bd_rate)
-        .where(Score.experiment_id.in_(list(experiment_ids)), Score.metric == metric)
-        .order_by(Score.experiment_id, Score.anchor_codec)
-    )
-    for eid, codec, bd, overlap, reliable, min_overlap, raw in rows:
-        out.setdefault(eid, []).append(BdFigure(codec, metric, bd, overlap, reliable, min_overlap, raw))
-    return out
 
 
 # --- sanitize ---------------------------------------------------------------

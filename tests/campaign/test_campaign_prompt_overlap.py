@@ -55,13 +55,13 @@ def test_prompts_name_the_metric_and_show_the_stored_overlap(embedded):
 
 
 def test_the_fleet_generation_request_carries_the_metric_and_the_stored_figures(embedded):
-    """tasks.experiment._generation_request (the fleet's ``generate`` step): the experiment's
+    """tasks.feedback.generation_request (the fleet's ``generate`` step): the experiment's
     metric reaches the task, and each top candidate its score rows' overlap and reliability."""
     from codecfleet import fleet
     from db import queries as q
     from evaluation.reference import reference_code
     from db import engine
-    from tasks.experiment import _generation_request
+    from tasks.feedback import generation_request as _generation_request
 
     [handle] = fleet.submit_many([{"candidate": reference_code("intra_dct"), "clip": TRAIN, "frames": 2,
                                    "rate_points": 4, "anchors": ["x264", "x265"], "campaign": "fleetov",

@@ -189,7 +189,7 @@ def test_refuses_cuda_when_torch_sees_none(clip):
 
 def test_runs_from_source_text_and_is_a_campaign_seed(clip):
     """What `--seeds overfit_nn` hands a campaign: the registered source, runnable as a candidate."""
-    from codecfleet.campaigns import _seed_codes
+    from tasks.feedback import seed_codes as _seed_codes
 
     code = _seed_codes(["overfit_nn"])["overfit_nn"]
     assert code == reference_code("overfit_nn")

@@ -318,7 +318,8 @@ def test_the_generate_task_builds_its_request_without_the_seed(embedded):
     from codecfleet import fleet
     from db import engine
     import db.queries as q
-    from tasks.experiment import _generation_request, experiment_clip
+    from tasks.experiment import experiment_clip
+    from tasks.feedback import generation_request as _generation_request
 
     meta = {"generator": "fake", "prompt": "p", "raw_reply": "r"}
     [handle] = fleet.submit_many([{"candidate": None, "clip": SPEC, "frames": N, "campaign": "gen",
