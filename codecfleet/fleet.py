@@ -25,7 +25,7 @@ import db.queries as q
 from config import UserError, get_settings
 from db import engine
 from db.campaign_queries import campaign_unfinished
-from db.models import RUNNING, ExperimentStatus
+from db.models import RUNNING, ExperimentStatus, Stage
 from tasks import _enqueue, feedback, maintenance
 from tasks import steps
 
@@ -190,7 +190,7 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
         # with the generator's own reason, so the next prompt can show it.
         q.transition(session, experiment.id, "generating")
         status = failure.get("status") or "failed"
-        q.transition(session, experiment.id, status, failure_stage="generate", error=str(failure["reason"]))
+        q.transition(session, experiment.id, status, failure_stage=Stage.GENERATE, error=str(failure["reason"]))
         return experiment.id, None
     return experiment.id, steps.first_task(experiment)
 

@@ -78,7 +78,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 #: The newest migration in ``migrations/versions``: the schema these models describe
 #: (tests/db/test_db_migrations.py checks it against Alembic's head).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 class Base(DeclarativeBase):
@@ -104,6 +104,26 @@ class ExperimentStatus(enum.StrEnum):
 
 
 S = ExperimentStatus
+
+
+class Stage(enum.StrEnum):
+    """Where an experiment that ended without a result stopped: ``experiments.failure_stage``
+    (a CHECK holds the column to these). The one list: the tasks, the reaper and the
+    queries name stages through it; a candidate's own faults
+    (``evaluation.runner.CandidateError``) are the subset sanitize, import, encode,
+    decode, verify."""
+
+    QUEUE = "queue"  # timed out before any step held it
+    GENERATE = "generate"  # no usable code from the generator
+    SANITIZE = "sanitize"  # the sanitizer rejected the code
+    CLIP = "clip"  # the worker could not load the clip it was sent
+    PROBE = "probe"  # stopped by the probe (crashed, wrong output, worse than its parent)
+    IMPORT = "import"  # the candidate module failed to load in the sandbox
+    ENCODE = "encode"
+    DECODE = "decode"
+    VERIFY = "verify"  # decoded frames wrong, or not deterministic, or too few distinct points
+    SCORE = "score"  # the bitstream changed, or the numbers could not be stored
+
 
 #: A worker holds the experiment (and its lease) in these states.
 RUNNING: frozenset[ExperimentStatus] = frozenset({S.GENERATING, S.SANITIZING, S.ENCODING, S.SCORING})
@@ -287,6 +307,7 @@ class Experiment(Base):
     __tablename__ = "experiments"
     __table_args__ = (
         sa.CheckConstraint(_in("status", ExperimentStatus), name="status"),
+        sa.CheckConstraint(_optional("failure_stage", _in("failure_stage", Stage)), name="failure_stage"),
         sa.CheckConstraint("attempts >= 0", name="attempts_non_negative"),
         _sha256_check("config_hash"),
         # A failure always says why: the next prompt shows this text.
@@ -697,6 +718,7 @@ __all__ = [
     "Experiment",
     "ExperimentPoint",
     "ExperimentStatus",
+    "Stage",
     "InternalError",
     "Measurement",
     "Probe",

@@ -41,7 +41,7 @@ import db.queries as q
 from config import get_settings, resolve_device
 from db.campaign_queries import campaign_codes
 from db import engine
-from db.models import Experiment, ExperimentStatus, Measurement
+from db.models import Experiment, ExperimentStatus, Measurement, Stage
 from evaluation import metrics
 from evaluation.container import ContainerError, read_bitstream, sha256_file
 from evaluation.pipeline import (
@@ -162,7 +162,7 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
                                              campaign_id=experiment.campaign_id)
         q.attach_candidate(session, experiment_id, candidate.id)
         if not generated.ok:
-            q.transition(session, experiment_id, generated.error.outcome, failure_stage="generate",
+            q.transition(session, experiment_id, generated.error.outcome, failure_stage=Stage.GENERATE,
                          error=str(generated.error))
             return
         attempt = experiment.attempts
@@ -182,14 +182,14 @@ def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
             return
         candidate = experiment.candidate
         if candidate is None:
-            raise StepFailed("sanitize", "the experiment has no candidate to sanitize")
+            raise StepFailed(Stage.SANITIZE, "the experiment has no candidate to sanitize")
         # ``code`` is what the generator hands the sanitizer (a reply, or a parent
         # patched by a SEARCH/REPLACE reply); the raw reply alone is a fallback.
         text = candidate.code if candidate.code is not None else candidate.raw_reply
         verdict = sanitize(text or "")
         if not verdict.ok:
             q.record_sanitizer_verdict(session, candidate.id, accepted=False, reason=verdict.reason)
-            q.transition(session, experiment_id, S.REJECTED, failure_stage="sanitize", error=verdict.reason)
+            q.transition(session, experiment_id, S.REJECTED, failure_stage=Stage.SANITIZE, error=verdict.reason)
             return
         q.record_sanitizer_verdict(
             session, candidate.id, accepted=True, code=verdict.code, ast_hash=verdict.ast_hash
@@ -225,10 +225,10 @@ def experiment_clip(experiment: Experiment) -> Clip:
     try:
         clip = load_clip(source, frames=spec.get("frames", experiment.clip.n_frames), start_frame=spec.get("start_frame", 0))
     except (VideoError, OSError) as exc:
-        raise StepFailed("clip", f"cannot load the clip on {os.uname().nodename}: {exc}") from exc
+        raise StepFailed(Stage.CLIP, f"cannot load the clip on {os.uname().nodename}: {exc}") from exc
     if clip.sha256 != sha:
         raise StepFailed(
-            "clip",
+            Stage.CLIP,
             f"{public_source(source)} decodes to frames with sha256 {clip.sha256[:12]}… on this worker, "
             f"not the submitted {sha[:12]}…",
         )
@@ -359,7 +359,7 @@ def _run_probe(ctx: StepContext, experiment_id: int, code: str, clip: Clip, qual
     if not held:
         return False  # cancelled or taken away: that outcome stands
     if probe["outcome"] != "passed":
-        raise StepFailed("probe", probe["reason"])
+        raise StepFailed(Stage.PROBE, probe["reason"])
     return True
 
 
@@ -390,7 +390,7 @@ def make_runner(device: str):
     try:
         return _AbortableRunner(SandboxRunner(Limits(), device=device, mode=get_settings().sandbox_mode))
     except IsolationError as exc:
-        raise StepFailed("encode", f"sandbox unavailable on this worker: {exc}") from exc
+        raise StepFailed(Stage.ENCODE, f"sandbox unavailable on this worker: {exc}") from exc
 
 
 class Heartbeat:
@@ -595,15 +595,15 @@ def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> q.Rat
         digest = sha256_file(path)
         n_bytes = path.stat().st_size
     except (OSError, ContainerError) as exc:
-        raise StepFailed("score", f"bitstream of rate point {row['index']} cannot be re-read: {exc}") from exc
+        raise StepFailed(Stage.SCORE, f"bitstream of rate point {row['index']} cannot be re-read: {exc}") from exc
     if digest != row["bitstream_sha256"] or n_bytes != row["bytes"]:
         raise StepFailed(
-            "score",
+            Stage.SCORE,
             f"bitstream {path.name} changed after it was decoded (sha256 {digest[:12]}…, {n_bytes} bytes; "
             f"decoded {row['bitstream_sha256'][:12]}…, {row['bytes']} bytes)",
         )
     if len(payloads) != clip.n_frames:
-        raise StepFailed("score", f"bitstream {path.name} holds {len(payloads)} frames, expected {clip.n_frames}")
+        raise StepFailed(Stage.SCORE, f"bitstream {path.name} holds {len(payloads)} frames, expected {clip.n_frames}")
     rate = metrics.rate_stats(n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
     return q.RatePointResult(
         rate_index=row["index"],
@@ -732,7 +732,7 @@ def score_step(ctx: StepContext, experiment_id: int) -> None:
     for index in range(n_points):
         sidecar = _sidecar(run_dir, index)
         if not sidecar.is_file():
-            raise StepFailed("score", f"no measurement of rate point {index} in {run_dir} on {ctx.node}")
+            raise StepFailed(Stage.SCORE, f"no measurement of rate point {index} in {run_dir} on {ctx.node}")
         rows.append(json.loads(sidecar.read_text()))
     verify = json.loads(_verify_path(run_dir).read_text()) if _verify_path(run_dir).is_file() else {}
     verify_seconds = verify.get("point_seconds") or {}

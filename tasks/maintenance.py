@@ -27,7 +27,7 @@ import time
 
 import db.queries as q
 from config import get_settings
-from db.models import ExperimentStatus
+from db.models import ExperimentStatus, Stage
 from db import engine
 from tasks import _enqueue
 from tasks.app import TIME_LIMITS, app
@@ -76,7 +76,7 @@ def _sweep_waiting(ctx: StepContext, waiting: list[q.WaitingExperiment]) -> None
             if dead_nodes[w.node]:
                 with ctx.transaction() as session:
                     outcome = q.requeue_from_anywhere(
-                        session, w.experiment_id, max_attempts=settings.max_attempts, holder=None, stage="score",
+                        session, w.experiment_id, max_attempts=settings.max_attempts, holder=None, stage=Stage.SCORE,
                         reason=f"worker {w.node}, which holds the decoded rate points, is gone",
                     )
                     experiment = q.get_experiment(session, w.experiment_id)

@@ -13,7 +13,7 @@ import logging
 
 import db.queries as q
 from db import engine
-from db.models import Experiment, ExperimentStatus
+from db.models import Experiment, ExperimentStatus, Stage
 from tasks.app import ROUTES, worker_queue
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ def end_failed(experiment_id: int, stage: str, reason: str, *, holder: str | Non
 
 #: The stage recorded when a step dies of something unexpected.
 STEP_STAGE = {
-    "codecfleet.experiment.generate": "generate",
-    "codecfleet.experiment.sanitize": "sanitize",
-    "codecfleet.experiment.encode_decode": "encode",
-    "codecfleet.experiment.score": "score",
+    GENERATE: Stage.GENERATE,
+    SANITIZE: Stage.SANITIZE,
+    ENCODE_DECODE: Stage.ENCODE,
+    SCORE: Stage.SCORE,
 }
 
 
