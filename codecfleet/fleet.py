@@ -25,12 +25,11 @@ import db.queries as q
 from config import UserError, get_settings
 from db import engine
 from db.campaign_queries import campaign_unfinished
-from db.models import RUNNING, ExperimentStatus, Stage
-from tasks import _enqueue, feedback, maintenance
-from tasks import steps
+from db.models import RUNNING, TERMINAL, ExperimentStatus, Stage
+from tasks import _enqueue, feedback, maintenance, steps
 
 #: Statuses in which an experiment is finished.
-FINISHED = ("succeeded", "failed", "rejected", "timed_out", "duplicate_output", "cancelled")
+FINISHED = frozenset(status.value for status in TERMINAL)
 
 
 class FleetError(UserError, RuntimeError):
@@ -188,8 +187,8 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     if failure is not None:
         # The generator answered with no usable code: the experiment ends here,
         # with the generator's own reason, so the next prompt can show it.
-        q.transition(session, experiment.id, "generating")
-        status = failure.get("status") or "failed"
+        q.transition(session, experiment.id, ExperimentStatus.GENERATING)
+        status = failure.get("status") or ExperimentStatus.FAILED
         q.transition(session, experiment.id, status, failure_stage=Stage.GENERATE, error=str(failure["reason"]))
         return experiment.id, None
     return experiment.id, steps.first_task(experiment)
@@ -252,7 +251,7 @@ def resume_stalled(campaign_id: int) -> list[int]:
         for row in campaign_unfinished(session, campaign_id):
             if row.status in RUNNING:
                 if not q.requeue(session, row.id, max_attempts=settings.max_attempts, only_if_lease_expired=False):
-                    q.transition(session, row.id, "timed_out", error="the process running it was killed and "
+                    q.transition(session, row.id, ExperimentStatus.TIMED_OUT, error="the process running it was killed and "
                                  f"its attempt budget of {settings.max_attempts} is spent")
                     continue
             elif row.status is not ExperimentStatus.QUEUED:
