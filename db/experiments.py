@@ -98,6 +98,20 @@ def _expire(session: Session, model: type[Any], primary_key: int) -> None:
         session.expire(obj)
 
 
+def _update_experiment(
+    session: Session, experiment_id: int, conditions: Sequence[Any], values: Mapping[str, Any]
+) -> bool:
+    """One conditional ``UPDATE experiments SET values WHERE id = experiment_id AND
+    conditions`` (claim, hand-off, take-over); True when it changed the row. Any
+    stale ORM copy of the experiment is dropped either way."""
+    result = session.execute(
+        sa.update(Experiment).where(Experiment.id == experiment_id, *conditions).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    _expire(session, Experiment, experiment_id)
+    return result.rowcount == 1
+
+
 # --- creating and finding experiments ---------------------------------------
 
 
@@ -474,22 +488,20 @@ def take_over(
         raise ValueError(f"only a running experiment can be taken over, not {status.value}")
     now = _now(now)
     holder_matches = Experiment.worker_host.is_(None) if holder is None else Experiment.worker_host == holder
-    conditions = [Experiment.id == experiment_id, Experiment.status == status, holder_matches]
+    conditions = [Experiment.status == status, holder_matches]
     if require_expired_lease:
         conditions.append(sa.or_(Experiment.lease_expires_at.is_(None), Experiment.lease_expires_at < now))
-    result = session.execute(
-        sa.update(Experiment)
-        .where(*conditions)
-        .values(
+    return _update_experiment(
+        session,
+        experiment_id,
+        conditions,
+        dict(
             worker_host=new_holder,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             waiting_since=None,
             waiting_for=None,
         ),
-        execution_options={"synchronize_session": False},
     )
-    _expire(session, Experiment, experiment_id)
-    return result.rowcount == 1
 
 
 # --- waiting is not running: claims and hand-offs ------------------------------
@@ -539,17 +551,17 @@ def claim(
     now = _now(now)
     sources = {src for src in (S.QUEUED, *WAITING_FOR) if src is to or src in TRANSITIONS.get(to, ())}
     conditions = [
-        Experiment.id == experiment_id,
         Experiment.status.in_(sources),
         Experiment.waiting_since.is_not(None),
         Experiment.waiting_for == step,
     ]
     if node is not None:
         conditions.append(Experiment.worker_host == node)
-    result = session.execute(
-        sa.update(Experiment)
-        .where(*conditions)
-        .values(
+    return _update_experiment(
+        session,
+        experiment_id,
+        conditions,
+        dict(
             status=to,
             worker_host=holder,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -558,10 +570,7 @@ def claim(
             **{STAGE_TIMESTAMPS[to]: now},
             **{k: v for k, v in values.items() if v is not None},
         ),
-        execution_options={"synchronize_session": False},
     )
-    _expire(session, Experiment, experiment_id)
-    return result.rowcount == 1
 
 
 def hand_off(
@@ -595,14 +604,9 @@ def hand_off(
         if status not in TRANSITIONS[to]:
             raise IllegalTransition(experiment_id, status, to)
         values["status"] = to
-    result = session.execute(
-        sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.worker_host == holder)
-        .values(**values),
-        execution_options={"synchronize_session": False},
+    return _update_experiment(
+        session, experiment_id, [Experiment.status == status, Experiment.worker_host == holder], values
     )
-    _expire(session, Experiment, experiment_id)
-    return result.rowcount == 1
 
 
 @dataclass(frozen=True)
