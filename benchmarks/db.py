@@ -5,7 +5,7 @@ Creates a fresh database on the server, applies the migrations, seeds
 measurements (4 rate points each) and scores through COPY, runs ANALYZE, then
 times the queries a fleet runs all the time: the leaderboard, top-K candidates
 for a prompt, recent failures for a prompt, the reaper's expired leases and the
-dedup lookup. Each is run through ``db.queries`` exactly as the workers call it;
+dedup lookup. Each is run through the ``db`` query modules exactly as the workers call it;
 every SQL statement it sends is captured and shown with EXPLAIN ANALYZE so the
 table can say which indexes it used. The database is dropped at the end.
 
@@ -36,7 +36,7 @@ import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from db import migrate, queries  # noqa: E402
+from db import experiments, hashing, migrate, rankings, results  # noqa: E402
 from db.models import ExperimentStatus as S  # noqa: E402
 from db.session import make_engine, session_factory  # noqa: E402
 
@@ -77,7 +77,7 @@ def seed(dsn: str, n_experiments: int, now: datetime, rng: random.Random) -> dic
     counts: dict[str, int] = {}
     start = now - timedelta(days=30)
     config_json = json.dumps(CONFIG)
-    config_hash = queries.config_hash(CONFIG, RATE_POINTS)
+    config_hash = hashing.config_hash(CONFIG, RATE_POINTS)
     with psycopg.connect(dsn) as conn:
         counts["campaigns"] = copy_rows(
             conn, "campaigns", ["id", "name", "created_at"],
@@ -312,19 +312,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         ).one()
         cases: list[tuple[str, Callable[[Session], Any]]] = [
-            ("leaderboard (one clip, top 20)", lambda s: queries.leaderboard(s, clip_sha256=busy_clip, limit=20)),
-            ("leaderboard (one campaign, top 20)", lambda s: queries.leaderboard(s, campaign_id=first_campaign)),
-            ("leaderboard (everything, top 20)", lambda s: queries.leaderboard(s, limit=20)),
+            ("leaderboard (one clip, top 20)", lambda s: rankings.leaderboard(s, clip_sha256=busy_clip, limit=20)),
+            ("leaderboard (one campaign, top 20)", lambda s: rankings.leaderboard(s, campaign_id=first_campaign)),
+            ("leaderboard (everything, top 20)", lambda s: rankings.leaderboard(s, limit=20)),
             (
                 "top-K candidates + code (K=5, one clip)",
-                lambda s: queries.top_k_candidates(s, 5, clip_sha256=busy_clip),
+                lambda s: rankings.top_k_candidates(s, 5, clip_sha256=busy_clip),
             ),
-            ("recent failures (n=20)", lambda s: queries.recent_failures(s, 20)),
-            ("expired leases (reaper)", lambda s: queries.expired_leases(s, now)),
+            ("recent failures (n=20)", lambda s: rankings.recent_failures(s, 20)),
+            ("expired leases (reaper)", lambda s: experiments.expired_leases(s, now)),
             (
                 "dedup lookup (code, clip, config)",
-                lambda s: queries.find_reusable_experiment(
-                    s, ast_hash=probe_hash, clip_sha256=probe_clip, config_hash=queries.config_hash(CONFIG, RATE_POINTS)
+                lambda s: results.find_reusable_experiment(
+                    s, ast_hash=probe_hash, clip_sha256=probe_clip, config_hash=hashing.config_hash(CONFIG, RATE_POINTS)
                 ),
             ),
         ]
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(machine_header(dsn)))
         print(
             f"database: {', '.join(f'{k} {v:,}' for k, v in counts.items())}; seeded by COPY in {seed_s:.1f} s; "
-            f"{args.runs} timed runs per query after 3 warm-up runs, through db.queries (ORM, psycopg 3)"
+            f"{args.runs} timed runs per query after 3 warm-up runs, through the db query modules (ORM, psycopg 3)"
         )
         print()
         header = (
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'pass' if ok else 'FAIL':<6} | {used} |"
             )
         print(
-            "\nmedian/p95: wall time of the db.queries call in this process (ORM and driver included); "
+            "\nmedian/p95: wall time of the db query call in this process (ORM and driver included); "
             "server ms: PostgreSQL's own execution time (EXPLAIN ANALYZE), summed over the call's statements; "
             "a seq scan on clips is the planner's choice for a table of a few rows."
         )

@@ -269,11 +269,11 @@ def _with_frame_sizes(info, member):
     (rows measured before the per-frame columns were kept)."""
     import dataclasses
 
-    import db.queries as q
+    from db import results
     from db import engine
 
     with engine.transaction() as session:
-        rows = q.experiment_measurements(session, member.experiment_id)
+        rows = results.experiment_measurements(session, member.experiment_id)
         sizes = {m.rate_index: tuple(int(b) for b in m.frame_bytes) if m.frame_bytes else _frame_sizes(m.artifact.path)
                  for m in rows}
         psnrs = {m.rate_index: tuple(float(v) for v in m.frame_psnr_y) if m.frame_psnr_y else () for m in rows}
@@ -633,7 +633,7 @@ def _open(clips, held_out, generator, *, population, name, seed, seeds, frames, 
 
     Checked before the campaign is recorded, so a typo never leaves a campaign whose
     stored settings block the corrected rerun."""
-    import db.queries as q
+    from db import catalog
     from codecfleet import fleet
     from config import resolve_device
     from db import engine
@@ -676,8 +676,8 @@ def _open(clips, held_out, generator, *, population, name, seed, seeds, frames, 
         raise CampaignError("a held-out clip is also a training clip")
     codes = seed_codes(seeds)
     with engine.transaction() as session:
-        row = q.get_or_create_campaign(session, name)
-        if q.campaign_clip_seed(session, row.id, lambda: clip_seed) != clip_seed:
+        row = catalog.get_or_create_campaign(session, name)
+        if catalog.campaign_clip_seed(session, row.id, lambda: clip_seed) != clip_seed:
             raise CampaignError(f"campaign {name!r} was started at the same time by another process; run it again")
         if row.description:
             stored = json.loads(row.description)

@@ -478,7 +478,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     else:
                         print(f"  BD-rate vs {codec}: {value:+.2f} % (overlap {100 * (detail.get('overlap') or 0):.0f} %)")
         return 0
-    import db.queries as q
+    from db import experiments
     from db import engine
 
     from datetime import UTC, datetime
@@ -486,8 +486,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     fleet._ensure_database()
     now = datetime.now(UTC)
     with engine.transaction() as session:
-        recent = q.recent_experiments(session, args.limit)
-        waiting_rows = q.waiting_experiments(session, limit=10_000)
+        recent = experiments.recent_experiments(session, args.limit)
+        waiting_rows = experiments.waiting_experiments(session, limit=10_000)
         rows = [
             {
                 "id": e.id, "status": e.status.value, "stage": e.failure_stage, "reason": e.error,
@@ -500,9 +500,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         bugs = [
             {"experiment": b.experiment_id, "count": b.count, "stage": b.last_stage, "error": b.last_error,
              "at": b.last_at.isoformat(timespec="seconds"), "status": b.status.value if b.status else None}
-            for b in q.internal_errors(session, limit=args.limit)
+            for b in experiments.internal_errors(session, limit=args.limit)
         ]
-        n_bugs = q.internal_error_count(session)
+        n_bugs = experiments.internal_error_count(session)
     where = fleet.queue_positions((r["id"], r["attempts"], r["waiting_for"], r["worker"]) for r in rows if r["waiting_for"])
     for r in rows:
         w = where.get(r["id"])

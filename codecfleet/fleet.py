@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import db.queries as q
+from db import catalog, experiments, results
 from config import UserError, get_settings
 from db import engine
 from db.campaign_queries import campaign_unfinished
@@ -106,9 +106,9 @@ def secret_clip_spec(session, spec: str, campaign_id: int | None) -> str:
     if not spec.startswith("synthetic:") or spec_seed(spec) is not None:
         return spec
     if campaign_id is not None:
-        seed = q.campaign_clip_seed(session, campaign_id, draw_secret_seed)
+        seed = catalog.campaign_clip_seed(session, campaign_id, draw_secret_seed)
     else:
-        seed = q.scoped_clip_seed(session, DEFAULT_SEED_SCOPE, draw_secret_seed)
+        seed = catalog.scoped_clip_seed(session, DEFAULT_SEED_SCOPE, draw_secret_seed)
     return with_secret_seed(spec, seed)[0]
 
 
@@ -143,7 +143,7 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     frames, start_frame = job.get("frames"), job.get("start_frame", 0)
     campaign_id = None
     if job.get("campaign"):
-        campaign_id = q.get_or_create_campaign(session, str(job["campaign"])).id
+        campaign_id = catalog.get_or_create_campaign(session, str(job["campaign"])).id
     if not isinstance(clip, Clip):
         clip = load_clip(
             secret_clip_spec(session, str(clip), campaign_id), start_frame=start_frame,
@@ -156,7 +156,7 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
         raise FleetError(f"unknown anchor {unknown[0]!r}; expected some of {', '.join(ANCHOR_CODECS)}")
     qualities = _qualities(job.get("rate_points", 4))
     # The clip row keeps the trusted spec (with the seed): what reproduces the frames.
-    clip_row = q.get_or_create_clip(
+    clip_row = catalog.get_or_create_clip(
         session, sha256=clip.sha256, source=clip.spec, width=clip.width, height=clip.height,
         n_frames=clip.n_frames, fps=float(clip.fps),
     )
@@ -174,12 +174,12 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
             candidates[id(meta)] = candidate_id
     elif job.get("candidate") is not None:
         generator, code = read_candidate(job["candidate"])
-        candidate_id = q.create_candidate(session, generator=generator, code=code, campaign_id=campaign_id).id
+        candidate_id = catalog.create_candidate(session, generator=generator, code=code, campaign_id=campaign_id).id
     device = job.get("device") or get_settings().device
     config = {"width": clip.width, "height": clip.height, "fps": float(clip.fps), "device": device, "clip": spec}
     # How the numbers are made (issue 15): the BD metric, the overlap a BD figure needs, the determinism check.
     config.update({k: job[k] for k in ("metric", "min_overlap", "determinism") if job.get(k) is not None})
-    experiment = q.create_experiment(
+    experiment = experiments.create_experiment(
         session, clip_id=clip_row.id, config=config, rate_points=qualities, anchors=anchors,
         candidate_id=candidate_id, campaign_id=campaign_id,
     )
@@ -187,9 +187,9 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     if failure is not None:
         # The generator answered with no usable code: the experiment ends here,
         # with the generator's own reason, so the next prompt can show it.
-        q.transition(session, experiment.id, ExperimentStatus.GENERATING)
+        experiments.transition(session, experiment.id, ExperimentStatus.GENERATING)
         status = failure.get("status") or ExperimentStatus.FAILED
-        q.transition(session, experiment.id, status, failure_stage=Stage.GENERATE, error=str(failure["reason"]))
+        experiments.transition(session, experiment.id, status, failure_stage=Stage.GENERATE, error=str(failure["reason"]))
         return experiment.id, None
     return experiment.id, steps.first_task(experiment)
 
@@ -250,8 +250,8 @@ def resume_stalled(campaign_id: int) -> list[int]:
     with engine.transaction() as session:
         for row in campaign_unfinished(session, campaign_id):
             if row.status in RUNNING:
-                if not q.requeue(session, row.id, max_attempts=settings.max_attempts, only_if_lease_expired=False):
-                    q.transition(session, row.id, ExperimentStatus.TIMED_OUT, error="the process running it was killed and "
+                if not experiments.requeue(session, row.id, max_attempts=settings.max_attempts, only_if_lease_expired=False):
+                    experiments.transition(session, row.id, ExperimentStatus.TIMED_OUT, error="the process running it was killed and "
                                  f"its attempt budget of {settings.max_attempts} is spent")
                     continue
             elif row.status is not ExperimentStatus.QUEUED:
@@ -308,7 +308,7 @@ def cancel(experiment_id: int | None = None, *, campaign: str | None = None) -> 
     if campaign is not None:
         with engine.transaction() as session:
             try:
-                ids = q.campaign_experiment_ids(session, campaign, only_unfinished=True)
+                ids = experiments.campaign_experiment_ids(session, campaign, only_unfinished=True)
             except LookupError as exc:
                 raise FleetError(str(exc)) from exc
     else:
@@ -351,12 +351,12 @@ class Handle:
         return f"Handle({self.id})"
 
     def status(self) -> Status:
-        import db.queries as q
+        from db import experiments
 
         with engine.transaction() as session:
             try:
-                e = q.get_experiment(session, self.id)
-            except q.ExperimentNotFound as exc:
+                e = experiments.get_experiment(session, self.id)
+            except experiments.ExperimentNotFound as exc:
                 raise FleetError(str(exc)) from exc
             return Status(e.id, e.status.value, e.failure_stage, e.error, e.attempts, e.worker_host,
                           e.waiting_for, e.waiting_since)
@@ -383,7 +383,7 @@ def experiment_result(session, experiment_id: int) -> dict:
     from evaluation import anchors as anchors_mod
     from evaluation.pipeline import BD_METRIC, DEFAULT_DETERMINISM
 
-    e = q.get_experiment(session, experiment_id)
+    e = experiments.get_experiment(session, experiment_id)
     clip = e.clip
     from evaluation.video import public_source
 
@@ -418,7 +418,7 @@ def experiment_result(session, experiment_id: int) -> dict:
     if e.status.value != "succeeded":
         return out
     raw_bytes = clip.n_frames * clip.width * clip.height * 3
-    for m in q.experiment_measurements(session, experiment_id):
+    for m in results.experiment_measurements(session, experiment_id):
         a = m.artifact
         out["evaluator_version"] = m.evaluator_version
         out["metrics_version"] = m.metrics_version
@@ -442,10 +442,10 @@ def experiment_result(session, experiment_id: int) -> dict:
         "points": sorted(checked), "seconds": sum(checked.values()), "identical": True if checked else None,
         "point_seconds": checked,
     }
-    for s in q.experiment_scores(session, experiment_id):
+    for s in results.experiment_scores(session, experiment_id):
         points = []
         for crf in anchors_mod.DEFAULT_CRFS.get(s.anchor_codec, ()):
-            rows = q.anchor_results(
+            rows = results.anchor_results(
                 session, clip.sha256, s.anchor_codec, settings=anchors_mod.encoder_settings(s.anchor_codec, crf),
                 anchor_version=s.anchor_version, metrics_version=s.metrics_version,
             )

@@ -1,4 +1,8 @@
 """The results database: SQLAlchemy 2 models (``db.models``), engines and
-sessions (``db.session``), every query in one place (``db.queries``) and
-programmatic Alembic (``db.migrate``). Imports nothing from evaluation,
-sandbox or generation."""
+sessions (``db.session``, ``db.engine``), the queries as one repository module
+per aggregate (``db.experiments``: creation and the state machine;
+``db.results``: measurements, scores, probes, reuse, anchor curves;
+``db.rankings``: leaderboard and recent failures; ``db.catalog``: campaigns,
+clips, candidates; ``db.hashing``: the identifying hashes; read-only
+``db.campaign_queries`` and ``db.report_queries``) and programmatic Alembic
+(``db.migrate``). Imports nothing from evaluation, sandbox or generation."""

@@ -1,6 +1,6 @@
 """Read-only queries a campaign driver needs to resume and to choose parents.
 
-Kept beside ``db.queries`` (which holds the writes and the state machine); every
+Kept beside ``db.experiments`` and ``db.results`` (which hold the writes and the state machine); every
 number returned here is a stored measurement or score, never derived stand-ins.
 """
 

@@ -4,7 +4,7 @@ Typed SQLAlchemy 2 models. The schema is built so that the failures of the
 systems before this one cannot be stored:
 
 - ``artifacts.sha256`` is unique across all artifacts: a bitstream is stored once,
-  whoever produced it (``db.queries.record_result``).
+  whoever produced it (``db.results.record_result``).
 - A measurement belongs to the pair (bitstream, decoder): ``measurements.artifact_id``
   is a NOT NULL foreign key (no number without the bitstream it was computed from),
   and (artifact_id, decoder_hash, clip_sha256, metrics_version) is unique, so the
@@ -20,7 +20,7 @@ systems before this one cannot be stored:
 - Quality values are checked to be finite and in range (PSNR capped at 100 dB,
   never inf or NaN); "not measured" is NULL, never 0.
 - Status is a closed set with a CHECK constraint; the legal moves between states
-  are :data:`TRANSITIONS`, applied by ``db.queries.transition``.
+  are :data:`TRANSITIONS`, applied by ``db.experiments.transition``.
 
 Constraint and index names come from :data:`NAMING_CONVENTION`, so migrations
 refer to stable names on Postgres and SQLite alike.
@@ -134,10 +134,10 @@ TERMINAL: frozenset[ExperimentStatus] = frozenset(
 #: Statuses that end an experiment without a result, shown to the LLM as failures.
 FAILURES: frozenset[ExperimentStatus] = frozenset({S.FAILED, S.REJECTED, S.TIMED_OUT, S.DUPLICATE_OUTPUT})
 
-#: target -> the statuses it may be reached from (by ``db.queries.transition``).
-#: Two moves are deliberately absent: running -> queued is ``db.queries.requeue``
+#: target -> the statuses it may be reached from (by ``db.experiments.transition``).
+#: Two moves are deliberately absent: running -> queued is ``db.experiments.requeue``
 #: (it spends an attempt and needs an expired lease), and sanitizing -> succeeded
-#: is ``db.queries.reuse_result`` (it needs the experiment whose result is reused).
+#: is ``db.results.reuse_result`` (it needs the experiment whose result is reused).
 TRANSITIONS: dict[ExperimentStatus, frozenset[ExperimentStatus]] = {
     S.GENERATING: frozenset({S.QUEUED}),
     S.SANITIZING: frozenset({S.QUEUED, S.GENERATING}),
@@ -344,7 +344,7 @@ class Experiment(Base):
     clip_id: Mapped[int] = mapped_column(sa.ForeignKey("clips.id"))
     #: The system config handed to the candidate (quality excluded: see rate_points).
     config: Mapped[dict[str, Any]]
-    #: sha256 of the canonical JSON of config and rate points (``db.queries.config_hash``).
+    #: sha256 of the canonical JSON of config and rate points (``db.hashing.config_hash``).
     config_hash: Mapped[str] = mapped_column(sa.String(SHA256_LENGTH))
     #: Qualities in [0, 1], one encode per entry, in order (rate_index = position).
     rate_points: Mapped[list[Any]]
@@ -469,7 +469,7 @@ class Measurement(Base):
     #: NOT NULL: no number without its artifact.
     artifact_id: Mapped[int] = mapped_column(sa.ForeignKey("artifacts.id", ondelete="CASCADE"))
     #: Who decoded it: sha256 of the candidate's normalised-AST hash and the config its
-    #: decoder was handed (``db.queries.decoder_hash``).
+    #: decoder was handed (``db.hashing.decoder_hash``).
     decoder_hash: Mapped[str] = mapped_column(sa.String(SHA256_LENGTH))
     #: The experiment whose worker decoded and measured it.
     experiment_id: Mapped[int] = mapped_column(sa.ForeignKey("experiments.id", ondelete="CASCADE"), index=True)

@@ -4,7 +4,7 @@ Nothing here writes or commits. Each function returns plain frozen dataclasses
 (never live ORM objects), so the report can close its session before the slow
 parts (figures, re-decoding) and nothing it does can change a stored row.
 Results of an experiment that reused another's are read through
-``reused_from_id``, as in ``db.queries.experiment_measurements``.
+``reused_from_id``, as in ``db.results.experiment_measurements``.
 """
 
 from __future__ import annotations

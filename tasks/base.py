@@ -13,7 +13,7 @@ step with ``ctx.send_after_commit(...)``. :meth:`FleetTask.run_step` then
 * records a :class:`StepFailed` (the candidate's fault, or an input that
   cannot be measured) as the experiment's failure with its stage and reason,
   and does not retry it: a candidate's fault stays the candidate's fault;
-* treats :class:`db.queries.IllegalTransition` from an experiment this step
+* treats :class:`db.experiments.IllegalTransition` from an experiment this step
   no longer holds as what it is, a lost race (cancelled, reaped, taken over
   meanwhile): it logs it and changes nothing;
 * treats anything else as a **bug of codecfleet** ("internal error"): it is
@@ -165,7 +165,7 @@ class FleetTask(celery.Task):
                     (self.request.retries or 0) + 1, countdown,
                 )
                 raise self.retry(exc=exc, countdown=countdown) from exc
-            from db.queries import IllegalTransition
+            from db.experiments import IllegalTransition
 
             if isinstance(exc, IllegalTransition) and experiment_id is not None and not self._holds(experiment_id, ctx):
                 log.info("%s experiment %s: lost a race, the experiment moved on meanwhile (%s); nothing to do",
@@ -174,7 +174,7 @@ class FleetTask(celery.Task):
             self._internal_error(experiment_id, ctx, exc)
 
     def _holds(self, experiment_id: int, ctx: StepContext) -> bool:
-        from db.queries import get_experiment
+        from db.experiments import get_experiment
 
         with ctx.transaction() as session:
             experiment = get_experiment(session, experiment_id)
@@ -183,7 +183,7 @@ class FleetTask(celery.Task):
     def _internal_error(self, experiment_id: int | None, ctx: StepContext, exc: Exception) -> None:
         """A bug: count it, and give the experiment another attempt (or fail it, budget spent)."""
         from config import get_settings
-        from db.queries import first_step, get_experiment, record_internal_error
+        from db.experiments import first_step, get_experiment, record_internal_error
 
         stage = steps.STEP_STAGE.get(self.name, self.name)
         error = f"{type(exc).__name__}: {exc}"

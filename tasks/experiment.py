@@ -2,7 +2,7 @@
 
 Each task is thin: load the experiment by id, call domain code, record the
 outcome, then (after the commit) send the next step. Status lives in the
-database and moves only through ``db.queries`` (conditional UPDATEs), so a
+database and moves only through ``db.experiments`` (conditional UPDATEs), so a
 step that finds its work done does nothing: with late acks a message can be
 delivered twice, and a retry re-runs a step from the top.
 
@@ -24,7 +24,7 @@ to a JSON file beside the bitstream. ``score`` runs on the *same worker* (it
 is sent to that worker's private queue, ``host.<node>``): it re-reads every
 bitstream and checks its sha256 and size against what was decoded, takes bits
 from the bytes on disk, adds the anchors and BD figures and stores everything
-with ``db.queries.record_result``. Decoded frames never leave the worker, and
+with ``db.results.record_result``. Decoded frames never leave the worker, and
 never touch the disk (see deploy/README.md for the cost of this choice).
 """
 
@@ -37,7 +37,7 @@ import os
 import threading
 from pathlib import Path
 
-import db.queries as q
+from db import catalog, experiments, hashing, results
 from config import get_settings, resolve_device
 from db.campaign_queries import campaign_codes
 from db import engine
@@ -102,7 +102,7 @@ def enter(session, experiment: Experiment, ctx: StepContext, *, step: str, statu
     settings = get_settings()
     eid = experiment.id
     if experiment.waiting_for == step and (node is None or experiment.worker_host == node):
-        if q.claim(session, eid, step=step, to=status, holder=ctx.holder, lease_seconds=settings.lease_seconds,
+        if experiments.claim(session, eid, step=step, to=status, holder=ctx.holder, lease_seconds=settings.lease_seconds,
                    node=node, **values):
             log.info("experiment %s: %s claimed by %s", eid, step, ctx.holder)
             return True
@@ -114,7 +114,7 @@ def enter(session, experiment: Experiment, ctx: StepContext, *, step: str, statu
             log.info("experiment %s: %s runs on %s, not here; nothing to do", eid, step, holder)
             return False
         gone = _holder_gone(holder, ctx)
-        if q.take_over(session, eid, status=status, holder=holder, new_holder=ctx.holder,
+        if experiments.take_over(session, eid, status=status, holder=holder, new_holder=ctx.holder,
                        lease_seconds=settings.lease_seconds, require_expired_lease=not gone):
             log.warning("experiment %s: %s taken over from %s (%s)", eid, step, holder,
                         "its process is gone" if gone else "its lease ran out")
@@ -139,7 +139,7 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
     generator's own status and reason (stage ``generate``), which later prompts show.
     """
     with ctx.transaction() as session:
-        experiment = q.get_experiment(session, experiment_id)
+        experiment = experiments.get_experiment(session, experiment_id)
         if not enter(session, experiment, ctx, step="generate", status=S.GENERATING):
             return
         if experiment.candidate_id is not None:  # cannot happen: attach and hand-off are one transaction
@@ -155,18 +155,18 @@ def generate_step(ctx: StepContext, experiment_id: int) -> None:
         return
 
     with ctx.transaction() as session:
-        experiment = q.get_experiment(session, experiment_id)
+        experiment = experiments.get_experiment(session, experiment_id)
         if experiment.status is not S.GENERATING or experiment.worker_host != ctx.holder:
             return  # cancelled or reaped meanwhile
         candidate = feedback.store_generated(session, feedback.provenance(generated), code=generated.code,
                                              campaign_id=experiment.campaign_id)
-        q.attach_candidate(session, experiment_id, candidate.id)
+        experiments.attach_candidate(session, experiment_id, candidate.id)
         if not generated.ok:
-            q.transition(session, experiment_id, generated.error.outcome, failure_stage=Stage.GENERATE,
+            experiments.transition(session, experiment_id, generated.error.outcome, failure_stage=Stage.GENERATE,
                          error=str(generated.error))
             return
         attempt = experiment.attempts
-        if q.hand_off(session, experiment_id, status=S.GENERATING, holder=ctx.holder, step="sanitize"):
+        if experiments.hand_off(session, experiment_id, status=S.GENERATING, holder=ctx.holder, step="sanitize"):
             ctx.send_after_commit(SANITIZE, experiment_id, task_id=task_id(experiment_id, attempt, SANITIZE))
 
 
@@ -177,7 +177,7 @@ def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
     from sandbox.sanitize import sanitize
 
     with ctx.transaction() as session:
-        experiment = q.get_experiment(session, experiment_id)
+        experiment = experiments.get_experiment(session, experiment_id)
         if not enter(session, experiment, ctx, step="sanitize", status=S.SANITIZING):
             return
         candidate = experiment.candidate
@@ -188,13 +188,13 @@ def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
         text = candidate.code if candidate.code is not None else candidate.raw_reply
         verdict = sanitize(text or "")
         if not verdict.ok:
-            q.record_sanitizer_verdict(session, candidate.id, accepted=False, reason=verdict.reason)
-            q.transition(session, experiment_id, S.REJECTED, failure_stage=Stage.SANITIZE, error=verdict.reason)
+            catalog.record_sanitizer_verdict(session, candidate.id, accepted=False, reason=verdict.reason)
+            experiments.transition(session, experiment_id, S.REJECTED, failure_stage=Stage.SANITIZE, error=verdict.reason)
             return
-        q.record_sanitizer_verdict(
+        catalog.record_sanitizer_verdict(
             session, candidate.id, accepted=True, code=verdict.code, ast_hash=verdict.ast_hash
         )
-        original = q.find_reusable_experiment(
+        original = results.find_reusable_experiment(
             session,
             ast_hash=verdict.ast_hash,
             clip_sha256=experiment.clip.sha256,
@@ -202,10 +202,10 @@ def sanitize_step(ctx: StepContext, experiment_id: int) -> None:
             metrics_version=metrics.METRICS_VERSION,
         )
         if original is not None and original.id != experiment_id:
-            q.reuse_result(session, experiment_id, original.id)
+            results.reuse_result(session, experiment_id, original.id)
             return
         attempt = experiment.attempts
-        if q.hand_off(session, experiment_id, status=S.SANITIZING, holder=ctx.holder, step="encode_decode"):
+        if experiments.hand_off(session, experiment_id, status=S.SANITIZING, holder=ctx.holder, step="encode_decode"):
             ctx.send_after_commit(ENCODE_DECODE, experiment_id, task_id=task_id(experiment_id, attempt, ENCODE_DECODE))
 
 
@@ -349,7 +349,7 @@ def _run_probe(ctx: StepContext, experiment_id: int, code: str, clip: Clip, qual
     if heartbeat.lost or runner.aborted.is_set():
         return False
     with ctx.transaction() as session:
-        held = q.record_probe(
+        held = results.record_probe(
             session, experiment_id, holder=ctx.holder, outcome=probe["outcome"], reason=probe["reason"],
             quality=probe["quality"], n_frames=probe["n_frames"], seconds=probe["seconds"],
             saved_seconds=probe["saved_seconds"], payload_bytes=probe["payload_bytes"], psnr_y=probe["psnr_y"],
@@ -426,7 +426,7 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 with engine.transaction() as session:
-                    held = q.take_over(
+                    held = experiments.take_over(
                         session,
                         self.experiment_id,
                         status=self.status,
@@ -449,7 +449,7 @@ class Heartbeat:
 def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
     settings = get_settings()
     with ctx.transaction() as session:
-        experiment = q.get_experiment(session, experiment_id)
+        experiment = experiments.get_experiment(session, experiment_id)
         mine = experiment.waiting_for == "encode_decode" or (
             experiment.status is S.ENCODING and experiment.waiting_since is None
         )
@@ -463,9 +463,9 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
         code = experiment.candidate.code
         qualities = list(experiment.rate_points)
         clip = experiment_clip(experiment)
-        decoders = [q.experiment_decoder_hash(experiment, quality) for quality in qualities]
+        decoders = [hashing.experiment_decoder_hash(experiment, quality) for quality in qualities]
         parents = (
-            q.parent_head_points(session, experiment.candidate_id, clip_sha256=clip.sha256,
+            results.parent_head_points(session, experiment.candidate_id, clip_sha256=clip.sha256,
                                  metrics_version=metrics.METRICS_VERSION, n_frames=min(PROBE_FRAMES, clip.n_frames))
             if settings.probe else []
         )
@@ -482,7 +482,7 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
             if sha256 in seen:
                 return {"same_as": seen[sha256]}
             with engine.transaction() as session:
-                m = q.find_measurement(session, sha256=sha256, decoder_hash=decoders[index], clip_sha256=clip.sha256,
+                m = results.find_measurement(session, sha256=sha256, decoder_hash=decoders[index], clip_sha256=clip.sha256,
                                        metrics_version=metrics.METRICS_VERSION)
                 if m is not None:
                     return {"reused_measurement_id": m.id, "reused_from": m.experiment_id}
@@ -515,7 +515,7 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
 
     with ctx.transaction() as session:
         # Scoring needs the decoded measurements on this node: it waits on its private queue.
-        if not q.hand_off(session, experiment_id, status=S.ENCODING, holder=ctx.holder, step="score",
+        if not experiments.hand_off(session, experiment_id, status=S.ENCODING, holder=ctx.holder, step="score",
                           to=S.SCORING, keep_node=ctx.node):
             return  # cancelled or reaped while we finished
     ctx.send_after_commit(SCORE, experiment_id, queue=ctx.private_queue, task_id=task_id(experiment_id, attempt, SCORE))
@@ -586,7 +586,7 @@ def _one_per_bitstream(items: list, sha256_of) -> list:
     return out
 
 
-def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> q.RatePointResult:
+def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> results.RatePointResult:
     """The stored numbers of one rate point, after checking that the bitstream on
     disk is byte for byte the one that was decoded."""
     path = Path(row["bitstream"])
@@ -605,7 +605,7 @@ def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> q.Rat
     if len(payloads) != clip.n_frames:
         raise StepFailed(Stage.SCORE, f"bitstream {path.name} holds {len(payloads)} frames, expected {clip.n_frames}")
     rate = metrics.rate_stats(n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
-    return q.RatePointResult(
+    return results.RatePointResult(
         rate_index=row["index"],
         quality=row["quality"],
         path=str(path),
@@ -643,7 +643,7 @@ def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> q.Rat
 
 
 def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str, *,
-                   metric: str = BD_METRIC, min_overlap: float = DEFAULT_MIN_OVERLAP) -> list[q.ScoreResult]:
+                   metric: str = BD_METRIC, min_overlap: float = DEFAULT_MIN_OVERLAP) -> list[results.ScoreResult]:
     """BD figures on ``metric`` against each anchor, its points matched to the candidate's
     measured range (a cached dense sweep); an anchor that cannot be measured gives a
     score row with no number and the reason, never a stand-in. A figure over less than
@@ -663,12 +663,12 @@ def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str,
                 points, swept = matched.points, matched.swept
         except anchors_mod.AnchorError as exc:
             scores.append(
-                q.ScoreResult(codec, metric, None, None, anchors_mod.ANCHOR_VERSION, metrics.METRICS_VERSION, reason=str(exc))
+                results.ScoreResult(codec, metric, None, None, anchors_mod.ANCHOR_VERSION, metrics.METRICS_VERSION, reason=str(exc))
             )
             continue
         with engine.transaction() as session:
             for p in swept:
-                q.record_anchor_result(
+                results.record_anchor_result(
                     session,
                     clip_sha256=clip.sha256,
                     codec=codec,
@@ -696,7 +696,7 @@ def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str,
             reason = "; ".join(filter(None, [reason, *detail["warnings"]]))
         reliable = detail["reliable"] if detail["bd_rate_pct"] is not None else None
         scores.append(
-            q.ScoreResult(
+            results.ScoreResult(
                 anchor_codec=codec,
                 metric=detail["metric"],
                 bd_rate=detail["bd_rate_pct"] if reliable else None,
@@ -716,7 +716,7 @@ def _anchor_scores(clip: Clip, codecs: list[str], rows: list[dict], device: str,
 def score_step(ctx: StepContext, experiment_id: int) -> None:
     settings = get_settings()
     with ctx.transaction() as session:
-        experiment = q.get_experiment(session, experiment_id)
+        experiment = experiments.get_experiment(session, experiment_id)
         if not enter(session, experiment, ctx, step="score", status=S.SCORING, node=ctx.node):
             return
         attempt = experiment.attempts
@@ -746,7 +746,7 @@ def score_step(ctx: StepContext, experiment_id: int) -> None:
     if heartbeat.lost:
         return
     with ctx.transaction() as session:
-        outcome = q.record_result(session, experiment_id, points, scores)
+        outcome = results.record_result(session, experiment_id, points, scores)
     log.info("experiment %s: %s", experiment_id, outcome.status.value)
 
 

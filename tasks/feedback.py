@@ -241,7 +241,7 @@ def generation_request(session: Session, experiment):
     """The fleet's request for one experiment submitted without code: the campaign's best
     candidates on the experiment's clip with their measured numbers (the best is the
     parent, else the ``intra_dct`` seed), and its most recent failures with reasons."""
-    import db.queries as q
+    from db import rankings
     from config import get_settings, resolve_device
     from evaluation.pipeline import BD_METRIC, DEFAULT_MIN_OVERLAP
     from evaluation.video import public_source
@@ -250,7 +250,7 @@ def generation_request(session: Session, experiment):
     anchor = (experiment.anchors or ["x264"])[0]
     config = experiment.config or {}
     metric = config.get("metric") or BD_METRIC
-    ranked = q.top_k_candidates(session, 3, clip_sha256=experiment.clip.sha256,
+    ranked = rankings.top_k_candidates(session, 3, clip_sha256=experiment.clip.sha256,
                                 campaign_id=experiment.campaign_id, anchor=anchor, metric=metric)
     figures = stored_bd_figures(session, [r.experiment_id for r in ranked], metric)
     top = tuple(
@@ -258,7 +258,7 @@ def generation_request(session: Session, experiment):
                        bd_rate={anchor: r.bd_rate}, figures=figures.get(r.experiment_id, ()))
         for r in ranked
     )
-    failures = failure_infos(q.recent_failures(session, 6, campaign_id=experiment.campaign_id), 6)
+    failures = failure_infos(rankings.recent_failures(session, 6, campaign_id=experiment.campaign_id), 6)
     parent = top[0] if top else CandidateInfo(code=seed_codes(["intra_dct"])["intra_dct"], family="intra_dct",
                                               generator="reference")
     device = resolve_device(config.get("device") or get_settings().device)
@@ -295,9 +295,9 @@ def provenance(generated) -> dict:
 def store_generated(session: Session, meta: Mapping, *, code: str | None, campaign_id: int | None):
     """The candidate row of generated (or seeded) code, with its provenance ``meta``
     (see :func:`provenance`; missing keys are unknown); the sanitizer verdict comes later."""
-    import db.queries as q
+    from db import catalog
 
-    return q.create_candidate(
+    return catalog.create_candidate(
         session,
         generator=str(meta.get("generator") or "user"),
         code=code,

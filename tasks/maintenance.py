@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 
-import db.queries as q
+from db import experiments
 from config import get_settings
 from db.models import ExperimentStatus, Stage
 from db import engine
@@ -43,11 +43,11 @@ PING = "codecfleet.maintenance.ping"
 def reap_step(ctx: StepContext, _experiment_id: int | None = None) -> None:
     settings = get_settings()
     with ctx.transaction() as session:
-        for lease in q.expired_leases(session):
-            outcome = q.reap(session, lease.experiment_id, max_attempts=settings.max_attempts)
+        for lease in experiments.expired_leases(session):
+            outcome = experiments.reap(session, lease.experiment_id, max_attempts=settings.max_attempts)
             if outcome is None:
                 continue
-            experiment = q.get_experiment(session, lease.experiment_id)
+            experiment = experiments.get_experiment(session, lease.experiment_id)
             log.warning(
                 "reaper: experiment %s (%s on %s, lease %s) -> %s",
                 lease.experiment_id, lease.status.value, lease.worker_host,
@@ -56,12 +56,12 @@ def reap_step(ctx: StepContext, _experiment_id: int | None = None) -> None:
             if outcome is ExperimentStatus.QUEUED:
                 first = first_task(experiment)
                 ctx.send_after_commit(first, experiment.id, task_id=task_id(experiment.id, experiment.attempts, first))
-        waiting = q.waiting_experiments(session, older_than_seconds=settings.lease_seconds)
+        waiting = experiments.waiting_experiments(session, older_than_seconds=settings.lease_seconds)
     if waiting:
         _sweep_waiting(ctx, waiting)
 
 
-def _sweep_waiting(ctx: StepContext, waiting: list[q.WaitingExperiment]) -> None:
+def _sweep_waiting(ctx: StepContext, waiting: list[experiments.WaitingExperiment]) -> None:
     """Send again the hand-off messages the broker no longer has (see the module docstring)."""
     settings = get_settings()
     in_broker = _enqueue.locate(queue_of(w.waiting_for, w.node) for w in waiting)
@@ -75,11 +75,11 @@ def _sweep_waiting(ctx: StepContext, waiting: list[q.WaitingExperiment]) -> None
                 dead_nodes[w.node] = not _node_answers(w.node)
             if dead_nodes[w.node]:
                 with ctx.transaction() as session:
-                    outcome = q.requeue_from_anywhere(
+                    outcome = experiments.requeue_from_anywhere(
                         session, w.experiment_id, max_attempts=settings.max_attempts, holder=None, stage=Stage.SCORE,
                         reason=f"worker {w.node}, which holds the decoded rate points, is gone",
                     )
-                    experiment = q.get_experiment(session, w.experiment_id)
+                    experiment = experiments.get_experiment(session, w.experiment_id)
                     log.warning("reaper: experiment %s waits for score on %s, which does not answer; %s",
                                 w.experiment_id, w.node, outcome)
                     if outcome == "requeued":
@@ -120,8 +120,8 @@ def cancel(experiment_ids: list[int], *, reason: str = "cancelled by the user") 
     cancelled: list[tuple[int, int]] = []
     with engine.transaction() as session:
         for experiment_id in experiment_ids:
-            if q.cancel_experiment(session, experiment_id, reason=reason):
-                cancelled.append((experiment_id, q.get_experiment(session, experiment_id).attempts))
+            if experiments.cancel_experiment(session, experiment_id, reason=reason):
+                cancelled.append((experiment_id, experiments.get_experiment(session, experiment_id).attempts))
     if cancelled and not _enqueue.embedded():
         ids = [task_id(e, a, t) for e, a in cancelled for t in (GENERATE, SANITIZE, ENCODE_DECODE, SCORE)]
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-import db.queries as q
+from db import experiments
 from db import engine
 from db.models import Experiment, ExperimentStatus, Stage
 from tasks.app import ROUTES, worker_queue
@@ -36,7 +36,7 @@ def task_id(experiment_id: int, attempt: int, task: str) -> str:
 
 def first_task(experiment: Experiment) -> str:
     """Where the chain starts: generate unless the code is already there."""
-    return STEP_TASKS[q.first_step(experiment.candidate_id)]
+    return STEP_TASKS[experiments.first_step(experiment.candidate_id)]
 
 
 # --- recording ends ---------------------------------------------------------
@@ -49,16 +49,16 @@ def end_failed(experiment_id: int, stage: str, reason: str, *, holder: str | Non
     with engine.transaction() as session:
         try:
             if holder is not None:
-                experiment = q.get_experiment(session, experiment_id)
+                experiment = experiments.get_experiment(session, experiment_id)
                 ours = experiment.worker_host == holder or experiment.waiting_since is not None
                 if experiment.status is not S.QUEUED and not ours:
                     log.info("experiment %s: not recording failure %s: %s; %s holds it now (%s)",
                              experiment_id, stage, reason, experiment.worker_host, experiment.status.value)
                     return
-            q.transition(session, experiment_id, S.FAILED, failure_stage=stage, error=reason[:4000])
-        except q.IllegalTransition as exc:
+            experiments.transition(session, experiment_id, S.FAILED, failure_stage=stage, error=reason[:4000])
+        except experiments.IllegalTransition as exc:
             log.info("experiment %s: not recording failure (%s): %s", experiment_id, reason, exc)
-        except q.ExperimentNotFound:
+        except experiments.ExperimentNotFound:
             log.warning("experiment %s does not exist; failure %s: %s not recorded", experiment_id, stage, reason)
 
 

@@ -12,7 +12,7 @@
 
 Existing data is carried forward: every stored measurement gets its decoder hash
 (computed from its experiment's candidate and config exactly as
-``db.queries.decoder_hash`` does) and its experiment, and becomes the measured
+``db.hashing.decoder_hash`` does) and its experiment, and becomes the measured
 rate point of the experiment that produced its artifact.
 
 Revision ID: 0005
@@ -34,7 +34,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _decoder_hash(ast_hash: str | None, config: dict) -> str:
-    # Frozen copy of db.queries.decoder_hash as of this revision.
+    # Frozen copy of db.hashing.decoder_hash (then db.queries.decoder_hash) as of this revision.
     payload = {"ast_hash": ast_hash, "config": config}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -58,7 +58,7 @@ def test_the_fleet_generation_request_carries_the_metric_and_the_stored_figures(
     """tasks.feedback.generation_request (the fleet's ``generate`` step): the experiment's
     metric reaches the task, and each top candidate its score rows' overlap and reliability."""
     from codecfleet import fleet
-    from db import queries as q
+    from db import experiments
     from evaluation.reference import reference_code
     from db import engine
     from tasks.feedback import generation_request as _generation_request
@@ -67,7 +67,7 @@ def test_the_fleet_generation_request_carries_the_metric_and_the_stored_figures(
                                    "rate_points": 4, "anchors": ["x264", "x265"], "campaign": "fleetov",
                                    "metric": "psnr_yuv"}])
     with engine.transaction() as session:
-        experiment = q.get_experiment(session, handle.id)
+        experiment = experiments.get_experiment(session, handle.id)
         assert experiment.status.value == "succeeded", experiment.error
         request = _generation_request(session, experiment)
         stored = {codec: (overlap, reliable, raw) for codec, overlap, reliable, raw in session.execute(sa.text(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from db import queries as q
+from db import catalog, experiments, results
 from db.models import Clip, Experiment, ExperimentStatus
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -19,7 +19,7 @@ def sha(text: str) -> str:
 
 
 def make_clip(session: Session, name: str = "mix") -> Clip:
-    return q.get_or_create_clip(
+    return catalog.get_or_create_clip(
         session, sha256=sha(f"clip:{name}"), source=f"synthetic:{name}", width=176, height=144, n_frames=4, fps=30.0
     )
 
@@ -38,8 +38,8 @@ def make_experiment(
     host: str = "worker-1",
 ) -> Experiment:
     """An experiment walked through the legal path up to status ``to``."""
-    candidate = q.create_candidate(session, generator="user", code=code, ast_hash=sha(code), campaign_id=campaign_id)
-    experiment = q.create_experiment(
+    candidate = catalog.create_candidate(session, generator="user", code=code, ast_hash=sha(code), campaign_id=campaign_id)
+    experiment = experiments.create_experiment(
         session,
         clip_id=clip.id,
         config=config or {"device": "cpu", "width": 176, "height": 144, "fps": 30.0},
@@ -52,7 +52,7 @@ def make_experiment(
     path = [ExperimentStatus.SANITIZING, ExperimentStatus.ENCODING, ExperimentStatus.SCORING]
     if to is not ExperimentStatus.QUEUED:
         for status in path[: path.index(to) + 1]:
-            assert q.transition(
+            assert experiments.transition(
                 session, experiment.id, status, lease_seconds=lease_seconds, worker_host=host, now=now
             )
     session.flush()
@@ -61,7 +61,7 @@ def make_experiment(
 
 def points(
     experiment: Experiment, clip: Clip, *, tag: str | None = None, psnr: float = 35.0
-) -> list[q.RatePointResult]:
+) -> list[results.RatePointResult]:
     """Plausible measured rate points; bitstream hashes derive from ``tag``
     (default: unique to the experiment), so equal tags mean equal outputs."""
     tag = tag if tag is not None else f"exp{experiment.id}"
@@ -69,7 +69,7 @@ def points(
     for i, quality in enumerate(experiment.rate_points):
         n_bytes = 1000 * (i + 1)
         out.append(
-            q.RatePointResult(
+            results.RatePointResult(
                 rate_index=i,
                 quality=quality,
                 path=f"/artifacts/{experiment.id}/rate{i}.cfv",
@@ -101,8 +101,8 @@ def points(
 
 def score(
     bd_rate: float | None, *, anchor: str = "x264", metric: str = "psnr_y", reason: str | None = None
-) -> q.ScoreResult:
-    return q.ScoreResult(
+) -> results.ScoreResult:
+    return results.ScoreResult(
         anchor_codec=anchor,
         metric=metric,
         bd_rate=bd_rate,
@@ -121,7 +121,7 @@ def finished(
     experiment = make_experiment(
         session, clip, code=code, campaign_id=campaign_id, to=ExperimentStatus.SCORING, now=now
     )
-    outcome = q.record_result(session, experiment.id, points(experiment, clip), [score(bd_rate)], now=now)
+    outcome = results.record_result(session, experiment.id, points(experiment, clip), [score(bd_rate)], now=now)
     assert outcome.status is ExperimentStatus.SUCCEEDED
     return experiment
 

@@ -11,7 +11,7 @@ from db_factories import make_clip, make_experiment, points, sha
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from db import queries as q
+from db import experiments, results
 from db.models import Artifact, Experiment, ExperimentStatus, Measurement
 
 
@@ -151,7 +151,7 @@ def test_naive_datetimes_are_refused(session: Session) -> None:
     experiment = make_experiment(session, clip)
 
     with pytest.raises(StatementError, match="naive datetime"):
-        q.renew_lease(session, experiment.id, lease_seconds=1, now=datetime(2025, 1, 1))
+        experiments.renew_lease(session, experiment.id, lease_seconds=1, now=datetime(2025, 1, 1))
 
 
 def test_timestamps_come_back_timezone_aware_in_utc(session: Session) -> None:
@@ -170,7 +170,7 @@ def test_timestamps_come_back_timezone_aware_in_utc(session: Session) -> None:
 def test_results_store_null_not_zero_for_unmeasured_values(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=ExperimentStatus.SCORING)
-    q.record_result(session, experiment.id, points(experiment, clip))
+    results.record_result(session, experiment.id, points(experiment, clip))
     session.commit()
 
     rss = session.scalars(sa.select(Measurement.peak_rss_bytes)).all()

@@ -109,7 +109,7 @@ def test_every_check_constraint_of_the_models_exists_after_migrating(empty_db_ur
 
 
 def test_0005_carries_measurements_forward_as_measured_rate_points(empty_db_url: str) -> None:
-    from db import queries as q
+    from db import hashing
 
     migrate.upgrade(empty_db_url, "0004")
     engine = make_engine(empty_db_url)
@@ -144,7 +144,7 @@ def test_0005_carries_measurements_forward_as_measured_rate_points(empty_db_url:
     finally:
         engine.dispose()
     config = {"quality": 0.5, "width": 176, "height": 144, "fps": 30.0, "device": "cpu"}
-    assert tuple(m) == (q.decoder_hash(ast, config), 1)
+    assert tuple(m) == (hashing.decoder_hash(ast, config), 1)
     assert tuple(point) == (1, 0, 0.5, 1, 1, None, "/a/rp0")
     migrate.check(empty_db_url)
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from db_factories import finished, later, make_clip, make_experiment, points, score, sha
 from sqlalchemy.orm import Session
 
-from db import queries as q
+from db import catalog, experiments, hashing, rankings, results
 from db.models import AnchorResult, Candidate, Clip, Experiment, ExperimentStatus
 
 S = ExperimentStatus
@@ -15,9 +15,9 @@ CONFIG = {"device": "cpu", "width": 176, "height": 144, "fps": 30.0}
 
 
 def test_config_hash_ignores_key_order_but_not_values() -> None:
-    a = q.config_hash({"width": 176, "height": 144}, [0.2, 0.5])
-    assert a == q.config_hash({"height": 144, "width": 176}, (0.2, 0.5))
-    assert a != q.config_hash({"width": 176, "height": 144}, [0.2, 0.6])
+    a = hashing.config_hash({"width": 176, "height": 144}, [0.2, 0.5])
+    assert a == hashing.config_hash({"height": 144, "width": 176}, (0.2, 0.5))
+    assert a != hashing.config_hash({"width": 176, "height": 144}, [0.2, 0.6])
     assert len(a) == 64
 
 
@@ -25,11 +25,11 @@ def test_the_same_code_on_the_same_clip_and_config_finds_the_finished_experiment
     clip = make_clip(session)
     original = finished(session, clip, -5.0, code="same code")
 
-    found = q.find_reusable_experiment(
+    found = results.find_reusable_experiment(
         session,
         ast_hash=sha("same code"),
         clip_sha256=clip.sha256,
-        config_hash=q.config_hash(CONFIG, original.rate_points),
+        config_hash=hashing.config_hash(CONFIG, original.rate_points),
     )
 
     assert found is not None and found.id == original.id
@@ -40,27 +40,27 @@ def test_no_reuse_when_code_clip_config_or_metrics_differ(session: Session, diff
     clip = make_clip(session)
     original = finished(session, clip, -5.0, code="same code")
     lookup = dict(
-        ast_hash=sha("same code"), clip_sha256=clip.sha256, config_hash=q.config_hash(CONFIG, original.rate_points)
+        ast_hash=sha("same code"), clip_sha256=clip.sha256, config_hash=hashing.config_hash(CONFIG, original.rate_points)
     )
     if differs == "code":
         lookup["ast_hash"] = sha("other code")
     elif differs == "clip":
         lookup["clip_sha256"] = make_clip(session, "pan").sha256
     elif differs == "config":
-        lookup["config_hash"] = q.config_hash({**CONFIG, "device": "cuda"}, original.rate_points)
+        lookup["config_hash"] = hashing.config_hash({**CONFIG, "device": "cuda"}, original.rate_points)
     else:
         lookup["metrics_version"] = "cf-metrics-next"
 
-    assert q.find_reusable_experiment(session, **lookup) is None
+    assert results.find_reusable_experiment(session, **lookup) is None
 
 
 def test_a_failed_experiment_is_never_reused(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, code="broken", to=S.ENCODING)
-    q.transition(session, experiment.id, S.FAILED, failure_stage="decode", error="boom")
+    experiments.transition(session, experiment.id, S.FAILED, failure_stage="decode", error="boom")
 
     assert (
-        q.find_reusable_experiment(
+        results.find_reusable_experiment(
             session,
             ast_hash=sha("broken"),
             clip_sha256=clip.sha256,
@@ -75,26 +75,26 @@ def test_reusing_a_result_runs_nothing_and_reads_the_original_numbers(session: S
     original = finished(session, clip, -5.0, code="same code")
     again = make_experiment(session, clip, code="same code", to=S.SANITIZING)
 
-    assert q.reuse_result(session, again.id, original.id, now=later(9)) is True
-    assert q.reuse_result(session, again.id, original.id) is False
+    assert results.reuse_result(session, again.id, original.id, now=later(9)) is True
+    assert results.reuse_result(session, again.id, original.id) is False
 
     session.refresh(again)
     assert (again.status, again.reused_from_id, again.finished_at) == (S.SUCCEEDED, original.id, later(9))
     assert again.artifacts == []
-    numbers = q.experiment_measurements(session, again.id)
-    assert [m.id for m in numbers] == [m.id for m in q.experiment_measurements(session, original.id)]
+    numbers = results.experiment_measurements(session, again.id)
+    assert [m.id for m in numbers] == [m.id for m in results.experiment_measurements(session, original.id)]
 
 
 def test_a_reused_result_is_not_itself_reused(session: Session) -> None:
     clip = make_clip(session)
     original = finished(session, clip, -5.0, code="same code")
     again = make_experiment(session, clip, code="same code", to=S.SANITIZING)
-    q.reuse_result(session, again.id, original.id)
+    results.reuse_result(session, again.id, original.id)
     third = make_experiment(session, clip, code="same code", to=S.SANITIZING)
 
     with pytest.raises(ValueError, match="not an original succeeded result"):
-        q.reuse_result(session, third.id, again.id)
-    found = q.find_reusable_experiment(
+        results.reuse_result(session, third.id, again.id)
+    found = results.find_reusable_experiment(
         session, ast_hash=sha("same code"), clip_sha256=clip.sha256, config_hash=original.config_hash
     )
     assert found is not None and found.id == original.id
@@ -108,9 +108,9 @@ def test_leaderboard_ranks_candidates_by_their_best_bd_rate_with_the_points_behi
     # A second, weaker run of the "good" candidate must not give it a second row.
     again = make_experiment(session, clip, code="good again", to=S.SCORING, config={"device": "cuda"})
     session.execute(sa.update(Experiment).where(Experiment.id == again.id).values(candidate_id=good.candidate_id))
-    q.record_result(session, again.id, points(again, clip), [score(30.0)])
+    results.record_result(session, again.id, points(again, clip), [score(30.0)])
 
-    board = q.leaderboard(session, clip_sha256=clip.sha256)
+    board = rankings.leaderboard(session, clip_sha256=clip.sha256)
 
     assert [(r.rank, r.bd_rate) for r in board] == [(1, -20.0), (2, 4.0), (3, 10.0)]
     assert board[0].experiment_id == good.id and board[1].experiment_id == best_of_three.id
@@ -128,33 +128,33 @@ def test_leaderboard_finds_later_candidates_when_one_dominates_the_first_pages(s
         session.execute(
             sa.update(Experiment).where(Experiment.id == extra.id).values(candidate_id=dominant.candidate_id)
         )
-        q.record_result(session, extra.id, points(extra, clip), [score(-29.0 + i)])
+        results.record_result(session, extra.id, points(extra, clip), [score(-29.0 + i)])
     runner_up = finished(session, clip, 1.0, code="runner up")
 
-    board = q.leaderboard(session, clip_sha256=clip.sha256, limit=2, page_size=2)
+    board = rankings.leaderboard(session, clip_sha256=clip.sha256, limit=2, page_size=2)
 
     assert [r.experiment_id for r in board] == [dominant.id, runner_up.id]
 
 
 def test_leaderboard_is_per_clip_per_campaign_and_per_anchor(session: Session) -> None:
     mix, pan = make_clip(session, "mix"), make_clip(session, "pan")
-    campaign = q.create_campaign(session, "dct-variants")
+    campaign = catalog.create_campaign(session, "dct-variants")
     in_campaign = finished(session, mix, -1.0, code="c1", campaign_id=campaign.id)
     elsewhere = finished(session, pan, -50.0, code="c2")
 
-    assert [r.experiment_id for r in q.leaderboard(session, clip_sha256=mix.sha256)] == [in_campaign.id]
-    assert [r.experiment_id for r in q.leaderboard(session, campaign_id=campaign.id)] == [in_campaign.id]
-    assert [r.experiment_id for r in q.leaderboard(session)] == [elsewhere.id, in_campaign.id]
-    assert q.leaderboard(session, anchor="x265") == []
-    assert q.leaderboard(session, clip_sha256=sha("unknown clip")) == []
+    assert [r.experiment_id for r in rankings.leaderboard(session, clip_sha256=mix.sha256)] == [in_campaign.id]
+    assert [r.experiment_id for r in rankings.leaderboard(session, campaign_id=campaign.id)] == [in_campaign.id]
+    assert [r.experiment_id for r in rankings.leaderboard(session)] == [elsewhere.id, in_campaign.id]
+    assert rankings.leaderboard(session, anchor="x265") == []
+    assert rankings.leaderboard(session, clip_sha256=sha("unknown clip")) == []
 
 
 def test_a_score_that_could_not_be_computed_is_kept_with_its_reason_but_not_ranked(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.SCORING)
-    q.record_result(session, experiment.id, points(experiment, clip), [score(None, reason="curves do not overlap")])
+    results.record_result(session, experiment.id, points(experiment, clip), [score(None, reason="curves do not overlap")])
 
-    assert q.leaderboard(session) == []
+    assert rankings.leaderboard(session) == []
     stored = session.get(Experiment, experiment.id).scores[0]
     assert (stored.bd_rate, stored.reason) == (None, "curves do not overlap")
 
@@ -164,7 +164,7 @@ def test_top_k_candidates_carry_their_code_and_measured_numbers(session: Session
     for i, bd in enumerate([5.0, -2.0, -9.0, 12.0]):
         finished(session, clip, bd, code=f"code {i}")
 
-    top = q.top_k_candidates(session, 2, clip_sha256=clip.sha256)
+    top = rankings.top_k_candidates(session, 2, clip_sha256=clip.sha256)
 
     assert [(t.bd_rate, t.code) for t in top] == [(-9.0, "code 2"), (-2.0, "code 1")]
     assert all(len(t.points) == 3 and t.points[0].psnr_y > 0 for t in top)
@@ -173,24 +173,24 @@ def test_top_k_candidates_carry_their_code_and_measured_numbers(session: Session
 def test_recent_failures_come_newest_first_with_stage_and_reason(session: Session) -> None:
     clip = make_clip(session)
     rejected = make_experiment(session, clip, code="r", to=S.SANITIZING)
-    q.transition(session, rejected.id, S.REJECTED, error="imports subprocess", now=later(1))
+    experiments.transition(session, rejected.id, S.REJECTED, error="imports subprocess", now=later(1))
     failed = make_experiment(session, clip, code="f", to=S.ENCODING)
-    q.transition(session, failed.id, S.FAILED, failure_stage="decode", error="shape mismatch", now=later(3))
+    experiments.transition(session, failed.id, S.FAILED, failure_stage="decode", error="shape mismatch", now=later(3))
     cancelled = make_experiment(session, clip, code="c", to=S.ENCODING)
-    q.transition(session, cancelled.id, S.CANCELLED, now=later(4))
+    experiments.transition(session, cancelled.id, S.CANCELLED, now=later(4))
     finished(session, clip, 1.0, code="ok", now=later(5))
 
-    failures = q.recent_failures(session, 10)
+    failures = rankings.recent_failures(session, 10)
 
     assert [(f.experiment_id, f.status, f.failure_stage, f.error) for f in failures] == [
         (failed.id, S.FAILED, "decode", "shape mismatch"),
         (rejected.id, S.REJECTED, None, "imports subprocess"),
     ]
-    assert [f.experiment_id for f in q.recent_failures(session, 1)] == [failed.id]
+    assert [f.experiment_id for f in rankings.recent_failures(session, 1)] == [failed.id]
 
 
 def _anchor(session: Session, clip_sha256: str, crf: int, *, anchor_version: str = "a1") -> AnchorResult:
-    return q.record_anchor_result(
+    return results.record_anchor_result(
         session, clip_sha256=clip_sha256, codec="x264", crf=crf, settings={"preset": "medium", "tune": "psnr"},
         n_bytes=1000 + crf, kbps=60.0 - crf, bpp=0.1, psnr_rgb=40.0 - crf / 10, psnr_y=41.0 - crf / 10,
         ssim_y=0.95, anchor_version=anchor_version, metrics_version="m1",
@@ -205,7 +205,7 @@ def test_an_anchor_point_is_stored_once_per_clip_codec_crf_and_settings(session:
     _anchor(session, clip.sha256, 23, anchor_version="a2")
 
     assert again.id == first.id
-    curve = q.anchor_results(
+    curve = results.anchor_results(
         session, clip.sha256, "x264", settings={"tune": "psnr", "preset": "medium"}, anchor_version="a1",
         metrics_version="m1",
     )
@@ -222,10 +222,10 @@ def test_registering_a_clip_twice_returns_the_same_row(session: Session) -> None
 
 
 def test_a_candidate_remembers_its_parents(session: Session) -> None:
-    mother = q.create_candidate(session, generator="user", code="a", ast_hash=sha("a"))
-    father = q.create_candidate(session, generator="user", code="b", ast_hash=sha("b"))
+    mother = catalog.create_candidate(session, generator="user", code="a", ast_hash=sha("a"))
+    father = catalog.create_candidate(session, generator="user", code="b", ast_hash=sha("b"))
 
-    child = q.create_candidate(
+    child = catalog.create_candidate(
         session, generator="anthropic", model="claude-x", prompt="improve", raw_reply="```python\nc\n```",
         prompt_tokens=120, completion_tokens=80, parent_ids=[mother.id, father.id],
     )
@@ -236,17 +236,17 @@ def test_a_candidate_remembers_its_parents(session: Session) -> None:
 
 
 def test_a_generated_candidate_gets_its_verdict_and_code_later(session: Session) -> None:
-    candidate = q.create_candidate(session, generator="openai", raw_reply="```python\ncode\n```")
+    candidate = catalog.create_candidate(session, generator="openai", raw_reply="```python\ncode\n```")
     clip = make_clip(session)
-    experiment = q.create_experiment(session, clip_id=clip.id, config=CONFIG, rate_points=[0.5])
-    q.attach_candidate(session, experiment.id, candidate.id)
+    experiment = experiments.create_experiment(session, clip_id=clip.id, config=CONFIG, rate_points=[0.5])
+    experiments.attach_candidate(session, experiment.id, candidate.id)
 
-    q.record_sanitizer_verdict(session, candidate.id, accepted=True, code="code", ast_hash=sha("code"))
+    catalog.record_sanitizer_verdict(session, candidate.id, accepted=True, code="code", ast_hash=sha("code"))
 
     session.refresh(candidate)
     assert (candidate.sanitizer_verdict, candidate.code) == ("accepted", "code")
     with pytest.raises(ValueError, match="needs a reason"):
-        q.record_sanitizer_verdict(session, candidate.id, accepted=False)
-    other = q.create_candidate(session, generator="openai")
+        catalog.record_sanitizer_verdict(session, candidate.id, accepted=False)
+    other = catalog.create_candidate(session, generator="openai")
     with pytest.raises(ValueError, match="already has candidate"):
-        q.attach_candidate(session, experiment.id, other.id)
+        experiments.attach_candidate(session, experiment.id, other.id)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from db_factories import T0, finished, later, make_clip, make_experiment, points
 from sqlalchemy.orm import Session
 
-from db import queries as q
+from db import experiments, results
 from db.models import RUNNING, TERMINAL, TRANSITIONS, Experiment, ExperimentStatus
 from db.session import session_factory
 
@@ -19,8 +19,8 @@ def test_the_happy_path_stamps_each_stage_and_ends_without_a_lease(session: Sess
     experiment = make_experiment(session, clip)
 
     for minute, status in enumerate([S.GENERATING, S.SANITIZING, S.ENCODING, S.SCORING], start=1):
-        assert q.transition(session, experiment.id, status, lease_seconds=300, now=later(minute))
-    q.record_result(session, experiment.id, points(experiment, clip), now=later(5))
+        assert experiments.transition(session, experiment.id, status, lease_seconds=300, now=later(minute))
+    results.record_result(session, experiment.id, points(experiment, clip), now=later(5))
 
     session.refresh(experiment)
     assert experiment.status is S.SUCCEEDED
@@ -38,8 +38,8 @@ def test_a_finished_experiment_is_never_set_back_to_running(session: Session) ->
     clip = make_clip(session)
     experiment = finished(session, clip, -10.0, code="done")
 
-    with pytest.raises(q.IllegalTransition, match="succeeded -> encoding") as excinfo:
-        q.transition(session, experiment.id, S.ENCODING)
+    with pytest.raises(experiments.IllegalTransition, match="succeeded -> encoding") as excinfo:
+        experiments.transition(session, experiment.id, S.ENCODING)
 
     assert excinfo.value.from_status is S.SUCCEEDED
     assert excinfo.value.to_status is S.ENCODING
@@ -61,7 +61,7 @@ def _move(session: Session, experiment: Experiment, to: S) -> bool:
     # Only reached for illegal moves, so the made-up duplicate_of_id is never written.
     duplicate_of = experiment.id + 100_000 if to is S.DUPLICATE_OUTPUT else None
     with session.begin_nested():  # a refused move must leave nothing behind
-        return q._transition(
+        return experiments._transition(
             session, experiment.id, to, failure_stage="encode", error="why", duplicate_of_id=duplicate_of
         )
 
@@ -76,7 +76,7 @@ def test_every_move_outside_the_state_machine_is_refused(session: Session) -> No
             try:
                 _move(session, experiment, to)
                 accepted.append(f"{frm.value} -> {to.value}")
-            except q.IllegalTransition as exc:
+            except experiments.IllegalTransition as exc:
                 assert f"{frm.value} -> {to.value}" in str(exc)
 
     assert accepted == []
@@ -89,11 +89,11 @@ def test_every_move_in_the_state_machine_is_accepted(session: Session) -> None:
             experiment = _experiment_in(session, frm, f"{frm.value}->{to.value}")
             if to is S.DUPLICATE_OUTPUT:
                 original = make_experiment(session, make_clip(session), code=f"{frm.value}-original")
-                ok = q.transition(session, experiment.id, to, error="same bytes", duplicate_of_id=original.id)
+                ok = experiments.transition(session, experiment.id, to, error="same bytes", duplicate_of_id=original.id)
             elif to is S.SUCCEEDED:
-                ok = q.record_result(session, experiment.id, points(experiment, experiment.clip)).status is to
+                ok = results.record_result(session, experiment.id, points(experiment, experiment.clip)).status is to
             else:
-                ok = q.transition(session, experiment.id, to, failure_stage="encode", error="why")
+                ok = experiments.transition(session, experiment.id, to, failure_stage="encode", error="why")
             if not ok:
                 refused.append(f"{frm.value} -> {to.value}")
 
@@ -105,7 +105,7 @@ def test_success_is_only_reachable_by_recording_results(session: Session) -> Non
     experiment = make_experiment(session, clip, to=S.SCORING)
 
     with pytest.raises(ValueError, match="only through record_result"):
-        q.transition(session, experiment.id, S.SUCCEEDED)
+        experiments.transition(session, experiment.id, S.SUCCEEDED)
     assert session.scalar(sa.select(Experiment.status).where(Experiment.id == experiment.id)) is S.SCORING
 
 
@@ -113,16 +113,16 @@ def test_moving_back_to_queued_is_only_requeue(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.ENCODING)
 
-    with pytest.raises(q.IllegalTransition, match="encoding -> queued.*requeue"):
-        q.transition(session, experiment.id, S.QUEUED)
+    with pytest.raises(experiments.IllegalTransition, match="encoding -> queued.*requeue"):
+        experiments.transition(session, experiment.id, S.QUEUED)
 
 
 def test_repeating_a_transition_reports_that_it_did_nothing(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.SANITIZING)
 
-    assert q.transition(session, experiment.id, S.ENCODING) is True
-    assert q.transition(session, experiment.id, S.ENCODING) is False
+    assert experiments.transition(session, experiment.id, S.ENCODING) is True
+    assert experiments.transition(session, experiment.id, S.ENCODING) is False
 
 
 def test_of_two_workers_racing_for_the_same_move_exactly_one_wins(engine: sa.Engine) -> None:
@@ -134,7 +134,7 @@ def test_of_two_workers_racing_for_the_same_move_exactly_one_wins(engine: sa.Eng
     results = []
     for host in ("worker-a", "worker-b"):
         with factory() as worker:
-            results.append(q.transition(worker, experiment_id, S.ENCODING, worker_host=host))
+            results.append(experiments.transition(worker, experiment_id, S.ENCODING, worker_host=host))
             worker.commit()
 
     assert results == [True, False]
@@ -147,9 +147,9 @@ def test_a_failure_needs_a_stage_and_a_reason(session: Session) -> None:
     experiment = make_experiment(session, clip, to=S.ENCODING)
 
     with pytest.raises(ValueError, match="failure_stage and error"):
-        q.transition(session, experiment.id, S.FAILED, error="no stage")
+        experiments.transition(session, experiment.id, S.FAILED, error="no stage")
 
-    assert q.transition(session, experiment.id, S.FAILED, failure_stage="decode", error="decoder raised KeyError")
+    assert experiments.transition(session, experiment.id, S.FAILED, failure_stage="decode", error="decoder raised KeyError")
     session.refresh(experiment)
     assert (experiment.status, experiment.failure_stage, experiment.error) == (
         S.FAILED, "decode", "decoder raised KeyError",
@@ -161,17 +161,17 @@ def test_rejection_is_only_possible_before_encoding(session: Session) -> None:
     sanitizing = make_experiment(session, clip, code="a", to=S.SANITIZING)
     encoding = make_experiment(session, clip, code="b", to=S.ENCODING)
 
-    assert q.transition(session, sanitizing.id, S.REJECTED, error="imports os")
-    with pytest.raises(q.IllegalTransition, match="encoding -> rejected"):
-        q.transition(session, encoding.id, S.REJECTED, error="imports os")
+    assert experiments.transition(session, sanitizing.id, S.REJECTED, error="imports os")
+    with pytest.raises(experiments.IllegalTransition, match="encoding -> rejected"):
+        experiments.transition(session, encoding.id, S.REJECTED, error="imports os")
 
 
 def test_requeue_waits_for_the_lease_to_expire_and_spends_an_attempt(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.ENCODING, lease_seconds=60, now=T0)
 
-    assert q.requeue(session, experiment.id, max_attempts=3, now=later(0.5)) is False
-    assert q.requeue(session, experiment.id, max_attempts=3, now=later(2)) is True
+    assert experiments.requeue(session, experiment.id, max_attempts=3, now=later(0.5)) is False
+    assert experiments.requeue(session, experiment.id, max_attempts=3, now=later(2)) is True
 
     session.refresh(experiment)
     assert (experiment.status, experiment.attempts, experiment.lease_expires_at) == (S.QUEUED, 1, None)
@@ -180,10 +180,10 @@ def test_requeue_waits_for_the_lease_to_expire_and_spends_an_attempt(session: Se
 def test_requeue_stops_when_the_attempt_budget_is_spent(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.ENCODING, lease_seconds=60, now=T0)
-    assert q.requeue(session, experiment.id, max_attempts=2, now=later(2))
-    assert q.transition(session, experiment.id, S.SANITIZING, lease_seconds=60, now=later(3))
+    assert experiments.requeue(session, experiment.id, max_attempts=2, now=later(2))
+    assert experiments.transition(session, experiment.id, S.SANITIZING, lease_seconds=60, now=later(3))
 
-    assert q.requeue(session, experiment.id, max_attempts=2, now=later(10)) is False
+    assert experiments.requeue(session, experiment.id, max_attempts=2, now=later(10)) is False
     assert session.scalar(sa.select(Experiment.attempts).where(Experiment.id == experiment.id)) == 1
 
 
@@ -191,8 +191,8 @@ def test_requeue_of_a_finished_experiment_is_illegal(session: Session) -> None:
     clip = make_clip(session)
     experiment = finished(session, clip, 5.0, code="x")
 
-    with pytest.raises(q.IllegalTransition, match="succeeded -> queued"):
-        q.requeue(session, experiment.id, max_attempts=5, now=later(60))
+    with pytest.raises(experiments.IllegalTransition, match="succeeded -> queued"):
+        experiments.requeue(session, experiment.id, max_attempts=5, now=later(60))
 
 
 def test_expired_leases_lists_running_experiments_past_their_deadline_only(session: Session) -> None:
@@ -202,7 +202,7 @@ def test_expired_leases_lists_running_experiments_past_their_deadline_only(sessi
     queued = make_experiment(session, clip, code="c")
     done = finished(session, clip, 1.0, code="d")
 
-    listed = q.expired_leases(session, later(5))
+    listed = experiments.expired_leases(session, later(5))
 
     assert [row.experiment_id for row in listed] == [expired.id]
     assert listed[0].status is S.ENCODING and listed[0].worker_host == "worker-1"
@@ -213,9 +213,9 @@ def test_the_reaper_requeues_while_attempts_remain_then_times_out(session: Sessi
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.ENCODING, lease_seconds=60, now=T0)
 
-    assert q.reap(session, experiment.id, max_attempts=2, now=later(5)) is S.QUEUED
-    assert q.transition(session, experiment.id, S.SANITIZING, lease_seconds=60, worker_host="w2", now=later(6))
-    assert q.reap(session, experiment.id, max_attempts=2, now=later(20)) is S.TIMED_OUT
+    assert experiments.reap(session, experiment.id, max_attempts=2, now=later(5)) is S.QUEUED
+    assert experiments.transition(session, experiment.id, S.SANITIZING, lease_seconds=60, worker_host="w2", now=later(6))
+    assert experiments.reap(session, experiment.id, max_attempts=2, now=later(20)) is S.TIMED_OUT
 
     session.refresh(experiment)
     assert experiment.status is S.TIMED_OUT
@@ -227,15 +227,15 @@ def test_the_reaper_requeues_while_attempts_remain_then_times_out(session: Sessi
 def test_the_reaper_leaves_an_experiment_whose_lease_was_renewed(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.SCORING, lease_seconds=60, now=T0)
-    assert q.renew_lease(session, experiment.id, lease_seconds=600, now=later(0.9))
+    assert experiments.renew_lease(session, experiment.id, lease_seconds=600, now=later(0.9))
 
-    assert q.reap(session, experiment.id, max_attempts=1, now=later(5)) is None
+    assert experiments.reap(session, experiment.id, max_attempts=1, now=later(5)) is None
     assert session.scalar(sa.select(Experiment.status).where(Experiment.id == experiment.id)) is S.SCORING
 
 
 def test_a_cancelled_experiment_cannot_renew_its_lease(session: Session) -> None:
     clip = make_clip(session)
     experiment = make_experiment(session, clip, to=S.ENCODING)
-    assert q.transition(session, experiment.id, S.CANCELLED)
+    assert experiments.transition(session, experiment.id, S.CANCELLED)
 
-    assert q.renew_lease(session, experiment.id, lease_seconds=60) is False
+    assert experiments.renew_lease(session, experiment.id, lease_seconds=60) is False

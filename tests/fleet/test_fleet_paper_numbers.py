@@ -39,7 +39,7 @@ def embedded(tmp_path):
 def test_scores_store_the_metric_the_overlap_and_yuv_psnr(embedded):
     from codecfleet import fleet
     from db import engine
-    import db.queries as q
+    from db import results
 
     (handle,) = fleet.submit_many([{
         "candidate": "reference:intra_dct", "clip": "synthetic:mix@64x48", "frames": 2,
@@ -51,7 +51,7 @@ def test_scores_store_the_metric_the_overlap_and_yuv_psnr(embedded):
     bd = result["bd"]["x264"]
     assert bd["metric"] == "psnr_yuv" and bd["overlap"] is not None and bd["min_overlap"] == 0.75
     with engine.transaction() as session:
-        (score,) = q.experiment_scores(session, handle.id)
+        (score,) = results.experiment_scores(session, handle.id)
         assert score.metric == "psnr_yuv" and score.overlap == bd["overlap"]
         if score.reliable:
             assert score.bd_rate == score.raw_bd_rate and score.overlap >= 0.75

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-import db.queries as q
+from db import experiments
 from codecfleet import fleet as api
 from db.models import Experiment, ExperimentStatus
 from db import engine
@@ -46,7 +46,7 @@ def deliver(task: str, experiment_id: int | None, node: str) -> None:
 
 def row(experiment_id: int) -> dict:
     with engine.transaction() as session:
-        e = q.get_experiment(session, experiment_id)
+        e = experiments.get_experiment(session, experiment_id)
         return {"status": e.status.value, "attempts": e.attempts, "holder": e.worker_host,
                 "waiting_for": e.waiting_for, "error": e.error, "lease": e.lease_expires_at}
 
@@ -62,7 +62,7 @@ def measurements(database_url: str, experiment_id: int) -> int:
 
 def internal_errors() -> int:
     with engine.transaction() as session:
-        return q.internal_error_count(session)
+        return experiments.internal_error_count(session)
 
 
 def in_broker(experiment_id: int, attempt: int, task: str, queue: str) -> bool:
@@ -81,7 +81,7 @@ def dead_pid() -> int:
 def seize(experiment_id: int, step: str, status: ExperimentStatus, holder: str, *, lease_seconds: float) -> None:
     """What a worker does when it takes the message: claim the waiting experiment."""
     with engine.transaction() as session:
-        assert q.claim(session, experiment_id, step=step, to=status, holder=holder, lease_seconds=lease_seconds)
+        assert experiments.claim(session, experiment_id, step=step, to=status, holder=holder, lease_seconds=lease_seconds)
 
 
 @pytest.fixture
@@ -190,10 +190,10 @@ def test_a_claim_that_loses_to_a_concurrent_move_does_nothing(race):
 
     ctx = StepContext(node=GPU_A, task_name=ENCODE_DECODE, private_queue=worker_queue(GPU_A))
     with engine.transaction() as session:
-        stale = q.get_experiment(session, eid)
+        stale = experiments.get_experiment(session, eid)
         assert stale.waiting_for == "encode_decode"
         with engine.transaction() as other:  # meanwhile, another transaction re-queues it
-            assert q.requeue_from_anywhere(other, eid, max_attempts=3, holder=None, stage="encode",
+            assert experiments.requeue_from_anywhere(other, eid, max_attempts=3, holder=None, stage="encode",
                                            reason="test") == "requeued"
         assert enter(session, stale, ctx, step="encode_decode", status=ExperimentStatus.ENCODING) is False
     assert (row(eid)["status"], row(eid)["attempts"]) == ("queued", 1)
@@ -218,7 +218,7 @@ def test_cancel_against_redelivery(race):
 
     ctx = StepContext(node=CPU_1, task_name=SANITIZE, private_queue=None)
     with engine.transaction() as session:
-        stale = q.get_experiment(session, other)
+        stale = experiments.get_experiment(session, other)
         api.cancel(other)
         assert enter(session, stale, ctx, step="sanitize", status=ExperimentStatus.SANITIZING) is False
     assert row(other)["status"] == "cancelled"
@@ -244,7 +244,7 @@ def test_a_score_delivered_twice_records_once(race):
 
     ctx = StepContext(node=GPU_A, task_name=SCORE, private_queue=worker_queue(GPU_A))
     with engine.transaction() as first, engine.transaction() as second:
-        a, b = q.get_experiment(first, other), q.get_experiment(second, other)
+        a, b = experiments.get_experiment(first, other), experiments.get_experiment(second, other)
         assert enter(first, a, ctx, step="score", status=ExperimentStatus.SCORING, node=GPU_A) is True
         first.commit()
         assert enter(second, b, ctx, step="score", status=ExperimentStatus.SCORING, node=GPU_A) is False
@@ -289,9 +289,9 @@ def test_a_live_worker_is_left_alone_and_a_late_heartbeat_loses_cleanly(race):
     deliver(REAP, None, CPU_1)
     assert (row(eid)["status"], row(eid)["attempts"]) == ("queued", 1)
     with engine.transaction() as session:  # the slow worker wakes up: renewal and hand-off fail
-        assert not q.take_over(session, eid, status=ExperimentStatus.ENCODING, holder=slow, new_holder=slow,
+        assert not experiments.take_over(session, eid, status=ExperimentStatus.ENCODING, holder=slow, new_holder=slow,
                                lease_seconds=30, require_expired_lease=False)
-        assert not q.hand_off(session, eid, status=ExperimentStatus.ENCODING, holder=slow, step="score",
+        assert not experiments.hand_off(session, eid, status=ExperimentStatus.ENCODING, holder=slow, step="score",
                               to=ExperimentStatus.SCORING, keep_node=GPU_A)
     assert row(eid)["status"] == "queued"
 
@@ -317,7 +317,7 @@ def test_an_internal_error_is_counted_and_requeues_within_the_budget(race, monke
     r = row(eid)
     assert r["status"] == "failed" and "internal error: KeyError" in r["error"] and "none left" in r["error"]
     with engine.transaction() as session:
-        listed = q.internal_errors(session)
+        listed = experiments.internal_errors(session)
     assert [(e.experiment_id, e.count) for e in listed] == [(eid, 3)]
 
     monkeypatch.undo()

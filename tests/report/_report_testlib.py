@@ -3,7 +3,7 @@
 The database holds real measurements: the reference codecs are evaluated by
 ``evaluation.pipeline.evaluate_candidate`` on tiny synthetic clips (trusted
 code, so the in-process runner) and the results are stored through
-``db.queries`` the way the pipeline's tasks store them. It contains
+``db.catalog``, ``db.experiments`` and ``db.results`` the way the pipeline's tasks store them. It contains
 
 * clip 1 (``CLIP1``) with anchor results stored for x264, x265 and SVT-AV1, and
   a lineage of three candidates: root ``intra_dct`` -> a mutated copy (finer
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from codecfleet.report import Report, ReportOptions, build_report
 from db import migrate
-from db import queries as q
+from db import catalog, experiments as db_experiments, results
 from db.models import ExperimentStatus
 from db.session import make_engine, session_factory, session_scope
 from evaluation import anchors as anchors_mod
@@ -63,13 +63,13 @@ class ReportFixture:
     sandbox_ok: bool
 
 
-def _store_result(session, experiment_id: int, result: dict, clip: Clip) -> q.RecordOutcome:
+def _store_result(session, experiment_id: int, result: dict, clip: Clip) -> results.RecordOutcome:
     """What the score task does: one RatePointResult per rate point, one ScoreResult per anchor."""
     points = []
     for rp in result["rate_points"]:
         rss = [v for v in (rp["encode_peak_rss_bytes"], rp["decode_peak_rss_bytes"]) if v is not None]
         points.append(
-            q.RatePointResult(
+            results.RatePointResult(
                 rate_index=rp["index"],
                 quality=rp["quality"],
                 path=rp["bitstream"],
@@ -98,7 +98,7 @@ def _store_result(session, experiment_id: int, result: dict, clip: Clip) -> q.Re
             )
         )
     scores = [
-        q.ScoreResult(
+        results.ScoreResult(
             anchor_codec=codec,
             metric=bd["metric"],
             bd_rate=bd["bd_rate_pct"],
@@ -109,7 +109,7 @@ def _store_result(session, experiment_id: int, result: dict, clip: Clip) -> q.Re
         )
         for codec, bd in result["bd"].items()
     ]
-    return q.record_result(session, experiment_id, points, scores)
+    return results.record_result(session, experiment_id, points, scores)
 
 
 def _store_anchors(session, result: dict) -> None:
@@ -117,7 +117,7 @@ def _store_anchors(session, result: dict) -> None:
         for p in pts:
             # As tasks/experiment.py stores them: every setting, the CRF included.
             settings = encoder_settings(codec, p["crf"])
-            q.record_anchor_result(
+            results.record_anchor_result(
                 session,
                 clip_sha256=p["clip_sha256"],
                 codec=codec,
@@ -177,17 +177,17 @@ def build_report_fixture(root: Path, url: str | None = None) -> ReportFixture:
     factory = session_factory(engine)
     try:
         with session_scope(factory) as s:
-            campaigns = {name: q.create_campaign(s, name).id for name in (CAMPAIGN, OTHER_CAMPAIGN)}
+            campaigns = {name: catalog.create_campaign(s, name).id for name in (CAMPAIGN, OTHER_CAMPAIGN)}
         stored_anchor_clips: set[str] = set()
         for name, (generator, model, source) in sources.items():
             clip, anchors, campaign = plan[name]
             verdict = sanitize(source)
             with session_scope(factory) as s:
-                clip_row = q.get_or_create_clip(
+                clip_row = catalog.get_or_create_clip(
                     s, sha256=clip.sha256, source=clip.source, width=clip.width, height=clip.height,
                     n_frames=clip.n_frames, fps=clip.fps,
                 )
-                cand = q.create_candidate(
+                cand = catalog.create_candidate(
                     s,
                     generator=generator,
                     model=model,
@@ -198,10 +198,10 @@ def build_report_fixture(root: Path, url: str | None = None) -> ReportFixture:
                     parent_ids=[candidates[parents[name]]] if name in parents else [],
                     campaign_id=campaigns[campaign],
                 )
-                q.record_sanitizer_verdict(
+                catalog.record_sanitizer_verdict(
                     s, cand.id, accepted=verdict.ok, reason=verdict.reason, code=verdict.code, ast_hash=verdict.ast_hash
                 )
-                exp = q.create_experiment(
+                exp = db_experiments.create_experiment(
                     s,
                     clip_id=clip_row.id,
                     config={"width": clip.width, "height": clip.height, "fps": clip.fps, "device": "cpu"},
@@ -212,23 +212,23 @@ def build_report_fixture(root: Path, url: str | None = None) -> ReportFixture:
                 )
                 candidates[name], experiments[name] = cand.id, exp.id
                 eid = exp.id
-                q.transition(s, eid, ExperimentStatus.SANITIZING, worker_host=WORKER, device="cpu",
+                db_experiments.transition(s, eid, ExperimentStatus.SANITIZING, worker_host=WORKER, device="cpu",
                              isolation=runner.isolation)
                 if not verdict.ok:
-                    q.transition(s, eid, ExperimentStatus.REJECTED, failure_stage="sanitize", error=verdict.reason)
+                    db_experiments.transition(s, eid, ExperimentStatus.REJECTED, failure_stage="sanitize", error=verdict.reason)
                     continue
             result = evaluate_candidate(
                 verdict.code, clip, list(RATE_POINTS), runner=runner, artifact_dir=artifacts, anchors=anchors,
                 anchor_cache_dir=anchor_cache, device="cpu",
             )
             with session_scope(factory) as s:
-                q.transition(s, eid, ExperimentStatus.ENCODING)
+                db_experiments.transition(s, eid, ExperimentStatus.ENCODING)
                 if result["status"] != "succeeded":
-                    q.transition(
+                    db_experiments.transition(
                         s, eid, ExperimentStatus.FAILED, failure_stage=result["stage"], error=result["reason"]
                     )
                     continue
-                q.transition(s, eid, ExperimentStatus.SCORING)
+                db_experiments.transition(s, eid, ExperimentStatus.SCORING)
                 outcome = _store_result(s, eid, result, clip)
                 assert outcome.status is ExperimentStatus.SUCCEEDED, outcome
                 if clip is clip1 and clip.sha256 not in stored_anchor_clips:

@@ -29,7 +29,7 @@ from codecfleet.report import (
 )
 from _report_testlib import BROKEN_REASON, CAMPAIGN, WORKER, build_report_fixture, in_ci
 from db import migrate
-from db import queries as q
+from db import rankings
 from db import report_queries as rq
 from db.models import AnchorResult, ExperimentStatus
 from db.session import make_engine, session_factory
@@ -221,7 +221,7 @@ def test_leaderboard_order_and_bd_rates_are_the_stored_ones(report_fixture):
     engine = make_engine(report_fixture.url)
     try:
         with session_factory(engine)() as session:
-            stored = q.leaderboard(session, clip_sha256=report_fixture.clip1.sha256, anchor=PRIMARY_ANCHOR)
+            stored = rankings.leaderboard(session, clip_sha256=report_fixture.clip1.sha256, anchor=PRIMARY_ANCHOR)
     finally:
         engine.dispose()
     assert [r.experiment.candidate_id for r in section.ranked] == [r.candidate_id for r in stored]

@@ -317,7 +317,7 @@ def test_the_generate_task_builds_its_request_without_the_seed(embedded):
     """The fleet's ``generate`` step builds its prompt from the experiment's stored config."""
     from codecfleet import fleet
     from db import engine
-    import db.queries as q
+    from db import experiments
     from tasks.experiment import experiment_clip
     from tasks.feedback import generation_request as _generation_request
 
@@ -326,7 +326,7 @@ def test_the_generate_task_builds_its_request_without_the_seed(embedded):
                                    "generated": meta, "generation_failure": {"status": "failed", "reason": "x"}}])
     [(seed,)] = _rows("SELECT clip_seed FROM campaigns WHERE name = 'gen'")
     with engine.transaction() as session:
-        experiment = q.get_experiment(session, handle.id)
+        experiment = experiments.get_experiment(session, handle.id)
         request = _generation_request(session, experiment)
         _assert_secret(seed, repr(request), experiment.config)
         # The worker still finds the very frames that were submitted (from the clip row's spec).
@@ -339,13 +339,13 @@ def test_a_migrated_campaign_keeps_the_frames_it_measured(embedded):
     """Campaigns from before secret seeds measured seed 0; 0004 records that, so resuming them is consistent."""
     from codecfleet.fleet import secret_clip_spec
     from db import engine
-    import db.queries as q
+    from db import catalog
 
     from codecfleet import fleet
 
     fleet._ensure_database()
     with engine.transaction() as session:
-        row = q.get_or_create_campaign(session, "old")
+        row = catalog.get_or_create_campaign(session, "old")
         row.clip_seed = 0
         session.flush()
         assert secret_clip_spec(session, SPEC, row.id) == f"{SPEC},seed=0"
