@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
+from evaluation.synthetic import SYNTHETIC_NAMES, synthetic_clip
 from evaluation.video import (
-    SYNTHETIC_NAMES,
     Clip,
     VideoError,
     draw_secret_seed,
@@ -20,7 +20,6 @@ from evaluation.video import (
     public_source,
     read_video,
     spec_seed,
-    synthetic_clip,
     with_secret_seed,
     write_video,
 )
