@@ -896,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "or 160000); a parent that does not fit whole is asked for as SEARCH/REPLACE edits")
     ru.set_defaults(func=cmd_run)
 
-    from codecfleet.report import add_report_parser
+    from codecfleet.report.cli import add_report_parser
 
     add_report_parser(sub)
 
