@@ -49,7 +49,7 @@ def _status_bytes(field: str) -> int:
 def _child(way: str, width: int, height: int, frames: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from evaluation.pipeline import measure_rate_point
-    from evaluation.video import synthetic_clip
+    from evaluation.synthetic import synthetic_clip
     from sandbox.runner import SandboxRunner
 
     clip = synthetic_clip("pan", width=width, height=height, frames=frames, seed=1)

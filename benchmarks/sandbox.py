@@ -253,7 +253,7 @@ def _experiment_table(repeats: int) -> None:
     import tempfile
 
     from evaluation.pipeline import evaluate_candidate
-    from evaluation.video import Clip
+    from evaluation.clip import Clip
     from sandbox.runner import SandboxRunner
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,8 @@ from config import Settings, get_settings, resolve_device
 from evaluation.pipeline import DEFAULT_RATE_POINTS, new_result
 from evaluation.pipeline import evaluate_candidate as _evaluate
 from evaluation.runner import InProcessRunner
-from evaluation.video import Clip, load_clip, with_secret_seed
+from evaluation.clip import Clip
+from evaluation.video import load_clip, with_secret_seed
 
 RUNNERS = ("sandbox", "in-process")
 

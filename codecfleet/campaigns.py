@@ -585,7 +585,7 @@ class _Run:
 
         from codecfleet import fleet
         from db import engine
-        from evaluation.video import public_source
+        from evaluation.clip import public_source
         from generation import GenerationRequest, select_parents
         from tasks.feedback import failure_infos, task_spec
 
@@ -638,7 +638,8 @@ def _open(clips, held_out, generator, *, population, name, seed, seeds, frames, 
     from config import resolve_device
     from db import engine
     from evaluation.metrics import FITNESS_METRICS
-    from evaluation.video import VideoError, expand_clip_specs, load_clip, with_secret_seed
+    from evaluation.clip import VideoError
+    from evaluation.video import expand_clip_specs, load_clip, with_secret_seed
     from tasks.feedback import seed_codes
 
     if population < 1 or generations < 0:

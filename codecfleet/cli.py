@@ -614,7 +614,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from codecfleet.campaigns import Budget, CampaignError, campaign
     from codecfleet.progress import progress
-    from evaluation.video import public_source
+    from evaluation.clip import public_source
 
     console = _console()
     clips = [c.strip() for c in args.clip.split(",") if c.strip()]
@@ -778,7 +778,9 @@ def _check_clip_specs(specs: list[str]) -> None:
     """Refuse a clip spec before anything runs, naming it as the user typed it."""
     import re
 
-    from evaluation.video import SYNTHETIC_NAMES, VideoError, expand_clip_set, is_clip_set
+    from evaluation.synthetic import SYNTHETIC_NAMES
+    from evaluation.clip import VideoError
+    from evaluation.video import expand_clip_set, is_clip_set
 
     for spec in specs:
         if spec.startswith("synthetic:"):
@@ -813,7 +815,7 @@ def cmd_clips(args: argparse.Namespace) -> int:
     """The synthetic clips and the clip spec syntax."""
     from rich.table import Table
 
-    from evaluation.video import SYNTHETIC_NAMES
+    from evaluation.synthetic import SYNTHETIC_NAMES
 
     console = _console()
     table = Table(title="synthetic clips (generated in code; no input file needed)")
@@ -896,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "or 160000); a parent that does not fit whole is asked for as SEARCH/REPLACE edits")
     ru.set_defaults(func=cmd_run)
 
-    from codecfleet.report import add_report_parser
+    from codecfleet.report.cli import add_report_parser
 
     add_report_parser(sub)
 

@@ -137,7 +137,8 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     ends at stage ``generate`` and nothing is sent (the first task is None).
     """
     from evaluation.anchors import ANCHOR_CODECS
-    from evaluation.video import Clip, load_clip
+    from evaluation.clip import Clip
+    from evaluation.video import load_clip
 
     clip = job["clip"]
     frames, start_frame = job.get("frames"), job.get("start_frame", 0)
@@ -385,7 +386,7 @@ def experiment_result(session, experiment_id: int) -> dict:
 
     e = experiments.get_experiment(session, experiment_id)
     clip = e.clip
-    from evaluation.video import public_source
+    from evaluation.clip import public_source
 
     spec = e.config.get("clip") or {}
     summary = {

@@ -219,7 +219,7 @@ class Clip(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    #: sha256 of the decoded RGB frames (``evaluation.video.Clip.sha256``).
+    #: sha256 of the decoded RGB frames (``evaluation.clip.Clip.sha256``).
     sha256: Mapped[str] = mapped_column(sa.String(SHA256_LENGTH), unique=True)
     source: Mapped[str] = mapped_column(sa.Text)
     width: Mapped[int]

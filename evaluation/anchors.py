@@ -63,7 +63,7 @@ from evaluation import metrics, yuv
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from evaluation.video import Clip
+    from evaluation.clip import Clip
 
 __all__ = [
     "ANCHOR_CODECS",

@@ -33,7 +33,7 @@ from evaluation import metrics
 from evaluation.container import open_bitstream, write_bitstream
 from evaluation.rd import RDError, bd_psnr, bd_rate, overlap_fraction
 from evaluation.runner import CandidateError, CandidateRunner, check_frame
-from evaluation.video import Clip
+from evaluation.clip import Clip
 
 EVALUATOR_VERSION = "cf-eval-2"
 DEFAULT_RATE_POINTS = 4

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from evaluation import metrics  # noqa: E402
 from evaluation.reference import reference_code  # noqa: E402
 from evaluation.runner import CandidateError, InProcessRunner  # noqa: E402
-from evaluation.video import synthetic_clip  # noqa: E402
+from evaluation.synthetic import synthetic_clip  # noqa: E402
 
 NO_CUDA = "skipped: no CUDA device"
 

@@ -59,7 +59,8 @@ from evaluation.pipeline import (
 )
 from evaluation.reference import OFFLINE_SEEDS
 from evaluation.runner import CandidateError
-from evaluation.video import Clip, VideoError, load_clip, public_source
+from evaluation.clip import Clip, VideoError, public_source
+from evaluation.video import load_clip
 from tasks import feedback
 from tasks.app import TIME_LIMITS, app
 from tasks.base import FleetTask, StepContext, StepFailed, is_transient, parse_holder

@@ -244,7 +244,7 @@ def generation_request(session: Session, experiment):
     from db import rankings
     from config import get_settings, resolve_device
     from evaluation.pipeline import BD_METRIC, DEFAULT_MIN_OVERLAP
-    from evaluation.video import public_source
+    from evaluation.clip import public_source
     from generation import CandidateInfo, GenerationRequest, prompt_budget_from_env
 
     anchor = (experiment.anchors or ["x264"])[0]

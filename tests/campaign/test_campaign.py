@@ -145,7 +145,7 @@ def test_the_package_exports_campaign_and_budget():
 
 
 def test_a_bad_clip_or_seed_is_refused_before_the_campaign_is_recorded(embedded):
-    from evaluation.video import VideoError
+    from evaluation.clip import VideoError
 
     with pytest.raises(VideoError, match="unknown synthetic clip"):
         campaign(["synthetic:nonexistent"], "offline", population=1, generations=0, name="typo", frames=2)

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from codecfleet.campaigns import campaign
-from evaluation.video import synthetic_clip, write_video
+from evaluation.synthetic import synthetic_clip
+from evaluation.video import write_video
 
 
 def test_a_campaign_on_a_clip_list_scores_each_clip_and_averages_their_bd_rates(embedded, tmp_path):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from evaluation.reference import REFERENCE_CANDIDATES
-from evaluation.video import synthetic_clip, write_video
+from evaluation.synthetic import synthetic_clip
+from evaluation.video import write_video
 
 CLIP = "synthetic:mix@96x64"
 
@@ -233,7 +234,7 @@ def test_top_level_help_has_examples_and_no_markup(env):
 
 
 def test_clips_lists_every_synthetic_clip_and_the_spec_options(env):
-    from evaluation.video import SYNTHETIC_NAMES
+    from evaluation.synthetic import SYNTHETIC_NAMES
 
     proc = codecfleet("clips", env=env)
     assert proc.returncode == 0, proc.stderr

@@ -47,7 +47,7 @@ def test_project_errors_derive_from_user_error():
     from codecfleet.fleet import FleetError
     from evaluation.container import ContainerError
     from evaluation.reference import UnknownReferenceError
-    from evaluation.video import VideoError
+    from evaluation.clip import VideoError
     from generation import GenerationConfigError
 
     for cls in (CampaignError, FleetError, ContainerError, UnknownReferenceError, VideoError, GenerationConfigError,

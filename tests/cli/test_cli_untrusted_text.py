@@ -149,7 +149,7 @@ def test_status_and_report_commands_show_hostile_reasons_as_data(embedded, capsy
 
 def test_the_report_escapes_everything_a_candidate_can_write(embedded):
     """Code, replies and reasons reach the page only escaped (render_html on a report with hostile text)."""
-    from codecfleet import report as report_mod
+    from codecfleet.report import html as report_mod
 
     page = report_mod._e(HOSTILE)
     assert "<" not in page and ">" not in page and '"' not in page

@@ -23,7 +23,8 @@ from evaluation.anchors import (
     encode_anchor,
     encoder_settings,
 )
-from evaluation.video import Clip, synthetic_clip
+from evaluation.synthetic import synthetic_clip
+from evaluation.clip import Clip
 
 W, H, N = 176, 144, 6
 
@@ -305,7 +306,7 @@ def test_an_svtav1_encode_leaves_the_calling_thread_at_its_own_scheduling_policy
     import os
 
     from evaluation.anchors import anchor_curve
-    from evaluation.video import synthetic_clip
+    from evaluation.synthetic import synthetic_clip
 
     before = (os.sched_getscheduler(0), os.sched_getparam(0))
     clip = synthetic_clip("mix", width=64, height=48, frames=2)

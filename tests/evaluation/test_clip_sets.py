@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from evaluation.pipeline import clip_set_summary
+from evaluation.synthetic import synthetic_clip
+from evaluation.clip import VideoError
 from evaluation.video import (
-    VideoError,
     expand_clip_set,
     expand_clip_specs,
     is_clip_set,
-    synthetic_clip,
     write_video,
 )
 

@@ -15,7 +15,7 @@ import torch
 
 from evaluation.reference import reference_code, reference_path
 from evaluation.runner import InProcessRunner
-from evaluation.video import synthetic_clip
+from evaluation.synthetic import synthetic_clip
 from tests.evaluation.test_reference_codecs import decode, encode, load_instance, psnr, system_config
 
 QUALITIES = (0.1, 0.3667, 0.6333, 0.9)

@@ -11,7 +11,7 @@ import pytest
 from evaluation.container import read_bitstream
 from evaluation.pipeline import evaluate_candidate, quality_points
 from evaluation.runner import CandidateError, InProcessRunner
-from evaluation.video import synthetic_clip
+from evaluation.synthetic import synthetic_clip
 
 LOSSLESS = '''
 import zlib

@@ -12,7 +12,8 @@ from evaluation import anchors, pipeline
 from evaluation.pipeline import bd_against, evaluate_candidate, verify_determinism
 from evaluation.rd import overlap_fraction
 from evaluation.runner import CandidateError, InProcessRunner
-from evaluation.video import read_video, synthetic_clip, write_video
+from evaluation.synthetic import synthetic_clip
+from evaluation.video import read_video, write_video
 
 NOISY_DECODER = '''
 import os

@@ -12,7 +12,7 @@ import pytest
 from evaluation import metrics, pipeline
 from evaluation.pipeline import DecodedStream, frames_digest, measure_rate_point, verify_determinism
 from evaluation.runner import CandidateError, InProcessRunner
-from evaluation.video import synthetic_clip
+from evaluation.synthetic import synthetic_clip
 
 RAW = '''
 import numpy as np

@@ -16,7 +16,7 @@ import torch
 from evaluation.rd import bd_rate
 from evaluation.reference import REFERENCE_CANDIDATES, UnknownReferenceError, reference_code, reference_path
 from evaluation.runner import InProcessRunner, merged_config
-from evaluation.video import synthetic_clip
+from evaluation.synthetic import synthetic_clip
 from sandbox.sanitize import sanitize
 
 CODECS = ("intra_dct", "inter_mc", "torch_dct")

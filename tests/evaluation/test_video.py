@@ -11,16 +11,13 @@ import av
 import numpy as np
 import pytest
 
+from evaluation.synthetic import SYNTHETIC_NAMES, synthetic_clip
+from evaluation.clip import Clip, VideoError, public_source
 from evaluation.video import (
-    SYNTHETIC_NAMES,
-    Clip,
-    VideoError,
     draw_secret_seed,
     load_clip,
-    public_source,
     read_video,
     spec_seed,
-    synthetic_clip,
     with_secret_seed,
     write_video,
 )

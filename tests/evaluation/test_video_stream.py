@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from evaluation import metrics
-from evaluation.video import STREAM_HASH_VERSION, VideoError, VideoStream, read_video, synthetic_clip, write_video
+from evaluation.synthetic import synthetic_clip
+from evaluation.clip import VideoError
+from evaluation.video import STREAM_HASH_VERSION, VideoStream, read_video, write_video
 
 
 @pytest.fixture(scope="module")

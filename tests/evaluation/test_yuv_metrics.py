@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from evaluation import metrics, yuv
-from evaluation.video import read_video, synthetic_clip, write_video
+from evaluation.synthetic import synthetic_clip
+from evaluation.video import read_video, write_video
 
 
 @pytest.fixture(scope="module")

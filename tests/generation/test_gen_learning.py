@@ -10,7 +10,7 @@ from _gen_testlib import validate
 
 from evaluation.pipeline import evaluate_candidate
 from evaluation.runner import InProcessRunner
-from evaluation.video import synthetic_clip
+from evaluation.synthetic import synthetic_clip
 from generation import CandidateInfo, GenerationRequest, OfflineGenerator, Record, select_parents
 
 GENERATIONS, POPULATION = 5, 6

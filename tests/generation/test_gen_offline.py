@@ -11,7 +11,7 @@ import pytest
 from _gen_testlib import validate
 
 from evaluation.runner import InProcessRunner
-from evaluation.video import synthetic_clip
+from evaluation.synthetic import synthetic_clip
 from generation import CandidateInfo, GenerationRequest, OfflineGenerator, TaskSpec
 from generation.offline import RULES, find_tunables, mutate_tunable, normalise
 

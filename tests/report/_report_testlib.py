@@ -29,7 +29,8 @@ from evaluation.anchors import encoder_settings
 from evaluation.pipeline import evaluate_candidate
 from evaluation.reference import reference_code
 from evaluation.runner import InProcessRunner
-from evaluation.video import Clip, load_clip
+from evaluation.clip import Clip
+from evaluation.video import load_clip
 from sandbox.runner import probe_isolation
 from sandbox.sanitize import sanitize
 

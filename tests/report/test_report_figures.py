@@ -8,7 +8,8 @@ from matplotlib.lines import Line2D
 
 import io
 
-from codecfleet.report import ANCHOR_ORDER, FIGURE_SIZE_PX, RATE_LABEL, RDSeries, data_uri_bytes, rd_figure, rd_series
+from codecfleet.report import ANCHOR_ORDER, RDSeries, rd_figure, rd_series
+from codecfleet.report.figures import FIGURE_SIZE_PX, RATE_LABEL, data_uri_bytes
 
 
 def _clip1_section(fx):

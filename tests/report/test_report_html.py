@@ -18,15 +18,10 @@ import pytest
 import sqlalchemy as sa
 from matplotlib.image import imread
 
-from codecfleet.report import (
-    CROP_ZOOM,
-    NOT_MEASURED,
-    PRIMARY_ANCHOR,
-    ReportError,
-    ReportOptions,
-    build_report,
-    data_uri_bytes,
-)
+from codecfleet.report import PRIMARY_ANCHOR, ReportError, ReportOptions, build_report
+from codecfleet.report.crops import CROP_ZOOM
+from codecfleet.report.figures import data_uri_bytes
+from codecfleet.report.model import NOT_MEASURED
 from _report_testlib import BROKEN_REASON, CAMPAIGN, WORKER, build_report_fixture, in_ci
 from db import migrate
 from db import rankings

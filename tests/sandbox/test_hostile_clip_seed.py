@@ -1,7 +1,7 @@
 """Issue 12, finding 3: a candidate cannot regenerate the synthetic clip it is measured on.
 
 ``hostile/cheat_regenerate_clip.py`` carries the public generator of
-``evaluation.video`` (pasted in at test time, so it never drifts from it) and
+``evaluation.synthetic`` (pasted in at test time, so it never drifts from it) and
 guesses the public default seed 0. On a clip with that seed it is a real cheat
 (100 dB at one byte a frame, checked here so the test cannot pass vacuously).
 Every way of measuring a candidate (``codecfleet evaluate``, ``submit``,
@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from _sandbox_testlib import BLANK_CODEC, TEST_LIMITS, load_hostile
-from evaluation import video
+from evaluation import synthetic
 from evaluation.pipeline import evaluate_candidate
 from evaluation.runner import InProcessRunner
 from evaluation.video import load_clip, with_secret_seed
@@ -87,15 +87,15 @@ def decompress_video_frame(compressed_data, frame_index, config):
 
 
 def generator_source() -> str:
-    """The public generator of evaluation.video, as a candidate would paste it."""
+    """The public generator of evaluation.synthetic, as a candidate would paste it."""
     parts = [
-        f"SYNTHETIC_NAMES = {video.SYNTHETIC_NAMES!r}",
-        f"_NAME_SALT = {video._NAME_SALT!r}",
-        f"_RECIPES = {video._RECIPES!r}",
+        f"SYNTHETIC_NAMES = {synthetic.SYNTHETIC_NAMES!r}",
+        f"_NAME_SALT = {synthetic._NAME_SALT!r}",
+        f"_RECIPES = {synthetic._RECIPES!r}",
     ]
     for obj in (
-        video._gaussian_table, video._value_noise, video._fractal, video._palette, video._textured_field,
-        video._Sprite, video._make_sprite, video._bounce, video._Scene,
+        synthetic._gaussian_table, synthetic._value_noise, synthetic._fractal, synthetic._palette,
+        synthetic._textured_field, synthetic._Sprite, synthetic._make_sprite, synthetic._bounce, synthetic._Scene,
     ):
         parts.append(inspect.getsource(obj))
     return "\n\n".join(parts)

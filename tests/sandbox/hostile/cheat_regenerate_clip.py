@@ -2,7 +2,7 @@
 #
 # The synthetic clips are a public, deterministic function of name, size, frame count
 # and seed, and the sandbox has the same numpy. This candidate carries a copy of that
-# function (the test pastes in the source of evaluation.video's generator, as any
+# function (the test pastes in the source of evaluation.synthetic's generator, as any
 # candidate could) and guesses the seed the operator would use: the public default
 # (GUESSED_SEED below). The encoder looks for the frame count N whose regenerated clip
 # holds this very frame (frame 0 of a scene depends on N) and sends N in one byte
@@ -26,7 +26,7 @@ _cache = {}
 def _regenerate(width, height, frames):
     key = (width, height, frames)
     if key not in _cache:
-        # The body of evaluation.video.synthetic_clip, on the copied helpers.
+        # The body of evaluation.synthetic.synthetic_clip, on the copied helpers.
         pan, objects, sigma, n_scenes = _RECIPES[GUESSED_NAME]
         n_scenes = min(n_scenes, frames)
         starts = [k * frames // n_scenes for k in range(n_scenes)] + [frames]
