@@ -189,7 +189,7 @@ def _evaluate_clip_set(args: argparse.Namespace, name: str, code: str, anchors: 
             code, clip, args.rate_points, anchors=anchors, runner=args.runner,
             device=resolve_device(args.device or settings.device), settings=settings,
             metric=args.metric, min_overlap=args.min_overlap, determinism=args.determinism,
-        )
+        ).to_json()
         del clip
         normalize_bd(result)
         results.append(result)
@@ -247,7 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             metric=args.metric,
             min_overlap=args.min_overlap,
             determinism=args.determinism,
-        )
+        ).to_json()
     normalize_bd(result)
     if args.json:
         from evaluation.pipeline import to_json

@@ -363,8 +363,9 @@ def _measure_or_resume(code: str, clip: Clip, index: int, quality: float, *, run
             return row
     for partial in run_dir.glob(f"rp{index}_q*.cfbs"):
         partial.unlink()  # a killed run's half-written file; write_bitstream never overwrites
-    row, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device,
-                                       already_measured=already_measured)
+    point, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device,
+                                         already_measured=already_measured)
+    row = point.to_json()
     _write_json_atomically(sidecar, row)
     return row
 
