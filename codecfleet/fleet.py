@@ -194,6 +194,8 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     config = {"width": clip.width, "height": clip.height, "fps": float(clip.fps), "device": device, "clip": spec}
     # How the numbers are made (issue 15): the BD metric, the overlap a BD figure needs, the determinism check.
     config.update({k: job[k] for k in ("metric", "min_overlap", "determinism") if job.get(k) is not None})
+    if job.get("probe") is False:
+        config["probe"] = False  # measure every point even if the first frames look hopeless (evaluate)
     experiment = q.create_experiment(
         session, clip_id=clip_row.id, config=config, rate_points=qualities, anchors=anchors,
         candidate_id=candidate_id, campaign_id=campaign_id,
@@ -290,11 +292,17 @@ def submit(
     frames: int | None = None,
     start_frame: int = 0,
     device: str | None = None,
+    metric: str | None = None,
+    min_overlap: float | None = None,
+    determinism: str | None = None,
+    probe: bool = True,
 ) -> Handle:
     """Submit one experiment: ``candidate`` (a path, ``reference:NAME`` or source text;
     None asks the generator) measured on ``clip`` (a ``Clip`` or a spec such as
     ``"synthetic:mix@352x288"``; synthetic clips have ``frames`` frames, default 8)
-    at ``rate_points`` qualities, with BD-rate against ``anchors``.
+    at ``rate_points`` qualities, with BD-rate against ``anchors``. ``metric``,
+    ``min_overlap`` and ``determinism`` are stored in the experiment's config
+    (defaults: evaluation.pipeline's); ``probe=False`` skips the cheap first stage.
 
     Fleet: returns at once. Embedded: returns when the experiment has ended.
     A file clip's path must be readable by the workers.
@@ -302,6 +310,7 @@ def submit(
     job = {
         "candidate": candidate, "clip": clip, "rate_points": rate_points, "anchors": anchors,
         "campaign": campaign, "frames": frames, "start_frame": start_frame, "device": device,
+        "metric": metric, "min_overlap": min_overlap, "determinism": determinism, "probe": probe,
     }
     return submit_many([job])[0]
 
@@ -390,9 +399,13 @@ class Handle:
     def result(self) -> dict:
         """The shape of ``codecfleet evaluate --json`` (plus ``id``, ``attempts``,
         ``worker``), built from the stored rows; no rate points unless succeeded.
-        A plain dict (``experiment_result(...).to_json()``): callers annotate it."""
+        A plain dict (:meth:`evaluation`'s ``to_json()``): callers annotate it."""
+        return self.evaluation().to_json()
+
+    def evaluation(self) -> EvaluationResult:
+        """The result as stored, typed (:func:`experiment_result`)."""
         with engine.transaction() as session:
-            return experiment_result(session, self.id).to_json()
+            return experiment_result(session, self.id)
 
 
 def experiment_result(session, experiment_id: int) -> EvaluationResult:
