@@ -71,11 +71,11 @@ def _child(way: str, width: int, height: int, frames: int) -> dict:
             return runner.decode(code, payloads, config, n_frames)
 
     with tempfile.TemporaryDirectory() as d:
-        row, _ = measure_rate_point(CANDIDATE, clip, 0, 0.5, runner=runner if way == "streamed" else WholeClip(),
-                                    run_dir=Path(d), device="cpu")
+        point, _ = measure_rate_point(CANDIDATE, clip, 0, 0.5, runner=runner if way == "streamed" else WholeClip(),
+                                      run_dir=Path(d), device="cpu")
     peak = _status_bytes("VmHWM")
     return {"way": way, "clip_bytes": clip.frames.nbytes, "rss_after_clip": after_clip, "peak_rss": peak,
-            "psnr_y": row["psnr_y"], "decode_seconds": row["decode_seconds"]}
+            "psnr_y": point.psnr_y, "decode_seconds": point.decode_seconds}
 
 
 def main() -> None:

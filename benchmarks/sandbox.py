@@ -252,7 +252,7 @@ def _experiment_table(repeats: int) -> None:
     """Per-experiment overhead: a trivial candidate, 3 QCIF frames, 4 rate points, strict sandbox."""
     import tempfile
 
-    from evaluation.pipeline import evaluate_candidate
+    from evaluation.pipeline import measure_candidate
     from evaluation.clip import Clip
     from sandbox.runner import SandboxRunner
 
@@ -277,7 +277,7 @@ def _experiment_table(repeats: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                result = evaluate_candidate(TRIVIAL.format(extra=extra), clip, 4, runner=runner,
+                result = measure_candidate(TRIVIAL.format(extra=extra), clip, 4, runner=runner,
                                             artifact_dir=Path(tmp))
                 totals.append(time.perf_counter() - t0)
                 assert result["status"] == "succeeded", result.get("reason")

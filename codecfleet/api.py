@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from config import Settings, get_settings, resolve_device
-from evaluation.pipeline import DEFAULT_RATE_POINTS, new_result
-from evaluation.pipeline import evaluate_candidate as _evaluate
+from evaluation.pipeline import DEFAULT_RATE_POINTS, measure_candidate, unmeasured_result
+from evaluation.results import EvaluationResult
 from evaluation.runner import InProcessRunner
 from evaluation.clip import Clip
 from evaluation.video import load_clip, with_secret_seed
@@ -28,18 +28,21 @@ def evaluate_candidate(
     artifact_dir: Path | None = None,
     on_step=None,
     **measure_options,
-) -> dict:
+) -> EvaluationResult:
     """Measure candidate source ``code`` on ``clip`` (a :class:`Clip` or a spec such as
     ``"synthetic:mix@176x144"``) at ``rate_points`` qualities.
 
     ``runner="sandbox"`` (the default) sanitizes the code and runs encoder and
     decoder in two fresh sandboxes with ``limits`` (a ``sandbox.runner.Limits``);
     ``runner="in-process"`` runs it unisolated and is for trusted code only.
-    Returns the dict that ``codecfleet evaluate --json`` prints. For a synthetic
+    Measured here and now, with no database: ``codecfleet evaluate`` goes through
+    the fleet's orchestration instead (``codecfleet.fleet.submit``), except with
+    ``--runner in-process``. Returns the result (``to_json()`` is what
+    ``codecfleet evaluate --json`` prints). For a synthetic
     clip, ``result["clip"]["source"]`` is its seedless name and
     ``result["clip"]["seed"]`` the seed that reproduces it (``SPEC,seed=S``):
     a secret, for the operator only. ``measure_options`` (``metric``,
-    ``min_overlap``, ``determinism``) go to :func:`evaluation.pipeline.evaluate_candidate`.
+    ``min_overlap``, ``determinism``) go to :func:`evaluation.pipeline.measure_candidate`.
     """
     settings = settings or get_settings()
     device = resolve_device(device or settings.device)
@@ -59,11 +62,11 @@ def evaluate_candidate(
         runner_obj = SandboxRunner(limits=limits or Limits(), device=device, mode=settings.sandbox_mode)
         sanitized = sanitize(code)
         if not sanitized.ok:
-            result = new_result(clip, isolation=runner_obj.isolation, device=device)
-            result.update(status="failed", stage="sanitize", reason=sanitized.reason)
+            result = unmeasured_result(clip, isolation=runner_obj.isolation, device=device, status="failed",
+                                       stage="sanitize", reason=sanitized.reason)
             return _with_seed(result, clip)
         code = sanitized.code
-    result = _evaluate(
+    result = measure_candidate(
         code,
         clip,
         rate_points,
@@ -76,11 +79,11 @@ def evaluate_candidate(
         **measure_options,
     )
     if sanitized is not None:
-        result["ast_hash"] = sanitized.ast_hash
+        result = result.replace(ast_hash=sanitized.ast_hash)
     return _with_seed(result, clip)
 
 
-def _with_seed(result: dict, clip: Clip) -> dict:
+def _with_seed(result: EvaluationResult, clip: Clip) -> EvaluationResult:
     if clip.seed is not None:
-        result["clip"]["seed"] = clip.seed
+        result = result.replace(clip={**result.clip, "seed": clip.seed})
     return result

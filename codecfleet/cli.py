@@ -160,9 +160,12 @@ def _print_evaluation(result: dict, candidate: str) -> None:
         console.print(anchors)
     det = result.get("determinism")
     if det and det.get("mode") != "off" and det.get("identical"):
+        first = det.get("first_decode_seconds")
+        if first is None:  # a stored result keeps each point's decode time, not their sum
+            first = sum(rp["decode_seconds"] for rp in result["rate_points"] if rp["index"] in det["points"])
         console.print(
             f"decoder determinism ({det['mode']}): rate point(s) {', '.join(map(str, det['points']))} decoded again "
-            f"in a fresh sandbox, bit-identical; cost {det['seconds']:.2f} s (first decodes {det['first_decode_seconds']:.2f} s)"
+            f"in a fresh sandbox, bit-identical; cost {det['seconds']:.2f} s (first decodes {first:.2f} s)"
         )
     if result["status"] != "succeeded":
         # The reason is the candidate's text (capped, controls shown, never markup), after the system's words.
@@ -171,7 +174,9 @@ def _print_evaluation(result: dict, candidate: str) -> None:
             text(result["reason"]),
         )
     else:
-        console.print(f"status: succeeded in {result['seconds']:.1f} s; bitstreams in {markup(result['run_dir'], 500)}")
+        where = f"; bitstreams in {markup(result['run_dir'], 500)}" if result.get("run_dir") else ""
+        reused = f" (the result of experiment {result['reused_from']}, reused)" if result.get("reused_from") else ""
+        console.print(f"status: succeeded in {result['seconds']:.1f} s{where}{reused}")
 
 
 def _evaluate_clip_set(args: argparse.Namespace, name: str, code: str, anchors: list[str], settings) -> int:
@@ -189,7 +194,7 @@ def _evaluate_clip_set(args: argparse.Namespace, name: str, code: str, anchors: 
             code, clip, args.rate_points, anchors=anchors, runner=args.runner,
             device=resolve_device(args.device or settings.device), settings=settings,
             metric=args.metric, min_overlap=args.min_overlap, determinism=args.determinism,
-        )
+        ).to_json()
         del clip
         normalize_bd(result)
         results.append(result)
@@ -217,6 +222,36 @@ def _evaluate_clip_set(args: argparse.Namespace, name: str, code: str, anchors: 
     return 0 if summary["status"] == "succeeded" else 1
 
 
+def _evaluate_as_experiment(args: argparse.Namespace, name: str, anchors: list[str], device: str) -> dict:
+    """``evaluate`` in the sandbox: one experiment through the fleet's own orchestration
+    (``fleet.submit(...).wait()``): embedded (SQLite, in-process tasks) without a broker,
+    the fleet's workers with ``CODECFLEET_BROKER_URL``. Identical code measured before on
+    the same clip and options is reused, identical output flagged. No probe: every rate
+    point is measured and a failure says its own stage. A synthetic clip gets the
+    database's secret seed (the same frames each time, so results can be reused)."""
+    import time
+
+    from codecfleet import fleet
+    from codecfleet.progress import progress
+
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    candidate = args.candidate if args.candidate.startswith("reference:") else Path(args.candidate)
+    started = time.perf_counter()
+    # Drawn only on a terminal (and never with --json, whose stdout is data).
+    with progress(None, f"evaluating {Path(name).name}", console=_console() if not args.json else _quiet_console()):
+        handle = fleet.submit(
+            candidate, args.clip, rate_points=args.rate_points, anchors=anchors, frames=args.frames,
+            start_frame=args.start_frame, device=device, metric=args.metric, min_overlap=args.min_overlap,
+            determinism=args.determinism, probe=False,
+        )
+        handle.wait()
+    result = handle.evaluation()
+    bitstreams = {str(Path(p.bitstream).parent) for p in result.rate_points}
+    return result.replace(run_dir=bitstreams.pop() if len(bitstreams) == 1 else None,
+                          seconds=time.perf_counter() - started).to_json()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from codecfleet.api import evaluate_candidate
 
@@ -228,26 +263,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if is_clip_set(args.clip):
         return _evaluate_clip_set(args, name, code, anchors, settings)
-    clip = _load_clip(args)
-    from codecfleet.progress import progress
+    device = resolve_device(args.device or settings.device)
+    if args.runner == "sandbox":
+        result = _evaluate_as_experiment(args, name, anchors, device)
+    else:
+        # Trusted code, no isolation: measured here directly, nothing stored.
+        clip = _load_clip(args)
+        from codecfleet.progress import progress
 
-    # Drawn only on a terminal (and never with --json, whose stdout is data).
-    console = _console() if not args.json else None
-    with progress(args.rate_points + len(anchors), f"evaluating {Path(name).name}",
-                  console=console or _quiet_console()) as advance:
-        result = evaluate_candidate(
-            code,
-            clip,
-            args.rate_points,
-            anchors=anchors,
-            runner=args.runner,
-            device=resolve_device(args.device or settings.device),
-            settings=settings,
-            on_step=lambda what: advance(description=what),
-            metric=args.metric,
-            min_overlap=args.min_overlap,
-            determinism=args.determinism,
-        )
+        console = _console() if not args.json else None
+        with progress(args.rate_points + len(anchors), f"evaluating {Path(name).name}",
+                      console=console or _quiet_console()) as advance:
+            result = evaluate_candidate(
+                code, clip, args.rate_points, anchors=anchors, runner=args.runner, device=device,
+                settings=settings, on_step=lambda what: advance(description=what),
+                metric=args.metric, min_overlap=args.min_overlap, determinism=args.determinism,
+            ).to_json()
     normalize_bd(result)
     if args.json:
         from evaluation.pipeline import to_json
@@ -917,7 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--determinism", default="one", choices=("every", "one", "off"),
                     help="decode every / one sampled rate point a second time in a fresh sandbox (default: one)")
     ev.add_argument("--runner", default="sandbox", choices=("sandbox", "in-process"),
-                    help="sandbox, or in-process: no isolation, for trusted code only (default: sandbox)")
+                    help="sandbox: run as an experiment (embedded, or the fleet with CODECFLEET_BROKER_URL; stored, "
+                         "earlier results of the same code reused), or in-process: no isolation, for trusted code "
+                         "only, measured here directly and not stored (default: sandbox)")
     ev.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     ev.set_defaults(func=cmd_evaluate)
 

@@ -26,6 +26,7 @@ from config import UserError, get_settings
 from db import engine
 from db.campaign_queries import campaign_unfinished
 from db.models import RUNNING, TERMINAL, ExperimentStatus, Stage
+from evaluation.results import EvaluationResult, RatePoint
 from tasks import _enqueue, feedback, maintenance, steps
 
 #: Statuses in which an experiment is finished.
@@ -180,6 +181,8 @@ def _create(session, job: Mapping[str, Any], candidates: dict[int, int] | None =
     config = {"width": clip.width, "height": clip.height, "fps": float(clip.fps), "device": device, "clip": spec}
     # How the numbers are made (issue 15): the BD metric, the overlap a BD figure needs, the determinism check.
     config.update({k: job[k] for k in ("metric", "min_overlap", "determinism") if job.get(k) is not None})
+    if job.get("probe") is False:
+        config["probe"] = False  # measure every point even if the first frames look hopeless (evaluate)
     experiment = experiments.create_experiment(
         session, clip_id=clip_row.id, config=config, rate_points=qualities, anchors=anchors,
         candidate_id=candidate_id, campaign_id=campaign_id,
@@ -276,11 +279,17 @@ def submit(
     frames: int | None = None,
     start_frame: int = 0,
     device: str | None = None,
+    metric: str | None = None,
+    min_overlap: float | None = None,
+    determinism: str | None = None,
+    probe: bool = True,
 ) -> Handle:
     """Submit one experiment: ``candidate`` (a path, ``reference:NAME`` or source text;
     None asks the generator) measured on ``clip`` (a ``Clip`` or a spec such as
     ``"synthetic:mix@352x288"``; synthetic clips have ``frames`` frames, default 8)
-    at ``rate_points`` qualities, with BD-rate against ``anchors``.
+    at ``rate_points`` qualities, with BD-rate against ``anchors``. ``metric``,
+    ``min_overlap`` and ``determinism`` are stored in the experiment's config
+    (defaults: evaluation.pipeline's); ``probe=False`` skips the cheap first stage.
 
     Fleet: returns at once. Embedded: returns when the experiment has ended.
     A file clip's path must be readable by the workers.
@@ -288,6 +297,7 @@ def submit(
     job = {
         "candidate": candidate, "clip": clip, "rate_points": rate_points, "anchors": anchors,
         "campaign": campaign, "frames": frames, "start_frame": start_frame, "device": device,
+        "metric": metric, "min_overlap": min_overlap, "determinism": determinism, "probe": probe,
     }
     return submit_many([job])[0]
 
@@ -375,96 +385,78 @@ class Handle:
 
     def result(self) -> dict:
         """The shape of ``codecfleet evaluate --json`` (plus ``id``, ``attempts``,
-        ``worker``), built from the stored rows; no rate points unless succeeded."""
+        ``worker``), built from the stored rows; no rate points unless succeeded.
+        A plain dict (:meth:`evaluation`'s ``to_json()``): callers annotate it."""
+        return self.evaluation().to_json()
+
+    def evaluation(self) -> EvaluationResult:
+        """The result as stored, typed (:func:`experiment_result`)."""
         with engine.transaction() as session:
             return experiment_result(session, self.id)
 
 
-def experiment_result(session, experiment_id: int) -> dict:
+def experiment_result(session, experiment_id: int) -> EvaluationResult:
+    """One experiment's result as stored: its status, and once it succeeded its rate
+    points (:meth:`RatePoint.from_measurement`), anchors and BD figures."""
     from evaluation import anchors as anchors_mod
     from evaluation.pipeline import BD_METRIC, DEFAULT_DETERMINISM
+    from evaluation.clip import public_source
 
     e = experiments.get_experiment(session, experiment_id)
     clip = e.clip
-    from evaluation.clip import public_source
-
     spec = e.config.get("clip") or {}
     summary = {
         "source": public_source(spec.get("name") or spec.get("source") or clip.source),
         "sha256": clip.sha256, "width": clip.width, "height": clip.height, "fps": clip.fps, "frames": clip.n_frames,
     }
-    out: dict[str, Any] = {
-        "id": e.id,
-        "status": e.status.value,
-        "stage": e.failure_stage,
-        "reason": e.error,
-        "clip": summary,
-        "isolation": e.isolation,
-        "device": e.device,
-        "attempts": e.attempts,
-        "worker": e.worker_host,
-        "waiting_for": e.waiting_for,
-        "waiting_since": e.waiting_since.isoformat(timespec="seconds") if e.waiting_since else None,
-        "campaign_id": e.campaign_id,
-        "reused_from": e.reused_from_id,
-        "duplicate_of": e.duplicate_of_id,
-        "ast_hash": e.candidate.ast_hash if e.candidate else None,
-        "rate_points": [],
-        "anchors": {},
-        "bd_rate": {},
-        "bd": {},
-        "metric": (e.config or {}).get("metric") or BD_METRIC,
-        "determinism": None,
-    }
+    result = EvaluationResult(
+        id=e.id, status=e.status.value, stage=e.failure_stage, reason=e.error, clip=summary,
+        isolation=e.isolation, device=e.device, attempts=e.attempts, worker=e.worker_host,
+        waiting_for=e.waiting_for, waiting_since=e.waiting_since, campaign_id=e.campaign_id,
+        reused_from=e.reused_from_id, duplicate_of=e.duplicate_of_id,
+        ast_hash=e.candidate.ast_hash if e.candidate else None,
+        metric=(e.config or {}).get("metric") or BD_METRIC,
+    )
     if e.status.value != "succeeded":
-        return out
+        return result
     raw_bytes = clip.n_frames * clip.width * clip.height * 3
-    for m in results.experiment_measurements(session, experiment_id):
-        a = m.artifact
-        out["evaluator_version"] = m.evaluator_version
-        out["metrics_version"] = m.metrics_version
-        out["rate_points"].append({
-            "index": m.rate_index, "quality": m.quality, "bitstream": a.path, "bitstream_sha256": a.sha256,
-            "bytes": m.n_bytes, "bits": m.bits, "kbps": m.kbps, "bpp": m.bpp,
-            "compression_ratio": raw_bytes / m.n_bytes,
-            "psnr_rgb": m.psnr_rgb, "psnr_y": m.psnr_y, "psnr_rgb_pooled": m.psnr_rgb_pooled,
-            "psnr_y_pooled": m.psnr_y_pooled, "ssim_y": m.ssim_y, "ms_ssim": m.ms_ssim,
-            "psnr_y420": m.psnr_y420, "psnr_u": m.psnr_u, "psnr_v": m.psnr_v, "psnr_yuv": m.psnr_yuv,
-            "psnr_yuv_pooled": m.psnr_yuv_pooled, "verify_decode_seconds": m.verify_decode_seconds,
-            "ms_ssim_scales": m.ms_ssim_scales, "psnr_capped_frames": m.psnr_capped_frames,
-            "encode_seconds": m.encode_seconds, "decode_seconds": m.decode_seconds,
-            "encode_fps": m.encode_fps, "decode_fps": m.decode_fps, "peak_rss_bytes": m.peak_rss_bytes,
-        })
+    measurements = results.experiment_measurements(session, experiment_id)
+    points = tuple(RatePoint.from_measurement(m, m.artifact, raw_bytes=raw_bytes) for m in measurements)
+    versions = {"evaluator_version": measurements[-1].evaluator_version,
+                "metrics_version": measurements[-1].metrics_version} if measurements else {}
     # The second decode of the determinism check, as stored (a succeeded experiment passed it).
-    checked = {rp["index"]: rp["verify_decode_seconds"] for rp in out["rate_points"]
-               if rp["verify_decode_seconds"] is not None}
-    out["determinism"] = {
+    checked = {p.index: p.verify_decode_seconds for p in points if p.verify_decode_seconds is not None}
+    determinism = {
         "mode": (e.config or {}).get("determinism") or DEFAULT_DETERMINISM,
         "points": sorted(checked), "seconds": sum(checked.values()), "identical": True if checked else None,
         "point_seconds": checked,
     }
+    anchors: dict[str, list] = {}
+    bd: dict[str, dict] = {}
+    bd_rate: dict[str, float | None] = {}
     for s in results.experiment_scores(session, experiment_id):
-        points = []
+        curve = []
         for crf in anchors_mod.DEFAULT_CRFS.get(s.anchor_codec, ()):
             rows = results.anchor_results(
                 session, clip.sha256, s.anchor_codec, settings=anchors_mod.encoder_settings(s.anchor_codec, crf),
                 anchor_version=s.anchor_version, metrics_version=s.metrics_version,
             )
-            points += [{
+            curve += [{
                 "codec": r.codec, "crf": r.crf, "n_bytes": r.n_bytes, "kbps": r.kbps, "bpp": r.bpp,
                 "psnr_rgb": r.psnr_rgb, "psnr_y": r.psnr_y, "ssim_y": r.ssim_y, "ms_ssim": r.ms_ssim,
                 "encode_seconds": r.encode_seconds, "decode_seconds": r.decode_seconds,
             } for r in rows]
-        out["anchors"][s.anchor_codec] = sorted(points, key=lambda p: (p["n_bytes"], p["crf"]))
+        anchors[s.anchor_codec] = sorted(curve, key=lambda p: (p["n_bytes"], p["crf"]))
         warnings = [w for w in (s.reason or "").split("; ") if w] if s.bd_rate is not None else []
         detail = {"metric": s.metric, "bd_rate_pct": s.bd_rate, "bd_psnr_db": s.bd_psnr, "warnings": warnings,
                   "overlap": s.overlap, "reliable": s.reliable, "min_overlap": s.min_overlap,
                   "raw_bd_rate_pct": s.raw_bd_rate}
         if s.bd_rate is None:
             detail["error"] = s.reason
-        out["bd"][s.anchor_codec] = detail
-        out["bd_rate"][s.anchor_codec] = s.bd_rate
-    return out
+        bd[s.anchor_codec] = detail
+        bd_rate[s.anchor_codec] = s.bd_rate
+    return result.replace(rate_points=points, determinism=determinism, anchors=anchors, bd=bd, bd_rate=bd_rate,
+                          **versions)
 
 
 __all__ = ["FINISHED", "FleetError", "Handle", "Status", "WaitTimeout", "cancel", "get", "read_candidate", "submit", "submit_many"]

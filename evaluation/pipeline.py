@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from evaluation import anchors as anchors_mod
 from evaluation import metrics
 from evaluation.container import open_bitstream, write_bitstream
 from evaluation.rd import RDError, bd_psnr, bd_rate, overlap_fraction
+from evaluation.results import EvaluationResult, RatePoint
 from evaluation.runner import CandidateError, CandidateRunner, check_frame
 from evaluation.clip import Clip
 
@@ -180,25 +181,13 @@ def clip_summary(clip: Clip) -> dict:
     }
 
 
-def new_result(clip: Clip, *, isolation: str, device: str, run_dir: Path | None = None) -> dict:
-    """The result skeleton (``status: running``, nothing measured yet) every path fills in."""
-    return {
-        "status": "running",
-        "stage": None,
-        "reason": None,
-        "clip": clip_summary(clip),
-        "isolation": isolation,
-        "device": device,
-        "evaluator_version": EVALUATOR_VERSION,
-        "metrics_version": metrics.METRICS_VERSION,
-        "run_dir": None if run_dir is None else str(run_dir),
-        "rate_points": [],
-        "anchors": {},
-        "bd_rate": {},
-        "bd": {},
-        "metric": BD_METRIC,
-        "determinism": None,
-    }
+def unmeasured_result(clip: Clip, *, isolation: str, device: str, status: str, stage: str | None,
+                      reason: str | None) -> EvaluationResult:
+    """A result with nothing measured: the candidate was refused before its first rate point."""
+    return EvaluationResult(
+        status=status, stage=stage, reason=reason, clip=clip_summary(clip), isolation=isolation, device=device,
+        evaluator_version=EVALUATOR_VERSION, metrics_version=metrics.METRICS_VERSION, run_dir=None, metric=BD_METRIC,
+    )
 
 
 def _fps(n_frames: int, seconds: float) -> float | None:
@@ -216,17 +205,18 @@ def measure_rate_point(
     device: str,
     already_measured: Callable[[str], dict | None] | None = None,
     keep_decoded: bool = False,
-) -> tuple[dict, np.ndarray | None]:
+) -> tuple[RatePoint, np.ndarray | None]:
     """Encode, write, re-read, decode and score one rate point.
 
-    Returns the row for the result and, with ``keep_decoded``, the decoded
+    Returns the point and, with ``keep_decoded``, the decoded
     frames (else None: they are scored as they arrive and not kept, see
     :class:`DecodedStream`).
 
     ``already_measured(sha256)``: asked once the bitstream is written and hashed;
-    when it returns a dict, these bytes were already decoded by this decoder
-    (earlier in this run, or stored), so they are not decoded again: the row
-    holds the encode's numbers plus that dict, and the frames are None.
+    when it returns a dict (``same_as``, or ``reused_measurement_id`` and
+    ``reused_from``), these bytes were already decoded by this decoder (earlier in
+    this run, or stored), so they are not decoded again: the point holds the
+    encode's numbers plus that dict, and the frames are None.
     """
     system_config = {
         "quality": float(quality),
@@ -243,11 +233,11 @@ def measure_rate_point(
     info = write_bitstream(run_dir / f"rp{index}_q{quality:.4f}.cfbs", enc.payloads)
     known = already_measured(info.sha256) if already_measured is not None else None
     if known is not None:
-        return {
-            "index": index, "quality": float(quality), "bitstream": str(info.path), "bitstream_sha256": info.sha256,
-            "bytes": info.n_bytes, "encode_seconds": enc.seconds, "encode_fps": _fps(clip.n_frames, enc.seconds),
-            "encode_peak_rss_bytes": enc.peak_rss_bytes, **known,
-        }, None
+        return RatePoint(
+            index=index, quality=float(quality), bitstream=str(info.path), bitstream_sha256=info.sha256,
+            bytes=info.n_bytes, encode_seconds=enc.seconds, encode_fps=_fps(clip.n_frames, enc.seconds),
+            encode_peak_rss_bytes=enc.peak_rss_bytes, **known,
+        ), None
     # The decoder gets what is on disk, not what the encoder handed us. Its frames are
     # scored and hashed as they arrive, a batch at a time: never the whole decoded clip.
     payloads = open_bitstream(info.path)
@@ -257,22 +247,22 @@ def measure_rate_point(
     summary = metrics.summarize(scores)
     decoded = np.stack(stream.frames) if keep_decoded else None
     rate = metrics.rate_stats(info.n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
-    row = {
-        "index": index,
-        "quality": float(quality),
-        "bitstream": str(info.path),
-        "bitstream_sha256": info.sha256,
-        "bytes": info.n_bytes,
+    point = RatePoint(
+        index=index,
+        quality=float(quality),
+        bitstream=str(info.path),
+        bitstream_sha256=info.sha256,
+        bytes=info.n_bytes,
         **rate,
         **summary,
-        "encode_seconds": enc.seconds,
-        "decode_seconds": dec.seconds,
-        "encode_fps": _fps(clip.n_frames, enc.seconds),
-        "decode_fps": _fps(clip.n_frames, dec.seconds),
-        "encode_peak_rss_bytes": enc.peak_rss_bytes,
-        "decode_peak_rss_bytes": dec.peak_rss_bytes,
-        "decoded_sha256": decoded_sha256,
-        "per_frame": {
+        encode_seconds=enc.seconds,
+        decode_seconds=dec.seconds,
+        encode_fps=_fps(clip.n_frames, enc.seconds),
+        decode_fps=_fps(clip.n_frames, dec.seconds),
+        encode_peak_rss_bytes=enc.peak_rss_bytes,
+        decode_peak_rss_bytes=dec.peak_rss_bytes,
+        decoded_sha256=decoded_sha256,
+        per_frame={
             "psnr_rgb": scores.psnr_rgb.tolist(),
             "psnr_y": scores.psnr_y.tolist(),
             "ssim_y": scores.ssim_y.tolist(),
@@ -284,14 +274,14 @@ def measure_rate_point(
             "payload_bytes": list(payloads.lengths),
             "decoded_sha256": frame_sha256,
         },
-    }
-    return row, decoded
+    )
+    return point, decoded
 
 
 def verify_determinism(
     code: str,
     clip: Clip,
-    rows: Sequence[dict],
+    rows: Sequence[RatePoint | Mapping],
     *,
     runner: CandidateRunner,
     device: str,
@@ -299,7 +289,8 @@ def verify_determinism(
     rng: random.Random | None = None,
 ) -> dict:
     """Decode rate points' bitstreams a second time, each in a fresh sandbox, and
-    require frames bit-identical to the first decode (``row["decoded_sha256"]``).
+    require frames bit-identical to the first decode (``decoded_sha256``).
+    ``rows``: the points, or their JSON (a fleet worker's sidecar files).
 
     ``mode``: ``every`` rate point, ``one`` sampled point (drawn by ``rng``,
     a system random source by default, so a candidate cannot know which), or
@@ -314,20 +305,21 @@ def verify_determinism(
               "point_seconds": {}}
     # A point whose numbers were reused (its bytes were already measured by this
     # decoder, see measure_rate_point) was not decoded in this run: nothing to compare.
-    rows = [r for r in rows if r.get("decoded_sha256")]
-    if mode == "off" or not rows:
+    points = [r if isinstance(r, RatePoint) else RatePoint.from_json(r) for r in rows]
+    points = [p for p in points if p.decoded_sha256]
+    if mode == "off" or not points:
         return record
-    chosen = list(rows) if mode == "every" else [(rng or random.SystemRandom()).choice(list(rows))]
+    chosen = points if mode == "every" else [(rng or random.SystemRandom()).choice(points)]
     started = time.perf_counter()
-    for row in chosen:
+    for point in chosen:
         system_config = {
-            "quality": float(row["quality"]),
+            "quality": float(point.quality),
             "width": clip.width,
             "height": clip.height,
             "fps": float(clip.fps),
             "device": device,
         }
-        payloads = open_bitstream(Path(row["bitstream"]))
+        payloads = open_bitstream(Path(point.bitstream))
         point_started = time.perf_counter()
         # Hashed as the frames arrive (never the whole clip held).
         stream = DecodedStream(clip.frames, device=device, score=False)
@@ -337,20 +329,20 @@ def verify_determinism(
         except CandidateError as exc:
             if exc.stage != "verify":
                 raise
-            raise CandidateError("verify", f"nondeterministic decoder: rate point {row['index']} decoded a "
+            raise CandidateError("verify", f"nondeterministic decoder: rate point {point.index} decoded a "
                                  f"second time gave other output than the first decode ({exc.reason})") from None
-        if digest != row["decoded_sha256"]:
-            first = row.get("per_frame", {}).get("decoded_sha256") or []
+        if digest != point.decoded_sha256:
+            first = (point.per_frame or {}).get("decoded_sha256") or []
             diff = next((i for i, (a, b) in enumerate(zip(first, per_frame)) if a != b), None)
             where = f"frame {diff}" if diff is not None else "the frames"
             raise CandidateError(
                 "verify",
-                f"nondeterministic decoder: rate point {row['index']} (quality {row['quality']:.3f}) decoded "
+                f"nondeterministic decoder: rate point {point.index} (quality {point.quality:.3f}) decoded "
                 f"from the same bytes in a fresh sandbox gave different {where} than the first decode",
             )
-        record["points"].append(int(row["index"]))
-        record["point_seconds"][str(int(row["index"]))] = time.perf_counter() - point_started
-        record["first_decode_seconds"] += float(row["decode_seconds"])
+        record["points"].append(int(point.index))
+        record["point_seconds"][str(int(point.index))] = time.perf_counter() - point_started
+        record["first_decode_seconds"] += float(point.decode_seconds)
     record["seconds"] = time.perf_counter() - started
     record["identical"] = True
     return record
@@ -404,7 +396,7 @@ def bd_against(
     return out
 
 
-def evaluate_candidate(
+def measure_candidate(
     code: str,
     clip: Clip,
     rate_points: int | Sequence[float] = DEFAULT_RATE_POINTS,
@@ -414,13 +406,14 @@ def evaluate_candidate(
     anchors: Sequence[str] = (),
     anchor_cache_dir: Path | None = None,
     device: str = "cpu",
-    keep_decoded: bool = False,
     on_step: Callable[[str], None] | None = None,
     metric: str = BD_METRIC,
     min_overlap: float = DEFAULT_MIN_OVERLAP,
     determinism: str = DEFAULT_DETERMINISM,
-) -> dict:
-    """Measure ``code`` on ``clip`` at each rate point; the shape of ``codecfleet evaluate --json``.
+) -> EvaluationResult:
+    """Measure ``code`` (already sanitized, or trusted) on ``clip`` at each rate point,
+    here and now, with ``runner``; the public entry, which sanitizes and picks the
+    runner, is :func:`codecfleet.api.evaluate_candidate`.
 
     ``rate_points`` is a count (spread by :func:`quality_points`) or explicit
     qualities in [0, 1]. Bitstreams go to a new directory under
@@ -447,56 +440,52 @@ def evaluate_candidate(
             raise ValueError(f"quality {q} is outside [0, 1]")
     started = time.perf_counter()
     run_dir = new_run_dir(artifact_dir)
-    result = new_result(clip, isolation=runner.isolation, device=device, run_dir=run_dir)
-    result["metric"] = metric
-    decoded_frames: list[np.ndarray] = []
+    measured = {"clip": clip_summary(clip), "isolation": runner.isolation, "device": device,
+                "evaluator_version": EVALUATOR_VERSION, "metrics_version": metrics.METRICS_VERSION,
+                "run_dir": str(run_dir), "metric": metric}
+    points: list[RatePoint] = []
     try:
         for i, q in enumerate(qualities):
-            row, decoded = measure_rate_point(code, clip, i, q, runner=runner, run_dir=run_dir, device=device,
-                                              keep_decoded=keep_decoded)
-            result["rate_points"].append(row)
-            if keep_decoded:
-                decoded_frames.append(decoded)
+            point, _ = measure_rate_point(code, clip, i, q, runner=runner, run_dir=run_dir, device=device)
+            points.append(point)
             if on_step:
                 on_step(f"rate point {i + 1}/{len(qualities)} (quality {q:.3f}) measured")
-        result["determinism"] = verify_determinism(
-            code, clip, result["rate_points"], runner=runner, device=device, mode=determinism
-        )
+        checked = verify_determinism(code, clip, points, runner=runner, device=device, mode=determinism)
     except CandidateError as exc:
-        result.update(status="failed", stage=exc.stage, reason=exc.reason)
-        result["seconds"] = time.perf_counter() - started
-        return result
+        # The points measured before the failure stay in the result, with the stage and reason.
+        return EvaluationResult(status="failed", stage=exc.stage, reason=exc.reason, rate_points=tuple(points),
+                                seconds=time.perf_counter() - started, **measured)
 
-    test_q = [metrics.fitness_value(r, metric) for r in result["rate_points"]]
+    rows = [p.to_json() for p in points]
+    test_q = [metrics.fitness_value(r, metric) for r in rows]
+    anchor_points: dict[str, list[dict]] = {}
+    bd: dict[str, dict] = {}
     for codec in anchors:
         if any(v is None for v in test_q):
-            points, matched = anchors_mod.anchor_curve(clip, codec, cache_dir=anchor_cache_dir, device=device), None
+            curve, matched = anchors_mod.anchor_curve(clip, codec, cache_dir=anchor_cache_dir, device=device), None
         else:
             matched = anchors_mod.matched_curve(
                 clip, codec, test_q, metric=metric, cache_dir=anchor_cache_dir, device=device
             )
-            points = matched.points
-        result["anchors"][codec] = [
-            {k: getattr(p, k) for k in p.__dataclass_fields__} for p in points
-        ]
-        detail = bd_against(result["anchors"][codec], result["rate_points"], metric, min_overlap=min_overlap)
+            curve = matched.points
+        anchor_points[codec] = [{k: getattr(p, k) for k in p.__dataclass_fields__} for p in curve]
+        detail = bd_against(anchor_points[codec], rows, metric, min_overlap=min_overlap)
         if matched is not None:
-            detail["anchor_crfs"] = [p.crf for p in points]
+            detail["anchor_crfs"] = [p.crf for p in curve]
             detail["anchor_swept"] = len(matched.swept)
             detail["reachable"] = matched.reachable
-        result["bd"][codec] = detail
-        result["bd_rate"][codec] = detail["bd_rate_pct"]
+        bd[codec] = detail
         if on_step:
             on_step(f"anchor {codec} measured")
-    result["status"] = "succeeded"
-    result["seconds"] = time.perf_counter() - started
-    if keep_decoded:
-        result["_decoded"] = decoded_frames
-    return result
+    return EvaluationResult(
+        status="succeeded", rate_points=tuple(points), anchors=anchor_points,
+        bd_rate={c: d["bd_rate_pct"] for c, d in bd.items()}, bd=bd, determinism=checked,
+        seconds=time.perf_counter() - started, **measured,
+    )
 
 
-def clip_set_summary(results: Sequence[dict]) -> dict:
-    """A clip set's numbers from each clip's :func:`evaluate_candidate` result.
+def clip_set_summary(results: Sequence[Mapping]) -> dict:
+    """A clip set's numbers from each clip's result (an :class:`EvaluationResult` or its JSON).
 
     Per anchor, the set's BD-rate is the mean of the per-clip BD-rates (each clip's
     curve against that anchor's curve on the same clip), as codec papers average
@@ -528,9 +517,11 @@ def clip_set_summary(results: Sequence[dict]) -> dict:
     return out
 
 
-def to_json(result: dict) -> str:
-    """The result as JSON, without in-memory extras such as decoded frames."""
-    return json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2, sort_keys=False)
+def to_json(result: EvaluationResult | Mapping) -> str:
+    """A result (or its JSON view, or any such dict) as indented JSON text; keys
+    starting with ``_`` (in-memory extras) are left out."""
+    data = result.to_json() if isinstance(result, EvaluationResult) else result
+    return json.dumps({k: v for k, v in data.items() if not k.startswith("_")}, indent=2, sort_keys=False)
 
 
 # --- the probe: a cheap first stage -------------------------------------------------
@@ -587,7 +578,7 @@ def probe_candidate(
            "payload_bytes": None, "frame_bytes": None, "psnr_y": None, "frame_psnr_y": None, "seconds": 0.0}
     started = time.perf_counter()
     try:
-        row, _decoded = measure_rate_point(code, head, 0, quality, runner=runner, run_dir=probe_dir, device=device)
+        point, _decoded = measure_rate_point(code, head, 0, quality, runner=runner, run_dir=probe_dir, device=device)
     except CandidateError as exc:
         out["seconds"] = time.perf_counter() - started
         outcome = "wrong_output" if exc.stage == "verify" else "crashed"
@@ -595,11 +586,10 @@ def probe_candidate(
                    reason=f"probe ({n} frames at quality {quality:.3f}): {exc.stage}: {exc.reason}")
         return out
     out["seconds"] = time.perf_counter() - started
-    frame_bytes = [int(b) for b in row["per_frame"]["payload_bytes"]]
-    frame_psnr = [float(v) for v in row["per_frame"]["psnr_y"]]
+    frame_bytes, frame_psnr = list(point.frame_bytes), list(point.frame_psnr_y)
     out.update(payload_bytes=sum(frame_bytes), frame_bytes=frame_bytes, psnr_y=float(np.mean(frame_psnr)),
-               frame_psnr_y=frame_psnr, bytes=row["bytes"], bitstream=row["bitstream"],
-               encode_seconds=row["encode_seconds"], decode_seconds=row["decode_seconds"])
+               frame_psnr_y=frame_psnr, bytes=point.bytes, bitstream=point.bitstream,
+               encode_seconds=point.encode_seconds, decode_seconds=point.decode_seconds)
     if out["psnr_y"] < min_psnr_db:
         out.update(outcome="wrong_output", stage="probe",
                    reason=f"probe ({n} frames at quality {quality:.3f}): the decoded frames are not the clip: "

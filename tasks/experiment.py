@@ -271,8 +271,9 @@ def _measure_or_resume(code: str, clip: Clip, index: int, quality: float, *, run
             return row
     for partial in run_dir.glob(f"rp{index}_q*.cfbs"):
         partial.unlink()  # a killed run's half-written file; write_bitstream never overwrites
-    row, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device,
-                                       already_measured=already_measured)
+    point, _decoded = measure_rate_point(code, clip, index, quality, runner=runner, run_dir=run_dir, device=device,
+                                         already_measured=already_measured)
+    row = point.to_json()
     _write_json_atomically(sidecar, row)
     return row
 
@@ -465,10 +466,12 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
         qualities = list(experiment.rate_points)
         clip = experiment_clip(experiment)
         decoders = [hashing.experiment_decoder_hash(experiment, quality) for quality in qualities]
+        # The probe is a setting, and an experiment may decline it (``codecfleet evaluate``).
+        probe = settings.probe and experiment.config.get("probe", True) is not False
         parents = (
             results.parent_head_points(session, experiment.candidate_id, clip_sha256=clip.sha256,
                                  metrics_version=metrics.METRICS_VERSION, n_frames=min(PROBE_FRAMES, clip.n_frames))
-            if settings.probe else []
+            if probe else []
         )
         determinism = experiment.config.get("determinism") or DEFAULT_DETERMINISM
 
@@ -493,7 +496,7 @@ def encode_decode_step(ctx: StepContext, experiment_id: int) -> None:
     with Heartbeat(experiment_id, S.ENCODING, ctx.holder, on_lost=runner.abort) as heartbeat:
         try:
             # A cheap probe first: a broken or hopeless candidate stops here.
-            if settings.probe and not _run_probe(ctx, experiment_id, code, clip, qualities, parents, runner=runner,
+            if probe and not _run_probe(ctx, experiment_id, code, clip, qualities, parents, runner=runner,
                                                  run_dir=run_dir, device=device, heartbeat=heartbeat):
                 return
             for index, quality in enumerate(qualities):

@@ -1,4 +1,4 @@
-"""evaluate_candidate: every number from an artifact that was written and re-read."""
+"""measure_candidate: every number from an artifact that was written and re-read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.container import read_bitstream
-from evaluation.pipeline import evaluate_candidate, quality_points
+from evaluation.pipeline import measure_candidate, quality_points
 from evaluation.runner import CandidateError, InProcessRunner
 from evaluation.synthetic import synthetic_clip
 
@@ -76,7 +76,7 @@ def clip():
 
 def _evaluate(code, clip, tmp_path, **kw):
     kw.setdefault("rate_points", [0.5])
-    return evaluate_candidate(code, clip, runner=InProcessRunner(), artifact_dir=tmp_path, **kw)
+    return measure_candidate(code, clip, runner=InProcessRunner(), artifact_dir=tmp_path, **kw)
 
 
 def test_bytes_and_hash_come_from_the_file_on_disk(clip, tmp_path):
@@ -119,7 +119,7 @@ def test_decoder_is_fed_the_payloads_read_back_from_disk(clip, tmp_path):
             seen["payloads"] = payloads
             return super().decode(code, payloads, config, n_frames)
 
-    result = evaluate_candidate(LOSSLESS, clip, [0.5], runner=Spy(), artifact_dir=tmp_path)
+    result = measure_candidate(LOSSLESS, clip, [0.5], runner=Spy(), artifact_dir=tmp_path)
     assert seen["payloads"] == read_bitstream(result["rate_points"][0]["bitstream"])
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from codecfleet.fleet import read_candidate
 from evaluation import anchors, pipeline
-from evaluation.pipeline import bd_against, evaluate_candidate, verify_determinism
+from evaluation.pipeline import bd_against, measure_candidate, verify_determinism
 from evaluation.rd import overlap_fraction
 from evaluation.runner import CandidateError, InProcessRunner
 from evaluation.synthetic import synthetic_clip
@@ -47,7 +47,7 @@ def intra_dct():
 @pytest.fixture(scope="module")
 def evaluated(real_clip, intra_dct, tmp_path_factory):
     d = tmp_path_factory.mktemp("ev")
-    return evaluate_candidate(intra_dct, real_clip, 4, runner=InProcessRunner(), artifact_dir=d / "art",
+    return measure_candidate(intra_dct, real_clip, 4, runner=InProcessRunner(), artifact_dir=d / "art",
                               anchors=("x264",), anchor_cache_dir=d / "anchors", device="cpu", metric="psnr_yuv",
                               determinism="every")
 
@@ -107,7 +107,7 @@ def test_ssim_metrics_enter_bd_in_db():
 
 def test_unknown_metric_is_refused(real_clip, intra_dct, tmp_path):
     with pytest.raises(ValueError, match="unknown metric"):
-        evaluate_candidate(intra_dct, real_clip, 2, runner=InProcessRunner(), artifact_dir=tmp_path, metric="vmaf")
+        measure_candidate(intra_dct, real_clip, 2, runner=InProcessRunner(), artifact_dir=tmp_path, metric="vmaf")
 
 
 def test_determinism_every_point_is_checked_and_its_cost_reported(evaluated):
@@ -118,14 +118,14 @@ def test_determinism_every_point_is_checked_and_its_cost_reported(evaluated):
 
 
 def test_nondeterministic_decoder_fails_at_verify(real_clip, tmp_path):
-    result = evaluate_candidate(NOISY_DECODER, real_clip, 2, runner=InProcessRunner(), artifact_dir=tmp_path,
+    result = measure_candidate(NOISY_DECODER, real_clip, 2, runner=InProcessRunner(), artifact_dir=tmp_path,
                                 determinism="one")
     assert result["status"] == "failed" and result["stage"] == "verify"
     assert "nondeterministic decoder" in result["reason"] and "frame 0" in result["reason"]
 
 
 def test_determinism_off_and_one_sampled_point(real_clip, tmp_path):
-    rows = evaluate_candidate(NOISY_DECODER, real_clip, 3, runner=InProcessRunner(), artifact_dir=tmp_path,
+    rows = measure_candidate(NOISY_DECODER, real_clip, 3, runner=InProcessRunner(), artifact_dir=tmp_path,
                               determinism="off")
     assert rows["status"] == "succeeded" and rows["determinism"]["points"] == []
     with pytest.raises(CandidateError) as err:
@@ -139,7 +139,7 @@ def test_determinism_off_and_one_sampled_point(real_clip, tmp_path):
 
 def test_bitstream_changed_on_disk_between_decodes_is_caught(real_clip, intra_dct, tmp_path):
     """The second decode reads the file again: bytes altered after the first decode give other frames."""
-    res = evaluate_candidate(intra_dct, real_clip, 2, runner=InProcessRunner(), artifact_dir=tmp_path,
+    res = measure_candidate(intra_dct, real_clip, 2, runner=InProcessRunner(), artifact_dir=tmp_path,
                              determinism="off")
     from evaluation.container import read_bitstream, write_bitstream
     from pathlib import Path

@@ -8,7 +8,7 @@ import math
 import pytest
 from _gen_testlib import validate
 
-from evaluation.pipeline import evaluate_candidate
+from evaluation.pipeline import measure_candidate
 from evaluation.runner import InProcessRunner
 from evaluation.synthetic import synthetic_clip
 from generation import CandidateInfo, GenerationRequest, OfflineGenerator, Record, select_parents
@@ -17,7 +17,7 @@ GENERATIONS, POPULATION = 5, 6
 
 
 def measure(code, clip, tmp_path):
-    result = evaluate_candidate(code, clip, 4, runner=InProcessRunner(), artifact_dir=tmp_path / "runs",
+    result = measure_candidate(code, clip, 4, runner=InProcessRunner(), artifact_dir=tmp_path / "runs",
                                 anchors=["x264"], anchor_cache_dir=tmp_path / "anchors")
     if result["status"] != "succeeded" or result["bd_rate"].get("x264") is None:
         return None, result

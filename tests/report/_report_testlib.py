@@ -1,7 +1,7 @@
 """Builds the real results database and the report the report tests share.
 
 The database holds real measurements: the reference codecs are evaluated by
-``evaluation.pipeline.evaluate_candidate`` on tiny synthetic clips (trusted
+``evaluation.pipeline.measure_candidate`` on tiny synthetic clips (trusted
 code, so the in-process runner) and the results are stored through
 ``db.catalog``, ``db.experiments`` and ``db.results`` the way the pipeline's tasks store them. It contains
 
@@ -26,7 +26,7 @@ from db.models import ExperimentStatus
 from db.session import make_engine, session_factory, session_scope
 from evaluation import anchors as anchors_mod
 from evaluation.anchors import encoder_settings
-from evaluation.pipeline import evaluate_candidate
+from evaluation.pipeline import measure_candidate
 from evaluation.reference import reference_code
 from evaluation.runner import InProcessRunner
 from evaluation.clip import Clip
@@ -218,7 +218,7 @@ def build_report_fixture(root: Path, url: str | None = None) -> ReportFixture:
                 if not verdict.ok:
                     db_experiments.transition(s, eid, ExperimentStatus.REJECTED, failure_stage="sanitize", error=verdict.reason)
                     continue
-            result = evaluate_candidate(
+            result = measure_candidate(
                 verdict.code, clip, list(RATE_POINTS), runner=runner, artifact_dir=artifacts, anchors=anchors,
                 anchor_cache_dir=anchor_cache, device="cpu",
             )

@@ -27,7 +27,7 @@ from _sandbox_testlib import (
     sandbox_pids,
     wait_until,
 )
-from evaluation.pipeline import evaluate_candidate, to_json
+from evaluation.pipeline import measure_candidate, to_json
 from sandbox.runner import SandboxRunner
 
 #: attack -> (status, stage, reason pattern)
@@ -86,7 +86,7 @@ def attack_env(tmp_path, source_dir, canary, canary_env, tcp_listener, udp_liste
 
 
 def _evaluate(code, clip, runner, artifacts):
-    return evaluate_candidate(code, clip, [0.5], runner=runner, artifact_dir=artifacts, device="cpu")
+    return measure_candidate(code, clip, [0.5], runner=runner, artifact_dir=artifacts, device="cpu")
 
 
 def _assert_contained(result, runner, env, source_dir, canary, fds_before):

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from _sandbox_testlib import BLANK_CODEC, TEST_LIMITS, load_hostile
 from evaluation import synthetic
-from evaluation.pipeline import evaluate_candidate
+from evaluation.pipeline import measure_candidate
 from evaluation.runner import InProcessRunner
 from evaluation.video import load_clip, with_secret_seed
 
@@ -116,7 +116,7 @@ def runner(request):
 
 
 def _measure(code, clip, runner, tmp_path):
-    result = evaluate_candidate(code, clip, [0.5], runner=runner, artifact_dir=tmp_path, device="cpu")
+    result = measure_candidate(code, clip, [0.5], runner=runner, artifact_dir=tmp_path, device="cpu")
     assert result["status"] == "succeeded", result["reason"]
     return result["rate_points"][0]
 
@@ -214,7 +214,7 @@ def test_the_sandbox_sees_nothing_of_the_seed(strict_isolation, tmp_path):
     from sandbox.runner import SandboxRunner
 
     clip = load_clip(with_secret_seed(SPEC)[0], frames=N)
-    result = evaluate_candidate(LEAK_PROBE, clip, [0.5], runner=SandboxRunner(TEST_LIMITS), artifact_dir=tmp_path,
+    result = measure_candidate(LEAK_PROBE, clip, [0.5], runner=SandboxRunner(TEST_LIMITS), artifact_dir=tmp_path,
                                 device="cpu")
     assert result["status"] == "succeeded", result["reason"]
     bitstream = Path(result["rate_points"][0]["bitstream"]).read_bytes()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from _sandbox_testlib import BLANK_CODEC, TEST_LIMITS, load_hostile, sandbox_pids, wait_until
-from evaluation.pipeline import evaluate_candidate
+from evaluation.pipeline import measure_candidate
 from evaluation.runner import CandidateError
 from sandbox import cgroup as cgroups
 from sandbox.runner import SandboxRunner, _parse_frame_meta
@@ -186,7 +186,7 @@ def test_threads_stop_at_the_pids_limit(strict_isolation, frames):
 
 def test_a_bitstream_over_its_total_cap_fails_as_bytes_arrive(runner, clip, tmp_path):
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = evaluate_candidate(load_hostile("bitstream_flood"), clip, [0.5], runner=runner, artifact_dir=tmp_path)
+    result = measure_candidate(load_hostile("bitstream_flood"), clip, [0.5], runner=runner, artifact_dir=tmp_path)
     assert result["status"] == "failed"
     assert result["stage"] == "encode"
     assert "total cap" in result["reason"], result["reason"]
@@ -218,7 +218,7 @@ def test_frame_description_nesting_is_bounded_before_parsing():
 
 
 def test_a_forged_isolation_report_is_the_candidates_failure(runner, clip, tmp_path):
-    result = evaluate_candidate(load_hostile("forge_isolation"), clip, [0.5], runner=runner, artifact_dir=tmp_path)
+    result = measure_candidate(load_hostile("forge_isolation"), clip, [0.5], runner=runner, artifact_dir=tmp_path)
     assert result["status"] == "failed"  # not an IsolationError: the CLI never says "sandbox unavailable"
     assert result["stage"] == "import"
     assert "CODECFLEET_SANDBOX" not in result["reason"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from _sandbox_testlib import LOSSLESS_CODEC, TEST_LIMITS
-from evaluation.pipeline import evaluate_candidate
+from evaluation.pipeline import measure_candidate
 from evaluation.reference import REFERENCE_CANDIDATES
 from evaluation.runner import CandidateError, InProcessRunner
 from sandbox.runner import IsolationError, SandboxRunner, describe_mode, probe_isolation
@@ -154,8 +154,8 @@ def test_reference_candidate_metrics_are_unchanged_by_isolation(name, strict_iso
     # Reference codecs do real work (overfit_nn trains at encode time): not the hang tests' 2 s per call.
     runner = SandboxRunner(replace(TEST_LIMITS, call_seconds=60.0))
     code = REFERENCE_CANDIDATES[name].read_text()
-    trusted = evaluate_candidate(code, clip, [0.3, 0.7], runner=InProcessRunner(), artifact_dir=tmp_path / "in")
-    isolated = evaluate_candidate(code, clip, [0.3, 0.7], runner=runner, artifact_dir=tmp_path / "sb")
+    trusted = measure_candidate(code, clip, [0.3, 0.7], runner=InProcessRunner(), artifact_dir=tmp_path / "in")
+    isolated = measure_candidate(code, clip, [0.3, 0.7], runner=runner, artifact_dir=tmp_path / "sb")
 
     assert trusted["status"] == isolated["status"] == "succeeded", isolated["reason"]
     assert isolated["isolation"] == "bubblewrap+seccomp+rlimits"
