@@ -479,40 +479,51 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from codecfleet import fleet
-
     if args.experiment is not None:
-        handle = fleet.get(args.experiment)
-        status = handle.status()
-        if args.json:
-            from evaluation.pipeline import to_json
+        return _status_one(args)
+    return _status_list(args)
 
-            print(to_json(normalize_bd(handle.result())))
-        else:
-            where = None
-            if status.waiting_for:
-                where = fleet.queue_positions([(status.id, status.attempts, status.waiting_for, status.worker)]).get(
-                    status.id
-                )
-            print(_status_line(status, where))
-            if status.status == "succeeded":
-                result = handle.result()
-                for rp in result["rate_points"]:
-                    print(
-                        f"  rate point {rp['index']}: q={rp['quality']:.3f} {rp['bytes']} bytes "
-                        f"{rp['kbps']:.1f} kbps PSNR-Y {rp['psnr_y']:.3f} dB SSIM-Y {rp['ssim_y']:.4f}"
-                    )
-                for codec, detail in result["bd"].items():
-                    value, reason = bd_verdict(detail)
-                    if value is None:
-                        print(f"  BD-rate vs {codec}: not given: {clean(reason, 300, one_line=True)}")
-                    else:
-                        print(f"  BD-rate vs {codec}: {value:+.2f} % (overlap {100 * (detail.get('overlap') or 0):.0f} %)")
+
+def _status_one(args: argparse.Namespace) -> int:
+    """One experiment: its status line (where it waits), its points and BD figures."""
+    from codecfleet import fleet
+    from db.models import ExperimentStatus
+
+    handle = fleet.get(args.experiment)
+    status = handle.status()
+    if args.json:
+        from evaluation.pipeline import to_json
+
+        print(to_json(normalize_bd(handle.result())))
         return 0
-    from db import experiments
-    from db import engine
+    where = None
+    if status.waiting_for:
+        where = fleet.queue_positions([(status.id, status.attempts, status.waiting_for, status.worker)]).get(
+            status.id
+        )
+    print(_status_line(status, where))
+    if status.status == ExperimentStatus.SUCCEEDED:
+        result = handle.result()
+        for rp in result["rate_points"]:
+            print(
+                f"  rate point {rp['index']}: q={rp['quality']:.3f} {rp['bytes']} bytes "
+                f"{rp['kbps']:.1f} kbps PSNR-Y {rp['psnr_y']:.3f} dB SSIM-Y {rp['ssim_y']:.4f}"
+            )
+        for codec, detail in result["bd"].items():
+            value, reason = bd_verdict(detail)
+            if value is None:
+                print(f"  BD-rate vs {codec}: not given: {clean(reason, 300, one_line=True)}")
+            else:
+                print(f"  BD-rate vs {codec}: {value:+.2f} % (overlap {100 * (detail.get('overlap') or 0):.0f} %)")
+    return 0
 
+
+def _status_list(args: argparse.Namespace) -> int:
+    """The recent experiments, what waits in which queue, and the internal errors."""
     from datetime import UTC, datetime
+
+    from codecfleet import fleet
+    from db import engine, experiments
 
     fleet._ensure_database()
     now = datetime.now(UTC)
@@ -550,6 +561,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"experiments": rows, "waiting": list(queues.values()),
                           "internal_errors": {"total": n_bugs, "experiments": bugs}}, indent=2))
         return 0
+    _print_status_list(rows, queues, bugs, n_bugs, where)
+    return 0
+
+
+def _print_status_list(rows: list[dict], queues: dict, bugs: list[dict], n_bugs: int, where: dict) -> None:
     from rich.table import Table
 
     console = _console()
@@ -560,7 +576,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"waiting in queues (no lease runs while waiting): {summary}")
     if not rows:
         console.print("no experiments yet: codecfleet evaluate, submit or run make some")
-        return 0
+        return
     table = Table(title="recent experiments")
     # "runs": the stored attempts counts re-queues, so the first run is attempt 0; shown as runs (1 = first try).
     for col in ("id", "status", "waiting for", "stage", "runs", "worker", "queued at", "reason"):
@@ -580,7 +596,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             bug_table.add_row(str(b["experiment"]), str(b["count"]), b["stage"], text(b["error"], 120, one_line=True),
                               b["at"], b["status"] or "")
         console.print(bug_table)
-    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -641,39 +656,14 @@ def _redact(url: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """A campaign: progress while it runs, a per-generation table and a leaderboard at the end."""
-    from rich.table import Table
-
-    from codecfleet.campaigns import Budget, CampaignError, campaign
+    from codecfleet.campaigns import CampaignError, campaign
     from codecfleet.progress import progress
     from evaluation.clip import public_source
 
     console = _console()
-    clips = [c.strip() for c in args.clip.split(",") if c.strip()]
-    seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
-    budget = Budget(
-        candidates=args.budget_candidates,
-        gpu_seconds=args.budget_gpu_seconds,
-        tokens=args.budget_tokens,
-        money_usd=args.budget_usd,
-    )
-    name = args.name or f"run-seed{args.seed}-p{args.population}"
     # Every argument is checked before the banner: an error is the only thing printed.
-    _check_clip_specs(clips)
-    held_out = [c.strip() for c in (args.held_out or "").split(",") if c.strip()]
-    _check_clip_specs(held_out)
-    anchor = _anchor_list(args.anchors)
-    if len(anchor) != 1:
-        raise UsageError(f"--anchors takes one anchor for the fitness of a campaign, got {args.anchors!r}")
-    anchor = anchor[0]
-    from evaluation.reference import REFERENCE_CANDIDATES
-
-    unknown = [s for s in seeds if s not in REFERENCE_CANDIDATES]
-    if unknown or not seeds:
-        raise UsageError(f"unknown seed {unknown[0] if unknown else '(none)'!r}; known: {', '.join(REFERENCE_CANDIDATES)}")
-    for label, value, least in (("--frames", args.frames, 1), ("--population", args.population, 1),
-                                ("--generations", args.generations, 0), ("--rate-points", args.rate_points, 4)):
-        if value < least:
-            raise UsageError(f"{label} must be at least {least}, got {value}")
+    options = _campaign_options(args)
+    clips, seeds, name, anchor = options["clips"], options["seeds"], options["name"], options["anchor"]
     console.print(
         f"campaign [bold]{markup(name, 200)}[/]: {args.generations} generations of {args.population} on "
         f"{markup(', '.join(public_source(c) for c in clips), 500)} ({args.frames} frames), seeds "
@@ -695,26 +685,47 @@ def cmd_run(args: argparse.Namespace) -> int:
                 console.print(f"generation {g.generation}: best here {here}, best so far {best} ({markup(counts, 300)})")
 
         try:
-            report = campaign(
-                clips,
-                args.generator,
-                population=args.population,
-                generations=args.generations,
-                budget=budget,
-                name=name,
-                seed=args.seed,
-                seeds=seeds,
-                frames=args.frames,
-                rate_points=args.rate_points,
-                anchor=anchor,
-                on_event=on_event,
-                clip_seed=args.clip_seed,
-                held_out=held_out,
-                metric=args.metric,
-                prompt_budget=args.prompt_budget,
-            )
+            report = campaign(generator=args.generator, on_event=on_event, **options)
         except CampaignError as exc:
             raise UsageError(str(exc)) from exc
+    _print_campaign(console, report)
+    return 0
+
+
+def _campaign_options(args: argparse.Namespace) -> dict:
+    """``campaign()``'s arguments from the command line, every one checked."""
+    from codecfleet.campaigns import Budget
+    from evaluation.reference import REFERENCE_CANDIDATES
+
+    clips = [c.strip() for c in args.clip.split(",") if c.strip()]
+    seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
+    _check_clip_specs(clips)
+    held_out = [c.strip() for c in (args.held_out or "").split(",") if c.strip()]
+    _check_clip_specs(held_out)
+    anchor = _anchor_list(args.anchors)
+    if len(anchor) != 1:
+        raise UsageError(f"--anchors takes one anchor for the fitness of a campaign, got {args.anchors!r}")
+    unknown = [s for s in seeds if s not in REFERENCE_CANDIDATES]
+    if unknown or not seeds:
+        raise UsageError(f"unknown seed {unknown[0] if unknown else '(none)'!r}; known: {', '.join(REFERENCE_CANDIDATES)}")
+    for label, value, least in (("--frames", args.frames, 1), ("--population", args.population, 1),
+                                ("--generations", args.generations, 0), ("--rate-points", args.rate_points, 4)):
+        if value < least:
+            raise UsageError(f"{label} must be at least {least}, got {value}")
+    return {
+        "clips": clips, "population": args.population, "generations": args.generations,
+        "budget": Budget(candidates=args.budget_candidates, gpu_seconds=args.budget_gpu_seconds,
+                         tokens=args.budget_tokens, money_usd=args.budget_usd),
+        "name": args.name or f"run-seed{args.seed}-p{args.population}", "seed": args.seed, "seeds": seeds,
+        "frames": args.frames, "rate_points": args.rate_points, "anchor": anchor[0], "clip_seed": args.clip_seed,
+        "held_out": held_out, "metric": args.metric, "prompt_budget": args.prompt_budget,
+    }
+
+
+def _print_campaign(console, report) -> None:
+    """Per generation, the leaderboard, what was spent and wasted, and the probe's figures."""
+    from rich.table import Table
+
     table = Table(title=f"best BD-rate vs {markup(report.anchor, 50)} by generation (campaign {markup(report.name, 200)})")
     for col in ("generation", "candidates", "best in generation", "best so far", "statuses"):
         table.add_column(col, justify="right")
@@ -768,7 +779,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{c['probe_gpu_seconds']:.2f}, saved (estimated) {c['probe_saved_gpu_seconds']:.2f}"
         )
     console.print("see it all with: codecfleet report --campaign", text(report.name, 200))
-    return 0
+
+
 
 
 EXAMPLES = """\
@@ -884,6 +896,18 @@ def build_parser() -> argparse.ArgumentParser:
         description = textwrap.fill(kw.pop("description", help[:1].upper() + help[1:] + "."), 100)
         return sub.add_parser(name, help=help, description=description, formatter_class=_Formatter, **kw)
 
+    _add_run_parser(add)
+    from codecfleet.report.cli import add_report_parser
+
+    add_report_parser(sub)
+    _add_experiment_parsers(add)
+    _add_tool_parsers(add)
+    _add_fleet_parsers(add)
+    return parser
+
+
+def _add_run_parser(add) -> None:
+    """``run``: a campaign."""
     ru = add("run", "run (or resume) a campaign: generate candidates, measure them, feed the results back, repeat",
              description="Run (or resume, by --name) a campaign: generation 0 measures the seed codecs, then each "
              "generation writes --population candidates from the best so far and measures them. Fitness is the "
@@ -929,10 +953,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "or 160000); a parent that does not fit whole is asked for as SEARCH/REPLACE edits")
     ru.set_defaults(func=cmd_run)
 
-    from codecfleet.report.cli import add_report_parser
 
-    add_report_parser(sub)
-
+def _add_experiment_parsers(add) -> None:
+    """``evaluate``, ``submit``, ``status``, ``cancel``: one experiment."""
     ev = add("evaluate", "measure one candidate codec on a clip, here, now",
              epilog="example: codecfleet evaluate my_codec.py --clip synthetic:mix@176x144 --frames 4")
     ev.add_argument("candidate", help="candidate .py file, or reference:NAME (intra_dct, inter_mc, torch_dct, overfit_nn)")
@@ -980,6 +1003,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--campaign", default=None, help="cancel every unfinished experiment of this campaign (default: none)")
     ca.set_defaults(func=cmd_cancel)
 
+
+def _add_tool_parsers(add) -> None:
+    """``clips``, ``metrics``, ``sanitize``: tools that need no database."""
     cl = add("clips", "list the synthetic clips and the clip spec syntax")
     cl.set_defaults(func=cmd_clips)
 
@@ -996,6 +1022,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true", help="print JSON instead of text")
     sa.set_defaults(func=cmd_sanitize)
 
+
+def _add_fleet_parsers(add) -> None:
+    """``worker`` and ``db``: running a fleet."""
     wo = add("worker", "start a Celery worker (task events on) for some queues")
     wo.add_argument("--queues", required=True, help="comma-separated: llm, cpu, gpu (the private queue is added); required")
     wo.add_argument("--name", default=None, help="node name, e.g. gpu0@%%h (default: QUEUES@%%h)")
@@ -1013,7 +1042,6 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--url", default=None, help="database URL (default: CODECFLEET_DATABASE_URL or the SQLite file)")
     up.add_argument("--revision", default="head", help="target revision (default: head)")
     up.set_defaults(func=cmd_db_upgrade)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
