@@ -5,4 +5,8 @@ per aggregate (``db.experiments``: creation and the state machine;
 ``db.rankings``: leaderboard and recent failures; ``db.catalog``: campaigns,
 clips, candidates; ``db.hashing``: the identifying hashes; read-only
 ``db.campaign_queries`` and ``db.report_queries``) and programmatic Alembic
-(``db.migrate``). Imports nothing from evaluation, sandbox or generation."""
+(``db.migrate``). Imports nothing from sandbox or generation, and of evaluation
+only ``evaluation.results``, a leaf that imports nothing of the project: a stored
+rate point is read as the same ``RatePoint`` a measurement produces
+(``db.results.stored_points``), so leaderboard, campaign and report reads have
+one shape."""

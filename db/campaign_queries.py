@@ -17,22 +17,12 @@ from db.models import (
     Experiment,
     ExperimentPoint,
     ExperimentStatus,
-    Measurement,
     Probe,
     Score,
     candidate_parents,
 )
-
-
-@dataclass(frozen=True)
-class MemberPoint:
-    quality: float
-    kbps: float
-    psnr_y: float
-    psnr_rgb: float
-    ssim_y: float
-    encode_fps: float | None
-    decode_fps: float | None
+from db.results import stored_points
+from evaluation.results import RatePoint
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,8 @@ class CampaignMember:
     completion_tokens: int | None
     cost_usd: float | None
     gpu_seconds: float  # encode + decode wall seconds of its stored measurements
-    points: tuple[MemberPoint, ...]
+    #: The stored rate points it was measured with (:func:`db.results.stored_points`).
+    points: tuple[RatePoint, ...]
 
 
 def campaign_members(
@@ -100,38 +91,17 @@ def campaign_members(
             )
         )
     }
-    points: dict[int, list[MemberPoint]] = {}
-    seconds: dict[int, float] = {}
-    for row in session.execute(
-        sa.select(
-            ExperimentPoint.experiment_id,
-            ExperimentPoint.rate_index,
-            ExperimentPoint.quality,
-            ExperimentPoint.reused_from_id,
-            ExperimentPoint.same_as_rate_index,
-            Measurement.kbps,
-            Measurement.psnr_y,
-            Measurement.psnr_rgb,
-            Measurement.ssim_y,
-            Measurement.encode_fps,
-            Measurement.decode_fps,
-            Measurement.encode_seconds,
-            Measurement.decode_seconds,
+    points = stored_points(session, source_ids)
+    # Every rate point was encoded here; a reused point (or the second of two
+    # identical ones) was not decoded again, so its decode time is not counted
+    # (its encode time is the stored one: the same code encoding the same frames).
+    seconds = {
+        experiment_id: sum(
+            p.encode_seconds + (p.decode_seconds if m.reused_from_id is None and m.same_as_rate_index is None else 0.0)
+            for p, m in rows
         )
-        .join(ExperimentPoint, ExperimentPoint.measurement_id == Measurement.id)
-        .where(ExperimentPoint.experiment_id.in_(source_ids))
-        .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
-    ):
-        points.setdefault(row.experiment_id, []).append(
-            MemberPoint(row.quality, row.kbps, row.psnr_y, row.psnr_rgb, row.ssim_y, row.encode_fps, row.decode_fps)
-        )
-        # Every rate point was encoded here; a reused point (or the second of two
-        # identical ones) was not decoded again, so its decode time is not counted
-        # (its encode time is the stored one: the same code encoding the same frames).
-        spent = row.encode_seconds
-        if row.reused_from_id is None and row.same_as_rate_index is None:
-            spent += row.decode_seconds
-        seconds[row.experiment_id] = seconds.get(row.experiment_id, 0.0) + spent
+        for experiment_id, rows in points.items()
+    }
     candidate_ids = sorted({row.candidate_id for row in experiments if row.candidate_id is not None})
     parents: dict[int, list[int]] = {}
     if candidate_ids:
@@ -165,7 +135,7 @@ def campaign_members(
                 cost_usd=row.cost_usd,
                 # A reuse spent no GPU time of its own.
                 gpu_seconds=0.0 if row.reused_from_id else seconds.get(source, 0.0),
-                points=tuple(points.get(source, ())),
+                points=tuple(p for p, _ in points.get(source, ())),
             )
         )
     return members

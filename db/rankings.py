@@ -4,30 +4,17 @@ each query's cost follows the number of rows asked for, not the table size."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from db.models import FAILURES, Candidate, Clip, Experiment, ExperimentPoint, ExperimentStatus, Measurement, Score
+from db.models import FAILURES, Candidate, Clip, Experiment, ExperimentStatus, Score
+from db.results import stored_points
+from evaluation.results import RatePoint
 
 S = ExperimentStatus
-
-
-@dataclass(frozen=True)
-class RatePointSummary:
-    rate_index: int
-    quality: float
-    kbps: float
-    bpp: float
-    psnr_y: float
-    psnr_rgb: float
-    ssim_y: float
-    ms_ssim: float | None
-    encode_fps: float | None
-    decode_fps: float | None
 
 
 @dataclass(frozen=True)
@@ -45,7 +32,8 @@ class RankedCandidate:
     ast_hash: str | None
     generator: str
     model: str | None
-    points: tuple[RatePointSummary, ...]
+    #: The stored rate points of that experiment (:func:`db.results.stored_points`).
+    points: tuple[RatePoint, ...]
     code: str | None = None
 
 
@@ -124,7 +112,7 @@ def leaderboard(
 
     if not best:
         return []
-    points = _rate_point_summaries(session, [v[1] for v in best.values()])
+    points = stored_points(session, [v[1] for v in best.values()])
     columns = [Candidate.id, Candidate.ast_hash, Candidate.generator, Candidate.model]
     if include_code:
         columns.append(Candidate.code)
@@ -145,7 +133,7 @@ def leaderboard(
                 ast_hash=row[1],
                 generator=row[2],
                 model=row[3],
-                points=points.get(experiment_id, ()),
+                points=tuple(point for point, _ in points.get(experiment_id, ())),
                 code=row[4] if include_code else None,
             )
         )
@@ -171,31 +159,6 @@ def top_k_candidates(
         limit=k,
         include_code=True,
     )
-
-
-def _rate_point_summaries(session: Session, experiment_ids: Sequence[int]) -> dict[int, tuple[RatePointSummary, ...]]:
-    rows = session.execute(
-        sa.select(
-            ExperimentPoint.experiment_id,
-            ExperimentPoint.rate_index,
-            ExperimentPoint.quality,
-            Measurement.kbps,
-            Measurement.bpp,
-            Measurement.psnr_y,
-            Measurement.psnr_rgb,
-            Measurement.ssim_y,
-            Measurement.ms_ssim,
-            Measurement.encode_fps,
-            Measurement.decode_fps,
-        )
-        .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
-        .where(ExperimentPoint.experiment_id.in_(list(experiment_ids)))
-        .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
-    ).all()
-    out: dict[int, list[RatePointSummary]] = {}
-    for experiment_id, *values in rows:
-        out.setdefault(experiment_id, []).append(RatePointSummary(*values))
-    return {k: tuple(v) for k, v in out.items()}
 
 
 def recent_failures(session: Session, n: int, *, campaign_id: int | None = None) -> list[FailureSummary]:
@@ -236,7 +199,6 @@ def recent_failures(session: Session, n: int, *, campaign_id: int | None = None)
 __all__ = [
     "FailureSummary",
     "RankedCandidate",
-    "RatePointSummary",
     "leaderboard",
     "recent_failures",
     "top_k_candidates",

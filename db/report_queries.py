@@ -1,8 +1,9 @@
 """Read-only queries behind ``codecfleet report``.
 
 Nothing here writes or commits. Each function returns plain frozen dataclasses
-(never live ORM objects), so the report can close its session before the slow
-parts (figures, re-decoding) and nothing it does can change a stored row.
+(never live ORM objects; rate points as ``evaluation.results.RatePoint``), so the
+report can close its session before the slow parts (figures, re-decoding) and
+nothing it does can change a stored row.
 Results of an experiment that reused another's are read through
 ``reused_from_id``, as in ``db.results.experiment_measurements``.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,17 +22,16 @@ from sqlalchemy.orm import Session
 from db.models import (
     FAILURES,
     AnchorResult,
-    Artifact,
     Campaign,
     Candidate,
     Clip,
     Experiment,
-    ExperimentPoint,
     ExperimentStatus,
-    Measurement,
     Score,
     candidate_parents,
 )
+from db.results import stored_points
+from evaluation.results import RatePoint
 
 __all__ = [
     "AnchorRow",
@@ -40,7 +40,7 @@ __all__ = [
     "ClipInfo",
     "ExperimentInfo",
     "FailureGroup",
-    "PointRow",
+    "StoredPoints",
     "ScoreRow",
     "candidate_experiments",
     "candidates_by_id",
@@ -111,32 +111,15 @@ class ExperimentInfo:
 
 
 @dataclass(frozen=True)
-class PointRow:
-    """One stored rate point: the measurement and the artifact it was computed from."""
+class StoredPoints:
+    """An experiment's stored rate points (through a reuse), in rate order, and where
+    their numbers come from: the versions they were measured with (distinct, sorted)
+    and, per rate index, the experiment that measured them (another one after a reuse)."""
 
-    rate_index: int
-    quality: float
-    n_frames: int
-    n_bytes: int
-    kbps: float
-    bpp: float
-    psnr_rgb: float
-    psnr_y: float
-    ssim_y: float
-    ms_ssim: float | None
-    encode_seconds: float
-    decode_seconds: float
-    encode_fps: float | None
-    decode_fps: float | None
-    peak_rss_bytes: int | None
-    evaluator_version: str
-    metrics_version: str
-    clip_sha256: str
-    measured_at: datetime
-    artifact_path: str
-    artifact_sha256: str
-    #: The experiment that owns the artifact (differs from the one asked about after a reuse).
-    source_experiment_id: int
+    points: tuple[RatePoint, ...] = ()
+    evaluator_versions: tuple[str, ...] = ()
+    metrics_versions: tuple[str, ...] = ()
+    measured_by: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -272,51 +255,19 @@ def _result_owner(experiments: Iterable[ExperimentInfo]) -> dict[int, int]:
     return {e.id: e.reused_from_id or e.id for e in experiments}
 
 
-def points_by_experiment(session: Session, experiments: Sequence[ExperimentInfo]) -> dict[int, tuple[PointRow, ...]]:
+def points_by_experiment(session: Session, experiments: Sequence[ExperimentInfo]) -> dict[int, StoredPoints]:
     """Stored rate points of each experiment (through a reuse), by rate index."""
     owner = _result_owner(experiments)
-    if not owner:
-        return {}
-    rows = [
-        row
-        for chunk in _chunks(owner.values())
-        for row in session.execute(
-            sa.select(ExperimentPoint, Artifact, Measurement)
-            .join(Artifact, Artifact.id == ExperimentPoint.artifact_id)
-            .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
-            .where(ExperimentPoint.experiment_id.in_(chunk))
-            .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
+    by_owner = {
+        source: StoredPoints(
+            points=tuple(p for p, _ in rows),
+            evaluator_versions=tuple(sorted({m.evaluator_version for _, m in rows})),
+            metrics_versions=tuple(sorted({m.metrics_version for _, m in rows})),
+            measured_by={p.index: m.experiment_id for p, m in rows},
         )
-    ]
-    by_owner: dict[int, list[PointRow]] = {}
-    for p, a, m in rows:
-        by_owner.setdefault(p.experiment_id, []).append(
-            PointRow(
-                rate_index=p.rate_index,
-                quality=p.quality,
-                n_frames=m.n_frames,
-                n_bytes=m.n_bytes,
-                kbps=m.kbps,
-                bpp=m.bpp,
-                psnr_rgb=m.psnr_rgb,
-                psnr_y=m.psnr_y,
-                ssim_y=m.ssim_y,
-                ms_ssim=m.ms_ssim,
-                encode_seconds=m.encode_seconds,
-                decode_seconds=m.decode_seconds,
-                encode_fps=m.encode_fps,
-                decode_fps=m.decode_fps,
-                peak_rss_bytes=m.peak_rss_bytes,
-                evaluator_version=m.evaluator_version,
-                metrics_version=m.metrics_version,
-                clip_sha256=m.clip_sha256,
-                measured_at=m.created_at,
-                artifact_path=a.path,
-                artifact_sha256=a.sha256,
-                source_experiment_id=m.experiment_id,
-            )
-        )
-    return {eid: tuple(by_owner.get(src, ())) for eid, src in owner.items()}
+        for source, rows in stored_points(session, owner.values()).items()
+    }
+    return {eid: by_owner.get(src, StoredPoints()) for eid, src in owner.items()}
 
 
 def scores_by_experiment(

@@ -11,7 +11,7 @@ UPDATE, never on a read followed by a write.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,7 @@ from db.models import (
     Score,
     candidate_parents,
 )
+from evaluation.results import RatePoint
 
 S = ExperimentStatus
 
@@ -135,7 +136,8 @@ _MEASUREMENT_FIELDS = tuple(
 )
 
 
-#: Distinct curve points BD-rate needs (``evaluation.rd.MIN_POINTS``; db imports nothing of evaluation).
+#: Distinct curve points BD-rate needs (``evaluation.rd.MIN_POINTS``; of evaluation, db imports
+#: only the leaf ``evaluation.results``).
 BD_MIN_POINTS = 4
 
 
@@ -433,6 +435,35 @@ def experiment_measurements(session: Session, experiment_id: int) -> list[PointM
         .order_by(ExperimentPoint.rate_index)
     ).all()
     return [PointMeasurement(p, m, a) for p, m, a in rows]
+
+
+#: Ids per ``IN (...)`` list: SQLite caps bound parameters per statement.
+IN_CHUNK = 900
+
+
+def stored_points(
+    session: Session, experiment_ids: Iterable[int]
+) -> dict[int, list[tuple[RatePoint, PointMeasurement]]]:
+    """The stored rate points of each experiment (its own rows: a whole-result reuse
+    is the caller's to follow), in rate order: each as :meth:`RatePoint.from_measurement`
+    builds it (what ``Handle.result()`` shows), with the :class:`PointMeasurement` it
+    was built from (where its numbers come from, the measuring experiment, versions)."""
+    ordered = sorted(set(experiment_ids))
+    out: dict[int, list[tuple[RatePoint, PointMeasurement]]] = {}
+    for i in range(0, len(ordered), IN_CHUNK):
+        for p, m, a, n_frames, width, height in session.execute(
+            sa.select(ExperimentPoint, Measurement, Artifact, Clip.n_frames, Clip.width, Clip.height)
+            .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
+            .join(Artifact, Artifact.id == ExperimentPoint.artifact_id)
+            .join(Experiment, Experiment.id == ExperimentPoint.experiment_id)
+            .join(Clip, Clip.id == Experiment.clip_id)
+            .where(ExperimentPoint.experiment_id.in_(ordered[i : i + IN_CHUNK]))
+            .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
+        ):
+            pm = PointMeasurement(p, m, a)
+            point = RatePoint.from_measurement(pm, a, raw_bytes=n_frames * width * height * 3)
+            out.setdefault(p.experiment_id, []).append((point, pm))
+    return out
 
 
 def experiment_scores(session: Session, experiment_id: int) -> list[Score]:
@@ -740,4 +771,5 @@ __all__ = [
     "record_probe",
     "record_result",
     "reuse_result",
+    "stored_points",
 ]

@@ -3,9 +3,10 @@
 :class:`RatePoint` is one measured rate point; :class:`EvaluationResult` is one
 candidate measured on one clip. The pipeline builds them as it measures
 (:func:`evaluation.pipeline.measure_candidate`), the fleet builds them from the
-stored rows (:func:`codecfleet.fleet.experiment_result`), and ``to_json()`` gives
-the dict that ``codecfleet evaluate --json``, the sidecar files of a fleet worker
-and ``Handle.result()`` carry.
+stored rows (:func:`codecfleet.fleet.experiment_result`; the database's reads of
+rate points, :func:`db.results.stored_points`, give the same ``RatePoint``), and
+``to_json()`` gives the dict that ``codecfleet evaluate --json``, the sidecar
+files of a fleet worker and ``Handle.result()`` carry.
 
 A key that one source does not have is not in its JSON at all (rather than
 ``null``): a field left at :data:`UNSET` is omitted. A measured point has
@@ -186,6 +187,11 @@ class RatePoint(_JsonView):
             encode_fps=m.encode_fps, decode_fps=m.decode_fps, peak_rss_bytes=m.peak_rss_bytes,
             verify_decode_seconds=m.verify_decode_seconds,
         )
+
+    @property
+    def rate_index(self) -> int:
+        """``index`` by the database's name for it (``experiment_points.rate_index``)."""
+        return self.index
 
     @property
     def frame_bytes(self) -> tuple[int, ...]:

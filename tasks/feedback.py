@@ -125,8 +125,10 @@ def replay_generator(campaign_name: str):
 
 
 def prompt_points(points: Iterable) -> tuple:
-    """Measured rate points (rows with quality, kbps, psnr_y, psnr_rgb, ssim_y and the
-    speeds) as the prompt's :class:`generation.RatePoint` values."""
+    """Measured rate points (:class:`evaluation.results.RatePoint`, as the database's
+    reads give them) as the prompt's :class:`generation.RatePoint` values: the one
+    conversion, used by the fleet (:func:`generation_request`) and campaigns
+    (:func:`candidate_info`)."""
     from generation import RatePoint
 
     return tuple(RatePoint(p.quality, p.kbps, p.psnr_y, p.psnr_rgb, p.ssim_y, p.encode_fps, p.decode_fps)

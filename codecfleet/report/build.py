@@ -140,8 +140,8 @@ def build_report(
         headline.figure = figure_data_uri(headline_figure(headline))
 
     failed_infos = [e for e in experiments if e.id in failed_ids]
-    provenance = [(r.experiment, r.points) for r in sorted(shown.values(), key=lambda r: r.experiment.id)]
-    provenance += [(e, ()) for e in failed_infos if e.id not in shown]
+    provenance = [(r.experiment, r.stored) for r in sorted(shown.values(), key=lambda r: r.experiment.id)]
+    provenance += [(e, rq.StoredPoints()) for e in failed_infos if e.id not in shown]
     report = Report(
         scope=scope,
         database=_redact(database_url),

@@ -110,15 +110,15 @@ def make_crops(
         raise ReportError(f"no x264 curve to compare with ({x264.note or 'no points'})")
     point, anchor = min(
         ((p, a) for p in best.points for a in x264.points),
-        key=lambda pa: (abs(math.log(pa[0].kbps / pa[1].kbps)), pa[0].rate_index),
+        key=lambda pa: (abs(math.log(pa[0].kbps / pa[1].kbps)), pa[0].index),
     )
-    path = Path(point.artifact_path)
+    path = Path(point.bitstream)
     if not path.is_file():
-        raise ReportError(f"the bitstream {path} of experiment {point.source_experiment_id} is gone")
+        raise ReportError(f"the bitstream {path} of experiment {best.stored.measured_by[point.index]} is gone")
     digest = sha256_file(path)
-    if digest != point.artifact_sha256:
+    if digest != point.bitstream_sha256:
         raise ReportError(
-            f"the bitstream {path} now has sha256 {digest[:12]}…, the stored artifact {point.artifact_sha256[:12]}…: "
+            f"the bitstream {path} now has sha256 {digest[:12]}…, the stored artifact {point.bitstream_sha256[:12]}…: "
             "it is not the file that was measured"
         )
     try:

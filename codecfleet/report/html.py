@@ -307,18 +307,15 @@ def _failures_html(report: Report) -> str:
     )
 
 
-def _versions(points: Sequence[rq.PointRow], attr: str) -> str:
-    return ", ".join(sorted({getattr(p, attr) for p in points})) or "–"
-
-
 def _provenance_html(report: Report) -> str:
     rows = []
-    for e, points in report.provenance:
-        results = e.id if not points else points[0].source_experiment_id
+    for e, stored in report.provenance:
+        results = stored.measured_by[stored.points[0].index] if stored.points else e.id
         rows.append(
             f"<tr><td>{e.id}</td><td>{e.candidate_id if e.candidate_id is not None else '–'}</td>"
             f"<td class=l>{_e(e.status.value)}</td>"
-            f"<td class='l w'>{_e(_versions(points, 'evaluator_version'))}<br>{_e(_versions(points, 'metrics_version'))}</td>"
+            f"<td class='l w'>{_e(', '.join(stored.evaluator_versions) or '–')}<br>"
+            f"{_e(', '.join(stored.metrics_versions) or '–')}</td>"
             f'<td class="l w">{_e(_clip_name(e.clip))}<br><code title="{_e(e.clip.sha256)}">{_e(e.clip.sha256[:12])}…</code></td>'
             f"<td class='l w'>{_e(e.worker_host or '–')}</td><td class=l>{_e(e.device or '–')}</td>"
             f"<td class='l w'>{_e(e.isolation or '–')}</td>"

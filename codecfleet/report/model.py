@@ -19,6 +19,7 @@ from typing import Any
 from config import UserError
 from db import report_queries as rq
 from db.models import ExperimentStatus
+from evaluation.results import RatePoint
 
 
 #: The anchor the leaderboard ranks by (BD-rate on the PSNR-Y curve, lower is better).
@@ -93,13 +94,18 @@ class RankedExperiment:
     rank: int | None  # None: no BD-rate against the primary anchor to rank by
     experiment: rq.ExperimentInfo
     candidate: rq.CandidateInfo | None
-    points: tuple[rq.PointRow, ...]
+    #: Its stored rate points and where their numbers come from.
+    stored: rq.StoredPoints
     #: BD_METRIC scores by anchor codec.
     scores: dict[str, rq.ScoreRow]
     #: The seed codec its first-parent line starts from (or "own line" when none).
     family: str | None = None
     #: A seed: a reference codec the search started from (drawn and tabulated always).
     seed: bool = False
+
+    @property
+    def points(self) -> tuple[RatePoint, ...]:
+        return self.stored.points
 
     @property
     def primary_bd_rate(self) -> float | None:
@@ -199,7 +205,7 @@ class Report:
     status_counts: dict[ExperimentStatus, int]
     sections: list[ClipSection]
     failures: list[rq.FailureGroup]
-    provenance: list[tuple[rq.ExperimentInfo, tuple[rq.PointRow, ...]]]
+    provenance: list[tuple[rq.ExperimentInfo, rq.StoredPoints]]
     out_dir: Path
     notes: list[str] = field(default_factory=list)
     #: The probe over the experiments in scope: outcomes, GPU-seconds spent and saved.
@@ -277,7 +283,7 @@ def _ranked_rows(session, experiments: Sequence[rq.ExperimentInfo]) -> list[Rank
             rank=None,
             experiment=e,
             candidate=candidates.get(e.candidate_id),
-            points=points.get(e.id, ()),
+            stored=points.get(e.id, rq.StoredPoints()),
             scores={codec: s for (codec, _m), s in scores.get(e.id, {}).items()},
         )
         for e in experiments
@@ -509,7 +515,7 @@ def _headline(session, experiments, rows, infos, facts, params, training, held_s
     cand_ids = sorted(by_cand)
     n_seeds = sum(1 for cid in cand_ids if facts.get(cid, ("", False, 0))[1])
     measured = sum(p.encode_seconds + p.decode_seconds for r in rows for p in r.points
-                   if p.source_experiment_id == r.experiment.id)
+                   if r.stored.measured_by[p.index] == r.experiment.id)
     tokens, money = 0, 0.0
     for i in range(0, len(cand_ids), 500):
         for pt, ct, usd in session.execute(
