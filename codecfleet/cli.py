@@ -394,11 +394,21 @@ def cmd_sanitize(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from db.migrate import current_revision, upgrade
+    from db.models import SCHEMA_REVISION
+    from db.session import make_engine, stored_revision
 
     url = args.url or get_settings().database_url
-    upgrade(url, args.revision)
-    print(f"database at {_redact(url)} is at revision {current_revision(url)}")
+    engine = make_engine(url)
+    try:
+        at = stored_revision(engine)
+    finally:
+        engine.dispose()
+    if not (args.revision == "head" and at == SCHEMA_REVISION):  # at head already: nothing for Alembic to do
+        from db.migrate import current_revision, upgrade
+
+        upgrade(url, args.revision)
+        at = current_revision(url)
+    print(f"database at {_redact(url)} is at revision {at}")
     return 0
 
 

@@ -27,7 +27,7 @@ from db import engine
 from db.campaign_queries import campaign_unfinished
 from db.models import RUNNING, TERMINAL, ExperimentStatus, Stage
 from evaluation.results import EvaluationResult, RatePoint
-from tasks import _enqueue, feedback, maintenance, steps
+from tasks import _enqueue, feedback, steps
 
 #: Statuses in which an experiment is finished.
 FINISHED = frozenset(status.value for status in TERMINAL)
@@ -227,7 +227,7 @@ def queue_positions(waiting: Iterable[tuple[int, int, str, str | None]]) -> dict
     if _enqueue.embedded() or not waiting:
         return {}
     try:
-        found = _enqueue.locate(maintenance.queue_of(step, node) for _, _, step, node in waiting)
+        found = _enqueue.locate(steps.queue_of(step, node) for _, _, step, node in waiting)
     except Exception:  # noqa: BLE001 - a status display must not fail on the broker
         return {}
     return {
@@ -325,7 +325,7 @@ def cancel(experiment_id: int | None = None, *, campaign: str | None = None) -> 
     else:
         get(experiment_id)
         ids = [int(experiment_id)]
-    return maintenance.cancel(ids)
+    return steps.cancel(ids)
 
 
 @dataclass(frozen=True)

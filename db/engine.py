@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config import get_settings
 from db.models import SCHEMA_REVISION
-from db.session import make_engine, session_factory, session_scope
+from db.session import make_engine, session_factory, session_scope, stored_revision
 
 _lock = threading.Lock()
 _engine: sa.Engine | None = None
@@ -54,20 +54,12 @@ def ensure_schema() -> None:
     url = get_settings().database_url
     if url in _upgraded:
         return
-    if _stored_revision() != SCHEMA_REVISION:
+    if stored_revision(engine()) != SCHEMA_REVISION:
         from db import migrate
 
         if migrate.current_revision(url) != migrate.head_revision():
             migrate.upgrade(url)
     _upgraded.add(url)
-
-
-def _stored_revision() -> str | None:
-    try:
-        with engine().connect() as connection:
-            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    except sa.exc.DBAPIError:  # no such table yet: never migrated
-        return None
 
 
 def dispose_after_fork() -> None:

@@ -85,4 +85,14 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "make_engine", "session_factory", "session_scope"]
+def stored_revision(engine: sa.Engine) -> str | None:
+    """The migration revision recorded in the database (``alembic_version``), read
+    with one query and without loading Alembic; None when it was never migrated."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.DBAPIError:  # no such table yet
+        return None
+
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "make_engine", "session_factory", "session_scope", "stored_revision"]

@@ -1,4 +1,5 @@
-"""Keeping the fleet honest: the reaper, cancel, and a ping for measuring a hop.
+"""Keeping the fleet honest: the reaper, and a ping for measuring a hop (cancel is
+:func:`tasks.steps.cancel`: the fleet API needs it without loading the task base).
 
 Nothing stays running forever, and waiting is not running. The reaper (beat,
 every ``CODECFLEET_REAP_INTERVAL_SECONDS``) does two things:
@@ -25,14 +26,13 @@ from __future__ import annotations
 import logging
 import time
 
-from db import experiments
 from config import get_settings
+from db import experiments
 from db.models import ExperimentStatus, Stage
-from db import engine
 from tasks import _enqueue
 from tasks.app import TIME_LIMITS, app
 from tasks.base import FleetTask, StepContext
-from tasks.steps import ENCODE_DECODE, GENERATE, SANITIZE, SCORE, STEP_TASKS, first_task, queue_of, task_id
+from tasks.steps import STEP_TASKS, first_task, queue_of, task_id
 
 log = logging.getLogger(__name__)
 
@@ -108,27 +108,6 @@ def _node_answers(node: str | None) -> bool:
     except Exception as exc:  # noqa: BLE001 - cannot tell: assume alive, look again next time
         log.warning("reaper: could not ping %s: %s", node, exc)
         return True
-
-
-def cancel(experiment_ids: list[int], *, reason: str = "cancelled by the user") -> list[int]:
-    """Mark the experiments cancelled and revoke their queued tasks; the ids actually cancelled.
-
-    A task already running notices at its next lease renewal (the heartbeat
-    finds the experiment no longer held) and kills its sandbox; the revoke
-    stops messages still in the queues from starting at all.
-    """
-    cancelled: list[tuple[int, int]] = []
-    with engine.transaction() as session:
-        for experiment_id in experiment_ids:
-            if experiments.cancel_experiment(session, experiment_id, reason=reason):
-                cancelled.append((experiment_id, experiments.get_experiment(session, experiment_id).attempts))
-    if cancelled and not _enqueue.embedded():
-        ids = [task_id(e, a, t) for e, a in cancelled for t in (GENERATE, SANITIZE, ENCODE_DECODE, SCORE)]
-        try:
-            app.control.revoke(ids)
-        except Exception as exc:  # noqa: BLE001 - the database already says cancelled; tasks check it
-            log.warning("cancel: could not broadcast revoke (%s); tasks will see the cancel in the database", exc)
-    return [e for e, _ in cancelled]
 
 
 @app.task(bind=True, base=FleetTask, name=REAP, soft_time_limit=TIME_LIMITS[REAP][0], time_limit=TIME_LIMITS[REAP][1])

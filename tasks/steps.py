@@ -2,7 +2,7 @@
 
 Task names, the step each one is (``experiments.waiting_for``), the Celery task id
 of one step of one attempt, the queue its message travels on, and the one way a
-step records a failure. The step bodies live in :mod:`tasks.experiment`; the
+step records a failure, and cancelling. The step bodies live in :mod:`tasks.experiment`; the
 fleet API, the reaper and ``codecfleet status`` need only these names, so they
 import this module and never load torch.
 """
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from db import experiments
-from db import engine
+from db import engine, experiments
 from db.models import Experiment, ExperimentStatus, Stage
-from tasks.app import ROUTES, worker_queue
+from tasks import _enqueue
 
 log = logging.getLogger(__name__)
 S = ExperimentStatus
@@ -73,6 +72,36 @@ STEP_STAGE = {
 
 def queue_of(step: str, node: str | None) -> str:
     """The broker queue a step's message travels on (``score``: the decoding node's own)."""
+    # Celery (tasks.app) loads only here and in cancel: `codecfleet status` on the
+    # embedded default never needs a queue name, and answers without it.
+    from tasks.app import ROUTES, worker_queue
+
     if step == "score":
         return worker_queue(node or "?")
     return ROUTES[STEP_TASKS[step]]["queue"]
+
+
+# --- cancelling ---------------------------------------------------------------
+
+
+def cancel(experiment_ids: list[int], *, reason: str = "cancelled by the user") -> list[int]:
+    """Mark the experiments cancelled and revoke their queued tasks; the ids actually cancelled.
+
+    A task already running notices at its next lease renewal (the heartbeat
+    finds the experiment no longer held) and kills its sandbox; the revoke
+    stops messages still in the queues from starting at all.
+    """
+    cancelled: list[tuple[int, int]] = []
+    with engine.transaction() as session:
+        for experiment_id in experiment_ids:
+            if experiments.cancel_experiment(session, experiment_id, reason=reason):
+                cancelled.append((experiment_id, experiments.get_experiment(session, experiment_id).attempts))
+    if cancelled and not _enqueue.embedded():
+        ids = [task_id(e, a, t) for e, a in cancelled for t in (GENERATE, SANITIZE, ENCODE_DECODE, SCORE)]
+        try:
+            from tasks.app import app
+
+            app.control.revoke(ids)
+        except Exception as exc:  # noqa: BLE001 - the database already says cancelled; tasks check it
+            log.warning("cancel: could not broadcast revoke (%s); tasks will see the cancel in the database", exc)
+    return [e for e, _ in cancelled]
