@@ -233,32 +233,16 @@ def _prompt_budget(given: int | None) -> int:
         raise CampaignError(str(exc)) from exc
 
 
-def _frame_sizes(path: str, *, max_frames: int = 100_000) -> tuple[int, ...]:
-    """Payload bytes of each frame in a stored bitstream (evaluation.container layout),
-    read from the length prefixes alone; empty when the file is not here (a fleet
-    worker's disk) or not in that layout."""
-    import struct
-
-    from evaluation.container import HEADER_SIZE, MAGIC
+def _frame_sizes(path: str) -> tuple[int, ...]:
+    """Payload bytes of each frame in a stored bitstream, from the container's own
+    checked reader; empty when the file is not here (a fleet worker's disk) or not a
+    valid container."""
+    from evaluation.container import ContainerError, open_bitstream
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(HEADER_SIZE)
-            if len(head) != HEADER_SIZE or head[:4] != MAGIC:
-                return ()
-            (n,) = struct.unpack_from("<I", head, 5)
-            if n > max_frames:
-                return ()
-            sizes = []
-            for _ in range(n):
-                raw = f.read(4)
-                if len(raw) != 4:
-                    return ()
-                (length,) = struct.unpack("<I", raw)
-                sizes.append(length)
-                f.seek(length, os.SEEK_CUR)
-            return tuple(sizes)
-    except OSError:
+        with open_bitstream(path) as payloads:
+            return tuple(payloads.lengths)
+    except (ContainerError, OSError):
         return ()
 
 

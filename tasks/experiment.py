@@ -43,7 +43,7 @@ from db.campaign_queries import campaign_codes
 from db import engine
 from db.models import Experiment, ExperimentStatus, Measurement, Stage
 from evaluation import metrics
-from evaluation.container import ContainerError, read_bitstream, sha256_file
+from evaluation.container import ContainerError, open_bitstream, sha256_file
 from evaluation.pipeline import (
     BD_METRIC,
     DEFAULT_DETERMINISM,
@@ -595,9 +595,9 @@ def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> resul
     disk is byte for byte the one that was decoded."""
     path = Path(row["bitstream"])
     try:
-        payloads = read_bitstream(path)
-        digest = sha256_file(path)
-        n_bytes = path.stat().st_size
+        # One bounded pass checks the layout and CRC and hashes the bytes.
+        with open_bitstream(path) as payloads:
+            digest, n_bytes, n_payloads = payloads.sha256, payloads.n_bytes, len(payloads)
     except (OSError, ContainerError) as exc:
         raise StepFailed(Stage.SCORE, f"bitstream of rate point {row['index']} cannot be re-read: {exc}") from exc
     if digest != row["bitstream_sha256"] or n_bytes != row["bytes"]:
@@ -606,8 +606,8 @@ def _reread(row: dict, clip: Clip, verify_seconds: float | None = None) -> resul
             f"bitstream {path.name} changed after it was decoded (sha256 {digest[:12]}…, {n_bytes} bytes; "
             f"decoded {row['bitstream_sha256'][:12]}…, {row['bytes']} bytes)",
         )
-    if len(payloads) != clip.n_frames:
-        raise StepFailed(Stage.SCORE, f"bitstream {path.name} holds {len(payloads)} frames, expected {clip.n_frames}")
+    if n_payloads != clip.n_frames:
+        raise StepFailed(Stage.SCORE, f"bitstream {path.name} holds {n_payloads} frames, expected {clip.n_frames}")
     rate = metrics.rate_stats(n_bytes, clip.n_frames, clip.width, clip.height, clip.fps)
     return results.RatePointResult(
         rate_index=row["index"],
