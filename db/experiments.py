@@ -33,6 +33,7 @@ from db.models import (
     Experiment,
     ExperimentStatus,
     InternalError,
+    Stage,
     utcnow,
 )
 
@@ -41,12 +42,12 @@ S = ExperimentStatus
 
 
 #: The pipeline stage named in ``failure_stage`` when a running status ends badly.
-STAGE_OF_STATUS: dict[ExperimentStatus, str] = {
-    S.QUEUED: "queue",
-    S.GENERATING: "generate",
-    S.SANITIZING: "sanitize",
-    S.ENCODING: "encode",
-    S.SCORING: "score",
+STAGE_OF_STATUS: dict[ExperimentStatus, Stage] = {
+    S.QUEUED: Stage.QUEUE,
+    S.GENERATING: Stage.GENERATE,
+    S.SANITIZING: Stage.SANITIZE,
+    S.ENCODING: Stage.ENCODE,
+    S.SCORING: Stage.SCORE,
 }
 
 
@@ -159,16 +160,11 @@ def get_experiment(session: Session, experiment_id: int) -> Experiment:
 
 def attach_candidate(session: Session, experiment_id: int, candidate_id: int) -> None:
     """Point a generated experiment at its candidate; an experiment's candidate never changes."""
-    result = session.execute(
-        sa.update(Experiment)
-        .where(
-            Experiment.id == experiment_id,
-            sa.or_(Experiment.candidate_id.is_(None), Experiment.candidate_id == candidate_id),
-        )
-        .values(candidate_id=candidate_id),
-        execution_options={"synchronize_session": False},
-    )
-    if result.rowcount != 1:
+    if not _update_experiment(
+        session, experiment_id,
+        [sa.or_(Experiment.candidate_id.is_(None), Experiment.candidate_id == candidate_id)],
+        {"candidate_id": candidate_id},
+    ):
         current = session.scalar(sa.select(Experiment.candidate_id).where(Experiment.id == experiment_id))
         if current is None:
             raise ExperimentNotFound(experiment_id)
@@ -288,7 +284,8 @@ def _transition(
     elif lease_seconds is not None:
         values["lease_expires_at"] = now + timedelta(seconds=lease_seconds)
     optional = {
-        "failure_stage": failure_stage,
+        # Stage() refuses a name outside the one list before the CHECK would.
+        "failure_stage": None if failure_stage is None else Stage(failure_stage).value,
         "error": error,
         "duplicate_of_id": duplicate_of_id,
         "worker_host": worker_host,
@@ -296,14 +293,7 @@ def _transition(
         "isolation": isolation,
     }
     values.update({k: v for k, v in optional.items() if v is not None})
-    result = session.execute(
-        sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status.in_(TRANSITIONS[to]))
-        .values(**values),
-        execution_options={"synchronize_session": False},
-    )
-    if result.rowcount == 1:
-        _expire(session, Experiment, experiment_id)
+    if _update_experiment(session, experiment_id, [Experiment.status.in_(TRANSITIONS[to])], values):
         return True
     current = _current_status(session, experiment_id)
     if current is to:
@@ -332,14 +322,10 @@ def renew_lease(session: Session, experiment_id: int, *, lease_seconds: float, n
     False when the experiment is no longer running (cancelled, reaped, finished):
     the worker should stop working on it.
     """
-    result = session.execute(
-        sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status.in_(RUNNING), Experiment.waiting_since.is_(None))
-        .values(lease_expires_at=_now(now) + timedelta(seconds=lease_seconds)),
-        execution_options={"synchronize_session": False},
+    return _update_experiment(
+        session, experiment_id, [Experiment.status.in_(RUNNING), Experiment.waiting_since.is_(None)],
+        {"lease_expires_at": _now(now) + timedelta(seconds=lease_seconds)},
     )
-    _expire(session, Experiment, experiment_id)
-    return result.rowcount == 1
 
 
 def requeue(
@@ -362,21 +348,10 @@ def requeue(
     if max_attempts < 1:
         raise ValueError("max_attempts counts the first run, so it is at least 1")
     now = _now(now)
-    conditions = [
-        Experiment.id == experiment_id,
-        Experiment.status.in_(RUNNING),
-        Experiment.attempts + 1 < max_attempts,
-    ]
+    conditions = [Experiment.status.in_(RUNNING), Experiment.attempts + 1 < max_attempts]
     if only_if_lease_expired:
         conditions.append(Experiment.lease_expires_at < now)
-    result = session.execute(
-        sa.update(Experiment)
-        .where(*conditions)
-        .values(**_requeued(now)),
-        execution_options={"synchronize_session": False},
-    )
-    if result.rowcount == 1:
-        _expire(session, Experiment, experiment_id)
+    if _update_experiment(session, experiment_id, conditions, _requeued(now)):
         return True
     current = _current_status(session, experiment_id)
     if current not in RUNNING:
@@ -447,20 +422,12 @@ def reap(
         f"lease expired at {lease.isoformat(timespec='seconds')} while {status.value} on "
         f"{host or 'an unknown worker'}; attempt {attempts + 1} of {max_attempts}, none left"
     )
-    result = session.execute(
-        sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.lease_expires_at < now)
-        .values(
-            status=S.TIMED_OUT,
-            finished_at=now,
-            lease_expires_at=None,
-            failure_stage=STAGE_OF_STATUS[status],
-            error=error,
-        ),
-        execution_options={"synchronize_session": False},
+    timed_out = _update_experiment(
+        session, experiment_id, [Experiment.status == status, Experiment.lease_expires_at < now],
+        {"status": S.TIMED_OUT, "finished_at": now, "lease_expires_at": None,
+         "failure_stage": STAGE_OF_STATUS[status], "error": error},
     )
-    _expire(session, Experiment, experiment_id)
-    return S.TIMED_OUT if result.rowcount == 1 else None
+    return S.TIMED_OUT if timed_out else None
 
 
 def take_over(
@@ -674,29 +641,14 @@ def requeue_from_anywhere(
         Experiment.waiting_since.is_not(None),
         (Experiment.worker_host == holder) if holder is not None else sa.false(),
     )
+    unchanged = [Experiment.status == status, Experiment.attempts == attempts, ownership]
     if attempts + 1 < max_attempts:
-        result = session.execute(
-            sa.update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.attempts == attempts,
-                   ownership)
-            .values(**_requeued(now)),
-            execution_options={"synchronize_session": False},
-        )
-        _expire(session, Experiment, experiment_id)
-        return "requeued" if result.rowcount == 1 else "left"
-    result = session.execute(
-        sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.status == status, Experiment.attempts == attempts,
-               ownership)
-        .values(
-            status=S.FAILED, finished_at=now, lease_expires_at=None, waiting_since=None, waiting_for=None,
-            failure_stage=stage,
-            error=f"{reason} (attempt {attempts + 1} of {max_attempts}, none left)"[:4000],
-        ),
-        execution_options={"synchronize_session": False},
-    )
-    _expire(session, Experiment, experiment_id)
-    return "failed" if result.rowcount == 1 else "left"
+        return "requeued" if _update_experiment(session, experiment_id, unchanged, _requeued(now)) else "left"
+    failed = _update_experiment(session, experiment_id, unchanged, {
+        "status": S.FAILED, "finished_at": now, "lease_expires_at": None, "waiting_since": None, "waiting_for": None,
+        "failure_stage": stage, "error": f"{reason} (attempt {attempts + 1} of {max_attempts}, none left)"[:4000],
+    })
+    return "failed" if failed else "left"
 
 
 # --- internal errors --------------------------------------------------------

@@ -42,6 +42,7 @@ from db.models import (
     Measurement,
     Probe,
     Score,
+    Stage,
     candidate_parents,
 )
 from evaluation.results import RatePoint
@@ -212,7 +213,7 @@ def record_result(
             f"{described}: the encoder ignores the quality setting, and the {len(by_hash)} distinct points "
             f"left are fewer than the {BD_MIN_POINTS} BD-rate needs"
         )
-        transition(session, experiment_id, S.FAILED, failure_stage="verify", error=reason, now=now)
+        transition(session, experiment_id, S.FAILED, failure_stage=Stage.VERIFY, error=reason, now=now)
         return RecordOutcome(experiment_id, S.FAILED, reason=reason)
 
     # Why insert-and-catch instead of trusting a lookup: two workers can finish
@@ -275,7 +276,7 @@ def record_result(
             + (f", and {len(links) - 1} more" if len(links) > 1 else "")
             + "; an identical output is not measured twice"
         )
-        transition(session, experiment_id, S.DUPLICATE_OUTPUT, failure_stage="score", error=reason,
+        transition(session, experiment_id, S.DUPLICATE_OUTPUT, failure_stage=Stage.SCORE, error=reason,
                    duplicate_of_id=first.reused_from_id, now=now)
         return RecordOutcome(experiment_id, S.DUPLICATE_OUTPUT, measurement_ids=ids,
                              duplicate_of_id=first.reused_from_id, reason=reason)
@@ -381,7 +382,7 @@ def _same_outputs(session: Session, experiment: Experiment, points: Sequence[Rat
         # A duplicate recorded before points were kept stored none.
         return experiment.status is S.DUPLICATE_OUTPUT
     # A verify failure stored nothing: a redelivery finds it done.
-    return experiment.failure_stage == "verify"
+    return experiment.failure_stage == Stage.VERIFY
 
 
 def _stored_outcome(session: Session, experiment: Experiment) -> RecordOutcome:
