@@ -66,6 +66,10 @@ def _sweep_waiting(ctx: StepContext, waiting: list[experiments.WaitingExperiment
     settings = get_settings()
     in_broker = _enqueue.locate(queue_of(w.waiting_for, w.node) for w in waiting)
     dead_nodes: dict[str, bool] = {}
+    taken = [task_id(w.experiment_id, w.attempts, STEP_TASKS[w.waiting_for]) for w in waiting
+             if (where := in_broker.get(task_id(w.experiment_id, w.attempts, STEP_TASKS[w.waiting_for])))
+             is not None and where.queue == "unacked"]
+    started = _taken_by_live_workers(taken) if taken else set()
     for w in waiting:
         task = STEP_TASKS[w.waiting_for]
         tid = task_id(w.experiment_id, w.attempts, task)
@@ -89,15 +93,31 @@ def _sweep_waiting(ctx: StepContext, waiting: list[experiments.WaitingExperiment
             continue
         if where is not None and where.queue != "unacked":
             continue  # only waiting: a backlog is not a fault
+        if where is not None and tid in started:
+            continue  # a live worker has it and is starting it (a sandbox can take seconds to set up)
         # Not in any queue; or taken by a worker (unacknowledged) that has not claimed the
-        # experiment within a lease, i.e. a worker killed between taking the message and
-        # starting it: Redis gives such a message back only after the visibility timeout
+        # experiment within a lease and that no live worker reports as active or reserved,
+        # i.e. a worker killed between taking the message and starting it: Redis gives such a message back only after the visibility timeout
         # (hours). Either way it is sent again; a duplicate delivery changes nothing.
         log.warning("reaper: experiment %s has waited for %s since %s and its message is %s; sending it again",
                     w.experiment_id, w.waiting_for, w.waiting_since.isoformat(timespec="seconds"),
                     "not in the broker" if where is None else "held unacknowledged by a worker that never started it")
         queue = queue_of(w.waiting_for, w.node) if w.waiting_for == "score" else None
         ctx.send_after_commit(task, w.experiment_id, queue=queue, task_id=tid)
+
+
+def _taken_by_live_workers(task_ids: list[str]) -> set[str]:
+    """Of ``task_ids``, those a live worker reports as executing or reserved (Celery's
+    ``inspect``: a worker that answers has the message and will claim the experiment
+    once its step is set up). Cannot tell: all of them, and look again next time."""
+    try:
+        inspect = app.control.inspect(timeout=1.0)
+        replies = [inspect.active() or {}, inspect.reserved() or {}]
+    except Exception as exc:  # noqa: BLE001 - the broker may be restarting
+        log.warning("reaper: could not ask the workers what they run: %s", exc)
+        return set(task_ids)
+    found = {t.get("id") for reply in replies for tasks in reply.values() for t in tasks or ()}
+    return found & set(task_ids)
 
 
 def _node_answers(node: str | None) -> bool:

@@ -153,6 +153,34 @@ def test_a_message_taken_by_a_worker_killed_before_it_started_is_sent_again(race
     assert internal_errors() == 0
 
 
+def test_a_message_a_live_worker_is_starting_is_not_sent_again(race, monkeypatch):
+    """Unacknowledged and unclaimed for longer than a lease is also what a live worker looks
+    like while it sets up a slow step (a sandbox takes seconds): when a worker that answers
+    reports the task as active or reserved, the reaper leaves it alone; once none does, it
+    sends it again."""
+    import json
+
+    import redis
+
+    from tasks import maintenance
+
+    eid = race.experiment_id
+    deliver(SANITIZE, eid, CPU_1)
+    client = redis.Redis.from_url(race.env["CODECFLEET_BROKER_URL"])
+    raw = client.rpop("gpu")
+    client.hset("unacked", "tag-1", json.dumps([json.loads(raw), "codecfleet", "gpu"]))
+    with engine.transaction() as session:
+        session.execute(sa.update(Experiment).where(Experiment.id == eid)
+                        .values(waiting_since=datetime.now(UTC) - timedelta(minutes=10)))
+    asked = []
+    monkeypatch.setattr(maintenance, "_taken_by_live_workers", lambda ids: asked.append(list(ids)) or set(ids))
+    deliver(REAP, None, CPU_1)
+    assert asked == [[f"cf-{eid}-a0-encode_decode"]] and client.llen("gpu") == 0
+    monkeypatch.setattr(maintenance, "_taken_by_live_workers", lambda ids: set())
+    deliver(REAP, None, CPU_1)
+    assert client.llen("gpu") == 1 and in_broker(eid, 0, ENCODE_DECODE, "gpu")
+
+
 def test_reaper_requeue_against_the_redelivered_step_of_a_killed_worker(race):
     """The reported race: a killed gpu worker's encode_decode comes back after the reaper
     re-queued its experiment. It must do nothing (or, if the experiment is waiting for
