@@ -66,13 +66,11 @@ def _sweep_waiting(ctx: StepContext, waiting: list[experiments.WaitingExperiment
     settings = get_settings()
     in_broker = _enqueue.locate(queue_of(w.waiting_for, w.node) for w in waiting)
     dead_nodes: dict[str, bool] = {}
-    taken = [task_id(w.experiment_id, w.attempts, STEP_TASKS[w.waiting_for]) for w in waiting
-             if (where := in_broker.get(task_id(w.experiment_id, w.attempts, STEP_TASKS[w.waiting_for])))
-             is not None and where.queue == "unacked"]
+    tids = [task_id(w.experiment_id, w.attempts, STEP_TASKS[w.waiting_for]) for w in waiting]
+    taken = [tid for tid in tids if (where := in_broker.get(tid)) is not None and where.queue == "unacked"]
     started = _taken_by_live_workers(taken) if taken else set()
-    for w in waiting:
+    for w, tid in zip(waiting, tids, strict=True):
         task = STEP_TASKS[w.waiting_for]
-        tid = task_id(w.experiment_id, w.attempts, task)
         where = in_broker.get(tid)
         if w.waiting_for == "score" and where is not None and where.queue != "unacked":
             if w.node not in dead_nodes:
