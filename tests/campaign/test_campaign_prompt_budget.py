@@ -108,6 +108,7 @@ def test_growing_modules_run_every_generation_within_the_prompt_budget(embedded,
     assert [r.status for r in rows] == ["succeeded"] * 5, [(r.status, r.error) for r in rows]
     assert len(prompts) == 5 and all(len(p) <= budget for p in prompts), [len(p) for p in prompts]
     # The modules really grew: the i-th child holds i tables, whichever parent it had.
+    assert max(r.size for r in rows) > 3 * GROWTH
     assert [r.size > i * GROWTH for i, r in enumerate(rows, 1)] == [True] * 5
     # The seed was a parent only once, for the first child: the children measured better.
     assert sum(rewrite_fits(PARENT.search(p).group(2), MAX_TOKENS) for p in prompts) == 1
