@@ -3,6 +3,8 @@ gives exactly what it gives in-process."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,10 @@ from evaluation.pipeline import measure_candidate
 from evaluation.reference import REFERENCE_CANDIDATES
 from evaluation.runner import CandidateError, InProcessRunner
 from sandbox.runner import IsolationError, SandboxRunner, describe_mode, probe_isolation
+
+#: Reference codecs do real work (overfit_nn trains at encode time, over 2 s a call on a
+#: slow core): not the hang tests' 2 s per call.
+REFERENCE_LIMITS = replace(TEST_LIMITS, call_seconds=60.0)
 
 FORKING_CODEC = '''
 import os
@@ -130,7 +136,8 @@ def test_decode_refuses_a_payload_count_that_does_not_match(runner, frames):
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_CANDIDATES))
-def test_reference_candidate_gives_identical_bytes_and_frames_in_the_sandbox(name, runner, frames):
+def test_reference_candidate_gives_identical_bytes_and_frames_in_the_sandbox(name, strict_isolation, frames):
+    runner = SandboxRunner(REFERENCE_LIMITS)
     code = REFERENCE_CANDIDATES[name].read_text()
     config = _config(frames, quality=0.6)
     trusted = InProcessRunner()
@@ -146,13 +153,7 @@ def test_reference_candidate_gives_identical_bytes_and_frames_in_the_sandbox(nam
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_CANDIDATES))
 def test_reference_candidate_metrics_are_unchanged_by_isolation(name, strict_isolation, clip, tmp_path):
-    from dataclasses import replace
-
-    from _sandbox_testlib import TEST_LIMITS
-    from sandbox.runner import SandboxRunner
-
-    # Reference codecs do real work (overfit_nn trains at encode time): not the hang tests' 2 s per call.
-    runner = SandboxRunner(replace(TEST_LIMITS, call_seconds=60.0))
+    runner = SandboxRunner(REFERENCE_LIMITS)
     code = REFERENCE_CANDIDATES[name].read_text()
     trusted = measure_candidate(code, clip, [0.3, 0.7], runner=InProcessRunner(), artifact_dir=tmp_path / "in")
     isolated = measure_candidate(code, clip, [0.3, 0.7], runner=runner, artifact_dir=tmp_path / "sb")
