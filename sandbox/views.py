@@ -53,6 +53,7 @@ import mmap
 import os
 import re
 import shutil
+import stat
 import struct
 import sys
 import time
@@ -176,9 +177,18 @@ def _system_lib_dirs() -> list[str]:
     return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
-def _canonical(path: str) -> str:
-    """The path with its directory resolved (the file itself may stay a symlink)."""
-    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+def _canonical(path: str, resolved: dict[str, str] | None = None) -> str:
+    """The path with its directory resolved (the file itself may stay a symlink).
+    ``resolved`` memoises resolved directories over one plan (tens of thousands of files
+    share a few thousand directories, and each ``realpath`` costs an ``lstat`` per
+    component)."""
+    head, tail = os.path.split(path)
+    if resolved is None:
+        return os.path.join(os.path.realpath(head), tail)
+    real = resolved.get(head)
+    if real is None:
+        real = resolved[head] = os.path.realpath(head)
+    return os.path.join(real, tail)
 
 
 # --------------------------------------------------------------------------- choosing files
@@ -213,6 +223,7 @@ class _Plan:
 
 def _plan(prefix: str, python: str, site_dirs: list[str], harness: str) -> _Plan:
     files: set[str] = set()
+    resolved: dict[str, str] = {}  # directories resolved so far, for _canonical
     stdlib = os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}")
     for root, dirs, names in os.walk(stdlib):
         rel = os.path.relpath(root, stdlib)
@@ -225,9 +236,9 @@ def _plan(prefix: str, python: str, site_dirs: list[str], harness: str) -> _Plan
     sites = [os.path.realpath(s) for s in site_dirs]
     for dist in dists:
         for f in dist.files or ():
-            p = _canonical(os.path.normpath(str(dist.locate_file(f))))  # as the (resolved) sites
-            if any(p.startswith(s + "/") for s in sites) and os.path.lexists(p):
-                files.add(p)
+            p = _canonical(os.path.normpath(str(dist.locate_file(f))), resolved)  # as the (resolved) sites
+            if any(p.startswith(s + "/") for s in sites):
+                files.add(p)  # if it exists: the closure below keeps only what does
     files.add(harness)
     if os.path.exists("/etc/ld.so.cache"):
         files.add("/etc/ld.so.cache")
@@ -244,32 +255,36 @@ def _plan(prefix: str, python: str, site_dirs: list[str], harness: str) -> _Plan
         except OSError:
             pass
     # The ELF closure, following symlinks to their targets.
-    todo = [_canonical(f) for f in files]
+    todo = [_canonical(f, resolved) for f in files]
     files = set()
     while todo:
         p = todo.pop()
-        if p in files or not os.path.lexists(p):
+        if p in files:
+            continue
+        try:
+            mode = os.lstat(p).st_mode
+        except OSError:
             continue
         files.add(p)
-        if os.path.islink(p):
-            todo.append(_canonical(os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))))
+        if stat.S_ISLNK(mode):
+            todo.append(_canonical(os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p))), resolved))
             continue
         if not (".so" in os.path.basename(p) or p == python):
             continue
         needed, paths, interp = _elf_deps(p)
         if interp:
-            todo.append(_canonical(interp))
+            todo.append(_canonical(interp, resolved))
         origin = os.path.dirname(p)
         search = [q.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for q in paths]
         search += [os.path.join(prefix, "lib")] + system
         for name in needed:
             if "/" in name:
-                todo.append(_canonical(name))
+                todo.append(_canonical(name, resolved))
                 continue
             for d in search:
                 cand = os.path.join(d, name)
                 if os.path.lexists(cand):
-                    todo.append(_canonical(cand))
+                    todo.append(_canonical(cand, resolved))
                     break
     # Only what a session can see: /usr (where /lib and /lib64 point), the prefix, the sites, the harness.
     allowed = ["/usr/", prefix + "/", *(s + "/" for s in sites)]
