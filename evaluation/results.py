@@ -10,8 +10,9 @@ files of a fleet worker and ``Handle.result()`` carry.
 
 A key that one source does not have is not in its JSON at all (rather than
 ``null``): a field left at :data:`UNSET` is omitted. A measured point has
-``per_frame`` and ``decoded_sha256``; a stored one has ``peak_rss_bytes`` and
-``verify_decode_seconds``; a point whose bytes were already decoded by the
+``per_frame`` and ``decoded_sha256``; a stored one has ``peak_rss_bytes``,
+``verify_decode_seconds`` and, of ``per_frame``, the series the database keeps
+(``psnr_y`` and ``payload_bytes``; none for rows stored before they were kept); a point whose bytes were already decoded by the
 same decoder has only its encode's numbers plus where its numbers come from
 (``same_as``, or ``reused_measurement_id`` and ``reused_from``).
 
@@ -174,8 +175,15 @@ class RatePoint(_JsonView):
         """A stored point: ``m`` a measurement row (``db.models.Measurement``, or a
         ``db.results.PointMeasurement`` giving the experiment's own ``rate_index`` and
         ``quality``), ``artifact`` its bitstream's row, ``raw_bytes`` the clip's size
-        as uint8 RGB (for ``compression_ratio``). Per-frame series and the decoded
-        frames' hash are not stored, so they are not here."""
+        as uint8 RGB (for ``compression_ratio``). Of the per-frame series only PSNR-Y
+        and payload bytes are stored (what probes and prompts compare frame by frame),
+        so ``per_frame`` has those two, or is left out for a row stored without them;
+        the decoded frames' hash is not stored."""
+        psnr_y, payload = getattr(m, "frame_psnr_y", None), getattr(m, "frame_bytes", None)
+        per_frame = (
+            {"psnr_y": [float(v) for v in psnr_y], "payload_bytes": [int(b) for b in payload]}
+            if psnr_y is not None and payload is not None else UNSET
+        )
         return cls(
             index=m.rate_index, quality=m.quality, bitstream=artifact.path, bitstream_sha256=artifact.sha256,
             bytes=m.n_bytes, bits=m.bits, kbps=m.kbps, bpp=m.bpp, compression_ratio=raw_bytes / m.n_bytes,
@@ -185,7 +193,7 @@ class RatePoint(_JsonView):
             psnr_yuv=m.psnr_yuv, psnr_yuv_pooled=m.psnr_yuv_pooled,
             encode_seconds=m.encode_seconds, decode_seconds=m.decode_seconds,
             encode_fps=m.encode_fps, decode_fps=m.decode_fps, peak_rss_bytes=m.peak_rss_bytes,
-            verify_decode_seconds=m.verify_decode_seconds,
+            verify_decode_seconds=m.verify_decode_seconds, per_frame=per_frame,
         )
 
     @property

@@ -64,13 +64,17 @@ def test_result_has_the_fields_of_evaluate_json_plus_status_stage_reason(fleet):
     missing = set(direct) - set(result) - {"run_dir", "seconds"}
     assert not missing, f"fleet result lacks {missing}"
     per_point_missing = set(direct["rate_points"][0]) - set(result["rate_points"][0])
-    # Per-frame series, the decoded frames' hash (used by the determinism check on the
-    # worker), pooled chroma PSNRs and the split encoder/decoder memory are not stored.
-    assert per_point_missing <= {"per_frame", "encode_peak_rss_bytes", "decode_peak_rss_bytes", "decoded_sha256",
+    # The decoded frames' hash (used by the determinism check on the worker), pooled
+    # chroma PSNRs and the split encoder/decoder memory are not stored.
+    assert per_point_missing <= {"encode_peak_rss_bytes", "decode_peak_rss_bytes", "decoded_sha256",
                                  "psnr_u_pooled", "psnr_v_pooled", "psnr_y420_pooled"}
     # The same code on the same frames gives the same bytes and the same quality.
     assert result["rate_points"][0]["bitstream_sha256"] == direct["rate_points"][0]["bitstream_sha256"]
     assert result["rate_points"][0]["psnr_y"] == direct["rate_points"][0]["psnr_y"]
+    # Of the per-frame series, the stored ones: PSNR-Y and payload bytes, frame by frame.
+    stored, measured = result["rate_points"][0]["per_frame"], direct["rate_points"][0]["per_frame"]
+    assert set(stored) == {"psnr_y", "payload_bytes"} and len(stored["psnr_y"]) == 2
+    assert stored == {k: measured[k] for k in stored}
 
 
 def test_rejected_candidate_ends_rejected_with_stage_and_reason(fleet):
