@@ -329,6 +329,16 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
     except views.ViewError as exc:
         view = None
         problems.append(f"no decoder file view: {exc}")
+    starting = None
+    if view is not None and cgroup_ok and uid_ok and template_setting() != "off":
+        # The two templates (each imports numpy and torch: seconds of a worker's start-up)
+        # start while the cold probes below run; _probe_templates checks them afterwards,
+        # and a start that failed here is tried again, and reported, there.
+        from concurrent.futures import ThreadPoolExecutor
+
+        starting = ThreadPoolExecutor(2, thread_name_prefix="cf-template-start")
+        for v in (None, view):
+            starting.submit(_get_template, "strict", device, Limits(), bwrap, v, view.key)
     # One probe on the host's files (as encoders run), one on the decoder view (as decoders run).
     for which in ("encoder", "decoder"):
         if which == "decoder" and view is None:
@@ -381,6 +391,8 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
             if "pyseccomp" in reason or "seccomp" in reason.lower():
                 bwrap_ok = True
             break
+    if starting is not None:
+        starting.shutdown(wait=True)
     report = IsolationReport(
         bwrap, version, bwrap_ok, seccomp_ok, problems, cgroup_ok, cgroup_note, sandbox_uid, uid_ok, view_ok, view_note
     )
@@ -1161,12 +1173,14 @@ class _Template:
 
 
 _TEMPLATES: dict[tuple, _Template] = {}
-_TEMPLATES_LOCK = threading.Lock()
+_TEMPLATES_LOCK = threading.Lock()  # the two dicts; never held while a template starts
+_STARTING: dict[tuple, threading.Lock] = {}  # per key: one start at a time, other keys in parallel
 
 
 def _get_template(mode: str, device: str, limits: Limits, bwrap: str | None, view, packages_key: str) -> _Template:
     """This worker's template for (mode, device, file view, packages, thread setting):
-    started on first use, replaced when it died, broke, or forked its quota."""
+    started on first use, replaced when it died, broke, or forked its quota. Templates
+    of different keys (the encoder's and the decoder's) may start at the same time."""
     modules = _template_modules()
     creds, _ = _sandbox_credentials()
     key = (mode, device, bwrap, limits.threads, view.root if view is not None else "host", packages_key, modules,
@@ -1176,17 +1190,22 @@ def _get_template(mode: str, device: str, limits: Limits, bwrap: str | None, vie
             inherited = _TEMPLATES.pop(other_key)  # our parent's: leave it running, drop our copy
             if inherited._sock is not None:
                 inherited._sock.close()
-        template = _TEMPLATES.get(key)
-        if template is not None and (not template.alive() or template.forks >= TEMPLATE_MAX_FORKS):
-            template.close()
-            del _TEMPLATES[key]
-            template = None
-        if template is None:
+        starting = _STARTING.setdefault(key, threading.Lock())
+    with starting:
+        with _TEMPLATES_LOCK:
+            template = _TEMPLATES.get(key)
+            if template is not None and (not template.alive() or template.forks >= TEMPLATE_MAX_FORKS):
+                template.close()
+                del _TEMPLATES[key]
+                template = None
+            if template is not None:
+                return template
             # A new view key (packages changed) makes a new template; the old one goes.
             for other_key in [k for k in _TEMPLATES if k[:5] == key[:5] and k != key]:
                 _TEMPLATES.pop(other_key).close()
-            template = _Template(mode, device, limits, bwrap, view, modules)
-            template.start()
+        template = _Template(mode, device, limits, bwrap, view, modules)
+        template.start()
+        with _TEMPLATES_LOCK:
             _TEMPLATES[key] = template
         return template
 
