@@ -394,15 +394,19 @@ def cmd_sanitize(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from db.models import SCHEMA_REVISION
-    from db.session import make_engine, stored_revision
+    from db import lean
+    from db.vocabulary import SCHEMA_REVISION
 
     url = args.url or get_settings().database_url
-    engine = make_engine(url)
-    try:
-        at = stored_revision(engine)
-    finally:
-        engine.dispose()
+    at = lean.stored_revision(url)  # the embedded SQLite file at head: known without SQLAlchemy
+    if at is None:
+        from db.session import make_engine, stored_revision
+
+        engine = make_engine(url)
+        try:
+            at = stored_revision(engine)
+        finally:
+            engine.dispose()
     if not (args.revision == "head" and at == SCHEMA_REVISION):  # at head already: nothing for Alembic to do
         from db.migrate import current_revision, upgrade
 
@@ -528,34 +532,56 @@ def _status_one(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_list(args: argparse.Namespace) -> int:
-    """The recent experiments, what waits in which queue, and the internal errors."""
-    from datetime import UTC, datetime
+def _status_snapshot(limit: int) -> tuple[list, list, list, int, dict]:
+    """(recent experiments, waiting ones, internal errors, their count, queue positions)
+    as the rows status lists. The embedded default's SQLite database at this schema is
+    read through :mod:`db.lean` (no SQLAlchemy to import: most of the answer time);
+    anything else through the repository modules, which create or migrate it first."""
+    settings = get_settings()
+    if not settings.broker_url:  # embedded: no broker holds messages to locate
+        from db import lean
 
+        conn = lean.open_embedded(settings.database_url)
+        if conn is not None:
+            try:
+                return (lean.recent_experiments(conn, limit), lean.waiting_experiments(conn, 10_000),
+                        lean.internal_errors(conn, limit), lean.internal_error_count(conn), {})
+            finally:
+                conn.close()
     from codecfleet import fleet
     from db import engine, experiments
 
     fleet._ensure_database()
-    now = datetime.now(UTC)
     with engine.transaction() as session:
-        recent = experiments.recent_experiments(session, args.limit)
-        waiting_rows = experiments.waiting_experiments(session, limit=10_000)
-        rows = [
-            {
-                "id": e.id, "status": e.status.value, "stage": e.failure_stage, "reason": e.error,
-                "attempts": e.attempts, "worker": e.worker_host, "queued_at": e.queued_at.isoformat(timespec="seconds"),
-                "waiting_for": e.waiting_for,
-                "waiting_seconds": (now - e.waiting_since).total_seconds() if e.waiting_since else None,
-            }
-            for e in recent
-        ]
-        bugs = [
-            {"experiment": b.experiment_id, "count": b.count, "stage": b.last_stage, "error": b.last_error,
-             "at": b.last_at.isoformat(timespec="seconds"), "status": b.status.value if b.status else None}
-            for b in experiments.internal_errors(session, limit=args.limit)
-        ]
+        recent = experiments.recent_experiments(session, limit)
+        waiting = experiments.waiting_experiments(session, limit=10_000)
+        bugs = experiments.internal_errors(session, limit=limit)
         n_bugs = experiments.internal_error_count(session)
-    where = fleet.queue_positions((r["id"], r["attempts"], r["waiting_for"], r["worker"]) for r in rows if r["waiting_for"])
+        session.expunge_all()
+    where = fleet.queue_positions((e.id, e.attempts, e.waiting_for, e.worker_host) for e in recent if e.waiting_for)
+    return recent, waiting, bugs, n_bugs, where
+
+
+def _status_list(args: argparse.Namespace) -> int:
+    """The recent experiments, what waits in which queue, and the internal errors."""
+    from datetime import UTC, datetime
+
+    recent, waiting_rows, internal, n_bugs, where = _status_snapshot(args.limit)
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": e.id, "status": str(e.status), "stage": e.failure_stage, "reason": e.error,
+            "attempts": e.attempts, "worker": e.worker_host, "queued_at": e.queued_at.isoformat(timespec="seconds"),
+            "waiting_for": e.waiting_for,
+            "waiting_seconds": (now - e.waiting_since).total_seconds() if e.waiting_since else None,
+        }
+        for e in recent
+    ]
+    bugs = [
+        {"experiment": b.experiment_id, "count": b.count, "stage": b.last_stage, "error": b.last_error,
+         "at": b.last_at.isoformat(timespec="seconds"), "status": str(b.status) if b.status else None}
+        for b in internal
+    ]
     for r in rows:
         w = where.get(r["id"])
         r["queue"] = w.queue if w else None
@@ -659,6 +685,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _redact(url: str) -> str:
+    if "@" not in url:  # no user info, so no password to hide (and no SQLAlchemy to import)
+        return url
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import get_settings
-from db.models import SCHEMA_REVISION
+from db.vocabulary import SCHEMA_REVISION
 from db.session import make_engine, session_factory, session_scope, stored_revision
 
 _lock = threading.Lock()

@@ -28,12 +28,15 @@ refer to stable names on Postgres and SQLite alike.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from db.vocabulary import (  # the names the database stores, in a module that imports nothing
+    FAILURES, RUNNING, SCHEMA_REVISION, TERMINAL, ExperimentStatus, S, Stage,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -76,11 +79,6 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-#: The newest migration in ``migrations/versions``: the schema these models describe
-#: (tests/db/test_db_migrations.py checks it against Alembic's head).
-SCHEMA_REVISION = "0007"
-
-
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON(), list[Any]: sa.JSON()}
@@ -88,51 +86,6 @@ class Base(DeclarativeBase):
 
 # --- the experiment state machine (DESIGN section 4) ------------------------
 
-
-class ExperimentStatus(enum.StrEnum):
-    QUEUED = "queued"
-    GENERATING = "generating"
-    SANITIZING = "sanitizing"
-    ENCODING = "encoding"
-    SCORING = "scoring"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    TIMED_OUT = "timed_out"
-    DUPLICATE_OUTPUT = "duplicate_output"
-    CANCELLED = "cancelled"
-
-
-S = ExperimentStatus
-
-
-class Stage(enum.StrEnum):
-    """Where an experiment that ended without a result stopped: ``experiments.failure_stage``
-    (a CHECK holds the column to these). The one list: the tasks, the reaper and the
-    queries name stages through it; a candidate's own faults
-    (``evaluation.runner.CandidateError``) are the subset sanitize, import, encode,
-    decode, verify."""
-
-    QUEUE = "queue"  # timed out before any step held it
-    GENERATE = "generate"  # no usable code from the generator
-    SANITIZE = "sanitize"  # the sanitizer rejected the code
-    CLIP = "clip"  # the worker could not load the clip it was sent
-    PROBE = "probe"  # stopped by the probe (crashed, wrong output, worse than its parent)
-    IMPORT = "import"  # the candidate module failed to load in the sandbox
-    ENCODE = "encode"
-    DECODE = "decode"
-    VERIFY = "verify"  # decoded frames wrong, or not deterministic, or too few distinct points
-    SCORE = "score"  # the bitstream changed, or the numbers could not be stored
-
-
-#: A worker holds the experiment (and its lease) in these states.
-RUNNING: frozenset[ExperimentStatus] = frozenset({S.GENERATING, S.SANITIZING, S.ENCODING, S.SCORING})
-#: Nothing ever moves an experiment out of these.
-TERMINAL: frozenset[ExperimentStatus] = frozenset(
-    {S.SUCCEEDED, S.FAILED, S.REJECTED, S.TIMED_OUT, S.DUPLICATE_OUTPUT, S.CANCELLED}
-)
-#: Statuses that end an experiment without a result, shown to the LLM as failures.
-FAILURES: frozenset[ExperimentStatus] = frozenset({S.FAILED, S.REJECTED, S.TIMED_OUT, S.DUPLICATE_OUTPUT})
 
 #: target -> the statuses it may be reached from (by ``db.experiments.transition``).
 #: Two moves are deliberately absent: running -> queued is ``db.experiments.requeue``
@@ -705,6 +658,7 @@ __all__ = [
     "FAILURES",
     "NAMING_CONVENTION",
     "RUNNING",
+    "SCHEMA_REVISION",
     "STAGE_TIMESTAMPS",
     "TERMINAL",
     "TRANSITIONS",

@@ -14,8 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-#: How long an SQLite writer waits for another process's write lock, in ms.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+from db.vocabulary import SQLITE_BUSY_TIMEOUT_MS  # how long an SQLite writer waits for another's lock
 
 
 def make_engine(url: str | sa.URL, *, foreign_keys: bool = True, **kwargs: Any) -> sa.Engine:
