@@ -26,6 +26,13 @@ Issue 16 adds start-to-ready of sessions forked from the worker's template
 per-experiment table for a trivial numpy and torch candidate at 4 rate points,
 cold and from the template. The load average is
 printed before and after: compare runs only at similar load.
+
+The worker start-up table times what every process pays once before its first
+session (each CLI run, each fleet worker): the decoder view's plan (which files of
+the interpreter and packages a decoder may see), against the same plan with one
+``realpath`` per file (the method before directories were memoised, run here as
+the reference), and the whole isolation probe (cold probe sessions, both
+templates started side by side) in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print()
     if not args.skip_startup:
+        _worker_startup_table(min(args.repeats, 3))
         _startup_table(args.repeats)
     if args.experiments:
         _experiment_table(args.experiments)
@@ -185,6 +193,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {what} | {inproc:.3f} | {loose:.3f} | {strict:.3f} | {strict - inproc:+.3f} |")
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return 0
+
+
+def _worker_startup_table(repeats: int) -> None:
+    from unittest import mock
+
+    from sandbox import views
+    from sandbox.runner import HARNESS_PATH
+
+    args = (os.path.realpath(sys.base_prefix), os.path.realpath(sys.executable), _site_dirs(), str(HARNESS_PATH.resolve()))
+
+    def plan() -> float:
+        t = time.perf_counter()
+        views._plan(*args)
+        return time.perf_counter() - t
+
+    def plan_reference() -> float:
+        with mock.patch.object(views, "_canonical", lambda path, resolved=None: os.path.join(
+                os.path.realpath(os.path.dirname(path)), os.path.basename(path))):
+            return plan()
+
+    def probe() -> float:
+        code = "import time; t = time.perf_counter(); from sandbox.runner import probe_isolation; " \
+               "assert probe_isolation().strict_ok; print(time.perf_counter() - t)"
+        out = subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parents[1]),
+                             capture_output=True, text=True, check=True).stdout
+        return float(out.strip().splitlines()[-1])
+
+    ours = statistics.median(plan() for _ in range(repeats))
+    ref = statistics.median(plan_reference() for _ in range(repeats))
+    probes = statistics.median(probe() for _ in range(repeats))
+    n = len(views._plan(*args).files)
+    print(f"worker start-up, once per process (median of {repeats}; s)")
+    print("| step | codecfleet | reference | speed-up |")
+    print("|---|---:|---:|---:|")
+    print(f"| decoder view plan ({n} files): directories resolved once vs one realpath per file | {ours:.2f} | {ref:.2f} "
+          f"| {ref / ours:.1f}x |")
+    print(f"| probe_isolation in a fresh interpreter (view plan, cold probes, both templates) | {probes:.2f} | | |")
+    print()
 
 
 def _startup_table(repeats: int) -> None:
