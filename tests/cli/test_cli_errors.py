@@ -68,8 +68,8 @@ print(json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)
 @pytest.mark.parametrize("argv", [["status", "--json"], ["cancel", "999999"]])
 def test_read_only_commands_load_no_measurement_stack(argv, tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CODECFLEET_DATA_DIR": str(tmp_path / "data")}
-    # The embedded database must exist first (status on a fresh machine creates it; that path may use alembic).
-    first = subprocess.run([sys.executable, "-c", _PROBE, "status", "--json"], env=env, capture_output=True, text=True,
+    # The embedded database must exist first (creating it is Alembic's job).
+    first = subprocess.run([sys.executable, "-c", _PROBE, "db", "upgrade"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert first.returncode == 0, first.stderr
     proc = subprocess.run([sys.executable, "-c", _PROBE, *argv], env=env, capture_output=True, text=True, timeout=120)
@@ -77,4 +77,17 @@ def test_read_only_commands_load_no_measurement_stack(argv, tmp_path):
     # status reads the embedded SQLite database at head without SQLAlchemy (db.lean);
     # cancel changes a state, which only the state machine (SQLAlchemy) does.
     assert report["heavy"] == ([] if argv[0] == "status" else ["sqlalchemy"]), report
+
+
+def test_status_on_a_machine_that_never_ran_anything_lists_nothing_and_creates_nothing(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CODECFLEET_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run([sys.executable, "-c", _PROBE, "status", "--json"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"experiments": [], "waiting": [], "internal_errors": {"total": 0, "experiments": []}}
+    assert json.loads(proc.stderr.strip().splitlines()[-1])["heavy"] == []
+    assert not (tmp_path / "data" / "codecfleet.db").exists()
+    table = subprocess.run([sys.executable, "-m", "codecfleet.cli", "status"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert table.returncode == 0 and "no experiments yet" in table.stdout, table.stderr
 
