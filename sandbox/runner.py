@@ -329,16 +329,16 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
     except views.ViewError as exc:
         view = None
         problems.append(f"no decoder file view: {exc}")
-    starting = None
+    starting, early = None, []
     if view is not None and cgroup_ok and uid_ok and template_setting() != "off":
-        # The two templates (each imports numpy and torch: seconds of a worker's start-up)
-        # start while the cold probes below run; _probe_templates checks them afterwards,
-        # and a start that failed here is tried again, and reported, there.
+        # The two templates (each imports numpy and torch, never candidate code: seconds of
+        # a worker's start-up) start while the cold probes below run; _probe_templates
+        # checks them afterwards (a start that failed here is tried again, and reported,
+        # there), and they are closed if the cold probes find the sandbox not strict.
         from concurrent.futures import ThreadPoolExecutor
 
         starting = ThreadPoolExecutor(2, thread_name_prefix="cf-template-start")
-        for v in (None, view):
-            starting.submit(_get_template, "strict", device, Limits(), bwrap, v, view.key)
+        early = [starting.submit(_get_template, "strict", device, Limits(), bwrap, v, view.key) for v in (None, view)]
     # One probe on the host's files (as encoders run), one on the decoder view (as decoders run).
     for which in ("encoder", "decoder"):
         if which == "decoder" and view is None:
@@ -398,6 +398,10 @@ def _probe_cached(device: str, bwrap_name: str) -> IsolationReport:
     )
     if report.strict_ok and template_setting() != "off":
         report.template_ok, report.template = _probe_templates(device, bwrap, limits, code, frame, view)
+    else:
+        for started in early:  # nothing may fork from a template the cold probes did not vouch for
+            if started.exception() is None:
+                started.result().close()
     return report
 
 

@@ -124,3 +124,35 @@ def test_template_off_starts_every_session_cold(strict_isolation):
     enc = runner.encode(LOSSLESS_CODEC, FRAMES, CONFIG)
     runner.decode(LOSSLESS_CODEC, list(enc.payloads), CONFIG, len(FRAMES))
     assert [log.started_from for log in runner.logs] == ["cold", "cold"]
+
+
+def test_templates_started_beside_a_failing_probe_are_closed(strict_isolation, monkeypatch):
+    """The templates start while the cold probe sessions run; when those find the
+    sandbox not strict, nothing may fork from them: they are closed, and the report
+    says isolation does not hold."""
+    started = []
+    start = sr._Template.start
+
+    def start_and_keep(self):
+        start(self)
+        started.append(self)
+
+    def cold_probe_fails(self, code, config):
+        if self.role == "probe":
+            raise CandidateError("import", "the probe session could not start (simulated)")
+        return cold_start(self, code, config)
+
+    cold_start = sr._Session.start
+    sr.close_templates()
+    monkeypatch.setattr(sr._Template, "start", start_and_keep)
+    monkeypatch.setattr(sr._Session, "start", cold_probe_fails)
+    try:
+        report = sr.probe_isolation(refresh=True)
+        assert not report.strict_ok and not report.template_ok
+        assert "simulated" in " ".join(report.problems)
+        assert len(started) == 2 and not any(t.alive() for t in started)
+        assert all(t.proc.poll() is not None for t in started)  # the processes are gone, not just marked
+    finally:
+        monkeypatch.undo()
+        sr.close_templates()
+        assert sr.probe_isolation(refresh=True).strict_ok  # later tests get the real report back
