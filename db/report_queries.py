@@ -30,7 +30,7 @@ from db.models import (
     Score,
     candidate_parents,
 )
-from db.results import stored_points
+from db.results import id_chunks, stored_points
 from evaluation.results import RatePoint
 
 __all__ = [
@@ -170,16 +170,6 @@ class FailureGroup:
     examples: tuple[tuple[int, str], ...]
 
 
-#: Ids per ``IN (...)`` list: SQLite caps bound parameters per statement, and a
-#: campaign can have more experiments than that.
-IN_CHUNK = 900
-
-
-def _chunks(ids: Iterable[int]) -> list[list[int]]:
-    ordered = sorted(set(ids))
-    return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
-
-
 # --- scope --------------------------------------------------------------------
 
 
@@ -278,7 +268,7 @@ def scores_by_experiment(
     if not owner:
         return {}
     by_owner: dict[int, dict[tuple[str, str], ScoreRow]] = {}
-    for chunk in _chunks(owner.values()):
+    for chunk in id_chunks(owner.values()):
         query = sa.select(Score).where(Score.experiment_id.in_(chunk))
         if metric is not None:
             query = query.where(Score.metric == metric)
@@ -402,7 +392,7 @@ def failure_breakdown(
 def candidates_by_id(session: Session, ids: Iterable[int]) -> dict[int, CandidateInfo]:
     parents: dict[int, list[int]] = {}
     rows: list[Candidate] = []
-    for chunk in _chunks(ids):
+    for chunk in id_chunks(ids):
         for child, parent in session.execute(
             sa.select(candidate_parents.c.candidate_id, candidate_parents.c.parent_id).where(
                 candidate_parents.c.candidate_id.in_(chunk)

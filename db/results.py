@@ -438,8 +438,15 @@ def experiment_measurements(session: Session, experiment_id: int) -> list[PointM
     return [PointMeasurement(p, m, a) for p, m, a in rows]
 
 
-#: Ids per ``IN (...)`` list: SQLite caps bound parameters per statement.
+#: Ids per ``IN (...)`` list: SQLite caps bound parameters per statement, and a
+#: campaign can have more experiments than that.
 IN_CHUNK = 900
+
+
+def id_chunks(ids: Iterable[int]) -> list[list[int]]:
+    """``ids``, distinct and sorted, in lists short enough for one ``IN (...)`` each."""
+    ordered = sorted(set(ids))
+    return [ordered[i : i + IN_CHUNK] for i in range(0, len(ordered), IN_CHUNK)]
 
 
 def stored_points(
@@ -449,16 +456,15 @@ def stored_points(
     is the caller's to follow), in rate order: each as :meth:`RatePoint.from_measurement`
     builds it (what ``Handle.result()`` shows), with the :class:`PointMeasurement` it
     was built from (where its numbers come from, the measuring experiment, versions)."""
-    ordered = sorted(set(experiment_ids))
     out: dict[int, list[tuple[RatePoint, PointMeasurement]]] = {}
-    for i in range(0, len(ordered), IN_CHUNK):
+    for chunk in id_chunks(experiment_ids):
         for p, m, a, n_frames, width, height in session.execute(
             sa.select(ExperimentPoint, Measurement, Artifact, Clip.n_frames, Clip.width, Clip.height)
             .join(Measurement, Measurement.id == ExperimentPoint.measurement_id)
             .join(Artifact, Artifact.id == ExperimentPoint.artifact_id)
             .join(Experiment, Experiment.id == ExperimentPoint.experiment_id)
             .join(Clip, Clip.id == Experiment.clip_id)
-            .where(ExperimentPoint.experiment_id.in_(ordered[i : i + IN_CHUNK]))
+            .where(ExperimentPoint.experiment_id.in_(chunk))
             .order_by(ExperimentPoint.experiment_id, ExperimentPoint.rate_index)
         ):
             pm = PointMeasurement(p, m, a)
@@ -772,5 +778,6 @@ __all__ = [
     "record_probe",
     "record_result",
     "reuse_result",
+    "id_chunks",
     "stored_points",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 
 from config import UserError
 from db import report_queries as rq
+from db.results import id_chunks
 from db.models import ExperimentStatus
 from evaluation.results import RatePoint
 
@@ -517,10 +518,10 @@ def _headline(session, experiments, rows, infos, facts, params, training, held_s
     measured = sum(p.encode_seconds + p.decode_seconds for r in rows for p in r.points
                    if r.stored.measured_by[p.index] == r.experiment.id)
     tokens, money = 0, 0.0
-    for i in range(0, len(cand_ids), 500):
+    for chunk in id_chunks(cand_ids):
         for pt, ct, usd in session.execute(
             sa.select(Candidate.prompt_tokens, Candidate.completion_tokens, Candidate.cost_usd)
-            .where(Candidate.id.in_(cand_ids[i:i + 500]))
+            .where(Candidate.id.in_(chunk))
         ):
             tokens += (pt or 0) + (ct or 0)
             money += usd or 0.0
@@ -632,11 +633,10 @@ def probe_summary(session, experiment_ids: Sequence[int]) -> dict:
 
     outcomes: dict[str, int] = {}
     spent = saved = 0.0
-    ids = list(experiment_ids)
-    for i in range(0, len(ids), 500):
+    for chunk in id_chunks(experiment_ids):
         for outcome, n, seconds, spared in session.execute(
             sa.select(Probe.outcome, sa.func.count(), sa.func.sum(Probe.seconds), sa.func.sum(Probe.saved_seconds))
-            .where(Probe.experiment_id.in_(ids[i:i + 500])).group_by(Probe.outcome)
+            .where(Probe.experiment_id.in_(chunk)).group_by(Probe.outcome)
         ):
             outcomes[outcome] = outcomes.get(outcome, 0) + int(n)
             spent += float(seconds or 0.0)
