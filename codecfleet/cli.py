@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -542,9 +541,8 @@ def _status_snapshot(limit: int) -> tuple[list, list, list, int, dict]:
     if not settings.broker_url:  # embedded: no broker holds messages to locate
         from db import lean
 
-        path = lean.sqlite_path(settings.database_url)
-        if path is not None and not os.path.exists(path):
-            return [], [], [], 0, {}  # no database yet: nothing was ever run here (and a listing creates none)
+        if lean.never_created(settings.database_url):
+            return [], [], [], 0, {}
         conn = lean.open_embedded(settings.database_url)
         if conn is not None:
             try:

@@ -12,8 +12,8 @@ the SQLAlchemy path.
 Read-only by construction: the file is opened with ``mode=ro``, so nothing here can
 change what the state machine (``db.experiments``) owns. The queries mirror
 ``db.experiments.recent_experiments``, ``waiting_experiments``, ``internal_errors``
-and ``internal_error_count``; ``tests/cli/test_status_lean.py`` checks that both
-paths print the same status for the same database.
+and ``internal_error_count``; ``tests/db/test_db_lean.py`` checks them row for row
+against those, and that both paths print the same status for the same database.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def sqlite_path(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+def never_created(url: str) -> bool:
+    """Whether ``url`` names an SQLite file that does not exist yet: nothing was ever
+    run against it, so a listing has nothing to show (and creates nothing)."""
+    path = sqlite_path(url)
+    return path is not None and not os.path.exists(path)
+
+
 def open_embedded(url: str) -> sqlite3.Connection | None:
     """A read-only connection to the SQLite database at ``url`` when its schema is the
     one this code describes; None otherwise (the caller goes through SQLAlchemy, which
@@ -45,7 +52,8 @@ def open_embedded(url: str) -> sqlite3.Connection | None:
     if path is None or not os.path.isfile(path):
         return None
     try:
-        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True,
+                               timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error:
         return None
     try:
@@ -150,6 +158,7 @@ __all__ = [
     "InternalErrorRow",
     "internal_error_count",
     "internal_errors",
+    "never_created",
     "open_embedded",
     "recent_experiments",
     "sqlite_path",
