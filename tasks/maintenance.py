@@ -95,8 +95,9 @@ def _sweep_waiting(ctx: StepContext, waiting: list[experiments.WaitingExperiment
             continue  # a live worker has it and is starting it (a sandbox can take seconds to set up)
         # Not in any queue; or taken by a worker (unacknowledged) that has not claimed the
         # experiment within a lease and that no live worker reports as active or reserved,
-        # i.e. a worker killed between taking the message and starting it: Redis gives such a message back only after the visibility timeout
-        # (hours). Either way it is sent again; a duplicate delivery changes nothing.
+        # i.e. a worker killed between taking the message and starting it: Redis gives such
+        # a message back only after the visibility timeout (hours). Either way it is sent
+        # again; a duplicate delivery changes nothing.
         log.warning("reaper: experiment %s has waited for %s since %s and its message is %s; sending it again",
                     w.experiment_id, w.waiting_for, w.waiting_since.isoformat(timespec="seconds"),
                     "not in the broker" if where is None else "held unacknowledged by a worker that never started it")
